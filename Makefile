@@ -1,0 +1,45 @@
+# vendo: `make up` runs a local cluster on embedded defaults; `make test` runs the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VENDO := $(VENV)/bin/vendo
+PYTHON ?= python3
+EXAMPLES := hello-world stream image slow
+
+.PHONY: up down status test test-unit lint install bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,examples]'
+	@touch $@
+
+up: install
+	$(VENDO) up --detach
+	@for ex in $(EXAMPLES); do \
+		printf 'pushing examples/%s as vendo/%s: ' $$ex $$ex; \
+		$(VENDO) push examples/$$ex vendo/$$ex --visibility public || exit 1; \
+	done
+	@$(VENDO) status
+	@echo
+	@echo "Base URL:  $$($(PY) -c 'from cluster.settings import Settings; from cluster.up import read_state; print(read_state(Settings())["url"])')"
+	@echo "API token: $$($(PY) -c 'from cluster.settings import Settings; from cluster.up import first_token; print(first_token(Settings()))')"
+
+down: install
+	$(VENDO) down
+
+status: install
+	$(VENDO) status
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) -m benchmarks

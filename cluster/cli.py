@@ -1,0 +1,290 @@
+"""The `vendo` command line: up, down, status, push, run, predictions, accounts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from cluster.settings import Settings
+
+app = typer.Typer(help="vendo: run open models on your own GPUs, the Replicate way.", no_args_is_help=True)
+predictions_app = typer.Typer(help="List, inspect and cancel predictions.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts and API tokens (talks to Redis directly).", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
+app.add_typer(accounts_app, name="accounts")
+out = Console()
+err = Console(stderr=True)
+
+TQDM = re.compile(r"(\d+)%\|.*\| (\d+)/(\d+)")
+
+
+def _client():
+    from cluster.client import Client, ClusterNotFound
+
+    try:
+        return Client.from_env()
+    except ClusterNotFound as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(host: str = typer.Option(None, help="interface the API listens on"),
+       port: int = typer.Option(None, help="API port"),
+       address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
+       detach: bool = typer.Option(False, help="return once the API answers and leave it running")):
+    """Start Ray (or join a cluster), Serve and the router."""
+    from cluster import up as up_mod
+
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = Settings(**overrides)
+    if detach:
+        try:
+            url, token = up_mod.run_detached(settings, address)
+        except RuntimeError as e:
+            _fail(e)
+        out.print(f"vendo is up at [bold]{url}[/bold]")
+        out.print(f"API token: [bold]{token}[/bold]")
+        out.print(f"export REPLICATE_BASE_URL={url} REPLICATE_API_TOKEN={token}")
+        return
+    up_mod.run_foreground(settings, address)
+
+
+@app.command()
+def down():
+    """Stop the cluster started by `vendo up` for this data directory."""
+    from cluster import up as up_mod
+
+    if up_mod.stop(Settings()):
+        out.print("vendo stopped")
+    else:
+        out.print("nothing to stop")
+
+
+@app.command()
+def status():
+    """Versions with their state, and where state and files live."""
+    from cluster.client import ApiError
+
+    c = _client()
+    try:
+        st = c.json("GET", "/v1/status")
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
+    table = Table("model", "version", "hardware", "state")
+    for row in st["versions"]:
+        state = row["state"] + (f" ({row['setup_error']})" if row.get("setup_error") else "")
+        table.add_row(row["model"], row["version"][:12], row.get("hardware") or "", state)
+    out.print(table)
+    out.print(f"API: {c.base_url}   state: {st['redis']}   files: {st['storage']}   "
+              f"Serve apps: {st['serve_apps']}")
+
+
+@app.command()
+def push(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="a Cog project"),
+         model: str = typer.Argument(..., help="owner/name"),
+         hardware: Optional[str] = typer.Option(None, help="hardware SKU (see configs/hardware.yaml)"),
+         visibility: str = typer.Option("private", help="public or private"),
+         max_replicas: Optional[int] = typer.Option(None, help="autoscaling ceiling for this version")):
+    """Package a Cog project and push it as a new version; prints the version id."""
+    from cluster.client import ApiError
+    from cluster.packaging import pack_project
+    from router.errors import VendoError
+
+    if not re.match(r"^[^/:]+/[^/:]+$", model):
+        _fail(ValueError(f"expected owner/name, got {model!r}"))
+    try:
+        data, vid = pack_project(directory)
+    except VendoError as e:
+        _fail(e)
+    params: dict[str, Any] = {"visibility": visibility}
+    if hardware:
+        params["hardware"] = hardware
+    if max_replicas:
+        params["max_replicas"] = max_replicas
+    c = _client()
+    try:
+        v = c.json("POST", f"/v1/models/{model}/versions", content=data, params=params,
+                   headers={"Content-Type": "application/gzip"}, timeout=300)
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
+    out.print(v["id"])
+
+
+def _coerce(key: str, value: str, schema: dict) -> Any:
+    props = schema.get("components", {}).get("schemas", {}).get("Input", {}).get("properties", {})
+    prop = props.get(key, {})
+    if value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise typer.BadParameter(f"{key}: no such file {path}")
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    if prop.get("type") in ("integer", "number", "boolean", "array", "object"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+@app.command()
+def run(ref: str = typer.Argument(..., help="owner/name or owner/name:version"),
+        inputs: list[str] = typer.Option([], "-i", "--input", help="key=value; key=@file for files"),
+        output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="download file outputs here")):
+    """Run a prediction, showing logs and progress, and print its output."""
+    from cluster.client import ApiError
+
+    m = re.match(r"^(?P<owner>[^/]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$", ref)
+    if not m:
+        _fail(ValueError(f"expected owner/name[:version], got {ref!r}"))
+    c = _client()
+    try:
+        model = c.json("GET", f"/v1/models/{m['owner']}/{m['name']}")
+        vid = m["version"] or (model.get("latest_version") or {}).get("id")
+        if not vid:
+            _fail(ValueError(f"{ref} has no versions"))
+        version = c.json("GET", f"/v1/models/{m['owner']}/{m['name']}/versions/{vid}")
+        payload = {}
+        for item in inputs:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"expected key=value, got {item!r}")
+            payload[key] = _coerce(key, value, version["openapi_schema"])
+        pred = c.json("POST", "/v1/predictions", json={"version": vid, "input": payload})
+        _follow(c, pred)
+        pred = c.json("GET", f"/v1/predictions/{pred['id']}")
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
+    if pred["status"] == "failed":
+        _fail(RuntimeError(f"prediction {pred['id']} failed: {pred.get('error')}"))
+    if pred["status"] == "canceled":
+        _fail(RuntimeError(f"prediction {pred['id']} was canceled"))
+    output = pred.get("output")
+    if output_dir is not None:
+        output = _download(c, output, output_dir)
+    out.print_json(data=output) if not isinstance(output, str) else print(output)
+
+
+def _follow(c, pred: dict) -> None:
+    """Stream logs to stderr and show tqdm progress as a bar until the prediction is done."""
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), console=err, transient=True) as bar:
+        task = bar.add_task(pred["status"], total=None)
+        headers = {"Accept": "text/event-stream"}
+        with c.http.stream("GET", pred["urls"]["stream"], headers=headers, timeout=None) as resp:
+            event = None
+            for line in resp.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event == "logs":
+                    text = line[5:].removeprefix(" ")
+                    p = TQDM.search(text)
+                    if p:
+                        bar.update(task, completed=int(p.group(2)), total=int(p.group(3)),
+                                   description="processing")
+                    else:
+                        err.print(text, markup=False, highlight=False)
+                elif line.startswith("data:") and event == "done":
+                    return
+
+
+def _download(c, value: Any, dest: Path) -> Any:
+    if isinstance(value, list):
+        return [_download(c, v, dest) for v in value]
+    if isinstance(value, dict):
+        return {k: _download(c, v, dest) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        dest.mkdir(parents=True, exist_ok=True)
+        name = Path(httpx.URL(value).path).name or "output"
+        resp = c.http.get(value, timeout=300)
+        resp.raise_for_status()
+        target = dest / name
+        target.write_bytes(resp.content)
+        return str(target)
+    return value
+
+
+@predictions_app.command("list")
+def predictions_list(limit: int = typer.Option(20, help="how many to show")):
+    """The newest predictions."""
+    c = _client()
+    table = Table("id", "model", "status", "created")
+    page = c.json("GET", "/v1/predictions")
+    for p in page["results"][:limit]:
+        table.add_row(p["id"], p["model"], p["status"], p.get("created_at") or "")
+    out.print(table)
+
+
+@predictions_app.command("get")
+def predictions_get(pid: str):
+    """One prediction as JSON."""
+    from cluster.client import ApiError
+
+    try:
+        out.print_json(data=_client().json("GET", f"/v1/predictions/{pid}"))
+    except ApiError as e:
+        _fail(e)
+
+
+@predictions_app.command("cancel")
+def predictions_cancel(pid: str):
+    """Cancel a prediction."""
+    from cluster.client import ApiError
+
+    try:
+        p = _client().json("POST", f"/v1/predictions/{pid}/cancel")
+    except ApiError as e:
+        _fail(e)
+    out.print(f"{p['id']}: {p['status']}")
+
+
+@accounts_app.command("create")
+def accounts_create(username: str, name: Optional[str] = typer.Option(None)):
+    """Create an account (or add a token to one) and print its new API token."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from cluster.up import read_state
+    from router.keys import Keys
+    from router.registry import Registry
+
+    settings = Settings()
+    state = read_state(settings) or {}
+    url = settings.redis_url or state.get("redis_url")
+    if not url:
+        _fail(RuntimeError("no Redis: set VENDO_REDIS_URL or run `vendo up`"))
+
+    async def go():
+        r = aioredis.from_url(url, decode_responses=True)
+        try:
+            return await Registry(r, Keys(settings.redis_prefix)).create_account(username, name=name)
+        finally:
+            await r.aclose()
+
+    out.print(asyncio.run(go()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Reads a pushed Cog package's schema and traits. Runs as a Ray task in the version's own
+runtime_env (user code is never imported into the router)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+
+def introspect_package(package: bytes) -> dict[str, Any]:
+    """Unpack, import the predictor, and return its OpenAPI schema, traits and runtime_env."""
+    from cluster.packaging import unpack_package
+    from deployments import cog_runtime
+
+    with tempfile.TemporaryDirectory(prefix="vendo-introspect-") as tmp:
+        project = unpack_package(package, tmp)
+        config = cog_runtime.read_cog_config(project)
+        cwd = os.getcwd()
+        try:
+            schema = cog_runtime.openapi_schema(project)
+            traits = cog_runtime.predictor_traits(project)
+        finally:
+            os.chdir(cwd)
+        return {"openapi_schema": schema, "traits": traits,
+                "runtime_env": cog_runtime.runtime_env_for(config)}

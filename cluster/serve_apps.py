@@ -1,0 +1,81 @@
+"""Serve applications: the router, and one per model version in use. All Serve options are set
+here, from the hardware SKU and the version, never left to Ray's defaults."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ray import serve
+
+from cluster.hardware import hardware
+from cluster.settings import Settings
+
+ROUTER_APP = "vendo"
+
+
+def autoscaling(settings: Settings, max_replicas: int) -> dict[str, Any]:
+    """Scale to zero by default; every field set so Ray's defaults (min 1, 600 s) never apply."""
+    return {
+        "min_replicas": 0,
+        "initial_replicas": 0,
+        "max_replicas": max_replicas,
+        "target_ongoing_requests": 1,
+        "metrics_interval_s": 1.0,
+        "look_back_period_s": settings.autoscale_look_back_period_s,
+        "smoothing_factor": 1.0,
+        "upscale_delay_s": settings.autoscale_upscale_delay_s,
+        "downscale_delay_s": settings.autoscale_downscale_delay_s,
+        "downscale_to_zero_delay_s": settings.autoscale_downscale_delay_s,
+    }
+
+
+def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: str):
+    """The Serve application for one version: deployment `model` running `ModelReplica`."""
+    from deployments.model import ModelReplica
+
+    s = Settings(**settings)
+    skus = hardware(str(s.hardware_config) if s.hardware_config else None)
+    sku = skus.get(version.get("hardware"))
+    traits = version.get("traits") or {}
+    concurrency = int(traits.get("concurrency_max") or 1)
+    max_replicas = int(version.get("max_replicas") or s.autoscale_max_replicas)
+    opts = sku.ray_actor_options()
+    if version.get("runtime_env"):
+        opts["runtime_env"] = version["runtime_env"]
+    deployment = serve.deployment(
+        ModelReplica,
+        name="model",
+        ray_actor_options=opts,
+        max_ongoing_requests=concurrency,
+        max_queued_requests=-1,
+        autoscaling_config=autoscaling(s, max_replicas),
+        graceful_shutdown_timeout_s=s.max_prediction_s + 10,
+        graceful_shutdown_wait_loop_s=1.0,
+        health_check_period_s=10.0,
+        health_check_timeout_s=30.0,
+    )
+    slim = {k: version.get(k) for k in ("id", "package_key", "hardware")}
+    slim["num_gpus"] = sku.num_gpus
+    return deployment.bind(slim, settings, redis_url)
+
+
+def version_app_builder(settings: dict[str, Any], redis_url: str) -> Callable[[dict], Any]:
+    return lambda version: version_app(version, settings, redis_url)
+
+
+def router_app(settings: Settings, redis_url: str):
+    from router.ingress import Router
+
+    deployment = serve.deployment(
+        Router,
+        name="router",
+        num_replicas=settings.router_replicas,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1000,
+        graceful_shutdown_timeout_s=65.0,
+    )
+    return deployment.bind(settings.model_dump(mode="json"), redis_url)
+
+
+def deploy_router(settings: Settings, redis_url: str) -> None:
+    serve.run(router_app(settings, redis_url), name=ROUTER_APP, route_prefix="/")

@@ -1,0 +1,53 @@
+"""The one settings object. Every tunable comes from a `VENDO_` environment variable, read once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VENDO_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("~/.vendo").expanduser(), description="where state lives")
+    redis_url: str | None = Field(default=None, description="redis://…; unset: embedded redis-server")
+    redis_prefix: str = "vendo:"
+    storage_url: str | None = Field(default=None, description="s3://bucket/prefix or file:///path")
+    s3_endpoint_url: str | None = None
+    s3_create_bucket: bool = Field(default=False, description="create the S3 bucket on first use if missing")
+    url_expiry_s: int = 3600
+    public_url: str | None = Field(default=None, description="base URL for absolute links; else Host")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: str | None = None
+    username: str = "vendo"
+    signing_key: str | None = Field(default=None, description="HMAC key for file links; else generated")
+    app_idle_s: float = 3600.0
+    reaper_interval_s: float = 30.0
+    sweep_interval_s: float = 5.0
+    heartbeat_s: float = 5.0
+    lease_s: float = 30.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_package_bytes: int = 512 * 1024 * 1024
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_prediction_s: float = 1800.0
+    prediction_ttl_s: int = 30 * 24 * 3600
+    router_replicas: int = 1
+    hardware_config: Path | None = None
+    allow_private_urls: bool = False
+    autoscale_downscale_delay_s: float = 60.0
+    autoscale_upscale_delay_s: float = 2.0
+    autoscale_look_back_period_s: float = 5.0
+    autoscale_max_replicas: int = 1
+    package_cache_dir: Path | None = None
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,175 @@
+"""Bringing a cluster up and down: embedded Redis, Ray, Serve and the router, plus the files in the
+data directory that let the CLI find it (`cluster.json`, `token`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from cluster.settings import Settings
+
+STATE_FILE = "cluster.json"
+TOKEN_FILE = "token"
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.resolved_data_dir() / STATE_FILE
+
+
+def read_state(settings: Settings) -> dict | None:
+    try:
+        return json.loads(state_path(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def first_token(settings: Settings) -> str:
+    """VENDO_API_TOKEN if set, else the token kept under the data directory (made once)."""
+    if settings.api_token:
+        return settings.api_token
+    path = settings.resolved_data_dir() / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    token = "r8_" + secrets.token_urlsafe(30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+async def _ensure_account(settings: Settings, redis_url: str, username: str, token: str) -> None:
+    import redis.asyncio as aioredis
+
+    from router.keys import Keys
+    from router.registry import Registry
+
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        await Registry(r, Keys(settings.redis_prefix)).create_account(username, token)
+    finally:
+        await r.aclose()
+
+
+def ensure_account(settings: Settings, redis_url: str, username: str, token: str) -> None:
+    asyncio.run(_ensure_account(settings, redis_url, username, token))
+
+
+def start(settings: Settings, address: str | None = None, num_cpus: float | None = None,
+          num_gpus: float | None = None) -> tuple[str, str, str]:
+    """Start (or join) Ray, Serve and the router. Returns (base URL, token, redis URL)."""
+    import ray
+    from ray import serve
+
+    from cluster.embedded import ensure_redis
+    from cluster.serve_apps import deploy_router
+
+    data = settings.resolved_data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    redis_url = ensure_redis(settings)
+    token = first_token(settings)
+    ensure_account(settings, redis_url, settings.username, token)
+    init = {"address": address or "local", "include_dashboard": False, "logging_level": "WARNING",
+            "namespace": "vendo"}
+    if not address:
+        init["num_cpus"] = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, 4)
+        if num_gpus is not None:
+            init["num_gpus"] = num_gpus
+    ray.init(**init)
+    serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
+    deploy_router(settings, redis_url)
+    url = settings.public_url or f"http://{_display_host(settings.host)}:{settings.port}"
+    return url, token, redis_url
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def run_foreground(settings: Settings, address: str | None) -> None:
+    """`vendo up` without --detach: start, write the state file, block until a signal."""
+    import ray
+    from ray import serve
+
+    url, token, redis_url = start(settings, address)
+    state = {"url": url, "pid": os.getpid(), "redis_url": redis_url, "started_at": time.time(),
+             "port": settings.port, "data_dir": str(settings.resolved_data_dir())}
+    state_path(settings).write_text(json.dumps(state, indent=2))
+    print(f"vendo is up at {url}", flush=True)
+    print(f"API token: {token}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("vendo: shutting down", flush=True)
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        state_path(settings).unlink(missing_ok=True)
+
+
+def run_detached(settings: Settings, address: str | None, timeout_s: float = 180.0) -> tuple[str, str]:
+    """Start `vendo up` in the background and return once the API answers."""
+    data = settings.resolved_data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    state_path(settings).unlink(missing_ok=True)
+    log_path = data / "vendo.log"
+    cmd = [sys.executable, "-m", "cluster.cli", "up", "--host", settings.host, "--port", str(settings.port)]
+    if address:
+        cmd += ["--address", address]
+    env = dict(os.environ, VENDO_DATA_DIR=str(data))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parent.parent))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vendo up exited with {proc.returncode}; see {log_path}")
+        state = read_state(settings)
+        if state and _answers(state["url"]):
+            return state["url"], first_token(settings)
+        time.sleep(0.5)
+    raise RuntimeError(f"vendo did not answer within {timeout_s:.0f}s; see {log_path}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop(settings: Settings, timeout_s: float = 60.0) -> bool:
+    """Stop the cluster that `vendo up` started for this data directory, and its embedded Redis."""
+    from cluster.embedded import stop_redis
+
+    state = read_state(settings)
+    stopped = False
+    if state:
+        pid = int(state["pid"])
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)
+                time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stopped = True
+        state_path(settings).unlink(missing_ok=True)
+    if not settings.redis_url:
+        stopped = stop_redis(settings) or stopped
+    return stopped

@@ -1,0 +1,299 @@
+"""The per-version model deployment: one replica loads one Cog project in-process and runs its
+predictions, writing their state, logs and outputs straight to Redis and storage.
+
+A replica runs a prediction only after its own `starting → processing` compare-and-set succeeds,
+so a duplicate dispatch is dropped, never run twice. Cancellation arrives on a Redis channel and
+interrupts the predictor: `CancelationException` raised into a sync predictor's thread, or the
+task cancelled for an async one."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import mimetypes
+import os
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from deployments import logs
+from router.keys import Keys
+from router.status import Status
+from router.store import PredictionStore, now_iso
+
+log = logging.getLogger("vendo.replica")
+
+FILE_MARKER = "vendo+file://"
+LOG_FLUSH_S = 0.1
+
+
+def package_dir(cache_root: Path, version_id: str, store, package_key: str) -> Path:
+    """Fetch and unpack a version's package once per node (atomic rename, so replicas may race)."""
+    from cluster.packaging import unpack_package
+
+    dest = cache_root / version_id
+    if (dest / "cog.yaml").exists():
+        return dest
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version_id[:12]}-", dir=cache_root))
+    try:
+        unpack_package(store.get_bytes(package_key), tmp)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / "cog.yaml").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def cap_gpu_memory(num_gpus: float) -> None:
+    """Ray splits GPUs for scheduling only; a fractional replica caps its own torch allocator."""
+    if not (0 < num_gpus < 1):
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(num_gpus)
+
+
+class _Running:
+    __slots__ = ("sink", "thread_id", "task", "canceled")
+
+    def __init__(self, sink: logs.LogSink):
+        self.sink = sink
+        self.thread_id: int | None = None
+        self.task: asyncio.Task | None = None
+        self.canceled = False
+
+
+class ModelReplica:
+    """Serve deployment class; the constructor is setup(), `predict` runs one prediction."""
+
+    async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
+        from cluster.settings import Settings
+        from deployments import cog_runtime
+        from router.storage import open_store
+
+        self.version_id = version["id"]
+        self.settings = Settings(**settings)
+        self.keys = Keys(self.settings.redis_prefix)
+        self.redis = aioredis.from_url(redis_url, decode_responses=True)
+        self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s)
+        self.objects = open_store(self.settings)
+        self.running: dict[str, _Running] = {}
+        self.setup_error: str | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
+        logs.install()
+        cap_gpu_memory(float(version.get("num_gpus") or 0))
+
+        sink = logs.LogSink()
+        token = logs.bind(sink)
+        started = time.time()
+        try:
+            cache = self.settings.package_cache_dir or Path(tempfile.gettempdir()) / "vendo-packages"
+            project = await asyncio.to_thread(package_dir, Path(cache), self.version_id, self.objects,
+                                              version["package_key"])
+            self.predictor = await asyncio.to_thread(cog_runtime.load, project)
+            await self.predictor.asetup(self.pool)
+        except BaseException as e:  # noqa: BLE001 - a failed setup fails predictions, not the replica
+            self.setup_error = f"{type(e).__name__}: {e}"
+            sink.write(traceback.format_exc())
+        finally:
+            logs.unbind(token)
+        self.setup_logs = sink.drain()
+        await self.redis.hset(self.keys.version(self.version_id), mapping={
+            "setup_status": "failed" if self.setup_error else "succeeded",
+            "setup_error": self.setup_error or "",
+            "setup_logs": self.setup_logs[-20000:],
+            "setup_time": f"{time.time() - started:.3f}",
+        })
+        self._bg = [asyncio.get_running_loop().create_task(self._heartbeat_loop()),
+                    asyncio.get_running_loop().create_task(self._cancel_listener())]
+
+    # background work
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.store.heartbeat(list(self.running), time.time() + 3 * self.settings.heartbeat_s)
+            except Exception:  # noqa: BLE001 - a missed beat is retried on the next tick
+                log.exception("heartbeat failed")
+
+    async def _cancel_listener(self) -> None:
+        from deployments.cog_runtime import raise_in_thread
+
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.keys.cancel_channel())
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    run = self.running.get(msg["data"])
+                    if run is None or run.canceled:
+                        continue
+                    run.canceled = True
+                    log.info("prediction %s: cancel requested", msg["data"])
+                    if run.task is not None:
+                        run.task.cancel()
+                    if run.thread_id is not None:
+                        raise_in_thread(run.thread_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - resubscribe after a dropped connection
+                log.exception("cancel listener failed; resubscribing")
+                await asyncio.sleep(1)
+
+    def check_health(self) -> None:
+        # a failed setup keeps the replica up so predictions fail with its error, as Cog does
+        return None
+
+    # one prediction
+
+    async def predict(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run prediction `request["id"]` on `request["input"]`; returns its terminal status."""
+        pid = request["id"]
+        if self.setup_error:
+            await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
+                                        error=f"setup failed: {self.setup_error}")
+            return {"status": "failed"}
+        started = time.time()
+        ok, prev = await self.store.transition(
+            pid, Status.PROCESSING, {"started_at": now_iso(started)},
+            heartbeat_deadline=started + 3 * self.settings.heartbeat_s)
+        if not ok:
+            log.info("prediction %s: not started, status was %s", pid, prev)
+            return {"status": prev.value if prev else None}
+        run = _Running(logs.LogSink())
+        self.running[pid] = run
+        flusher = asyncio.get_running_loop().create_task(self._flush_logs(pid, run.sink))
+        status, fields, error = Status.SUCCEEDED, {}, None
+        try:
+            output, metrics = await self._run(pid, request["input"], run)
+            fields["output"] = output
+        except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
+            metrics = {}
+            if run.canceled:
+                status = Status.CANCELED
+            elif isinstance(e, asyncio.CancelledError):
+                status = Status.CANCELED
+            else:
+                status, error = Status.FAILED, _describe(e)
+                run.sink.write(traceback.format_exc())
+        finally:
+            flusher.cancel()
+            self.running.pop(pid, None)
+        rest = run.sink.drain()
+        if rest:
+            await self.store.append_logs(pid, rest)
+        done = time.time()
+        metrics = {**metrics, "predict_time": round(done - started, 6)}
+        created = request.get("created_ts")
+        if created:
+            metrics["total_time"] = round(done - float(created), 6)
+        fields.update(completed_at=now_iso(done), metrics=metrics)
+        if status != Status.SUCCEEDED:
+            fields.pop("output", None)
+        await self.store.transition(pid, status, fields, error=error)
+        return {"status": status.value}
+
+    async def _flush_logs(self, pid: str, sink: logs.LogSink) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            text = sink.drain()
+            if text:
+                await self.store.append_logs(pid, text)
+
+    async def _run(self, pid: str, payload: dict[str, Any], run: _Running) -> tuple[Any, dict]:
+        from deployments import cog_runtime
+
+        p = self.predictor
+        loop = asyncio.get_running_loop()
+        token = logs.bind(run.sink)
+        try:
+            kwargs = await loop.run_in_executor(
+                self.pool, contextvars.copy_context().run, self._prepare, payload)
+            with cog_runtime.metric_scope() as metrics:
+                if p.is_async:
+                    run.task = asyncio.current_task()
+                    if p.is_iterator:
+                        out = []
+                        async for item in p.call(kwargs):
+                            await self._emit(pid, run, out, item)
+                        result = out
+                    else:
+                        result = await p.call(kwargs)
+                else:
+                    result = await loop.run_in_executor(
+                        self.pool, contextvars.copy_context().run, self._call_sync, pid, run, kwargs, loop)
+                if not p.is_iterator:
+                    result = await loop.run_in_executor(self.pool, self._encode, pid, result)
+            return result, dict(metrics)
+        finally:
+            logs.unbind(token)
+
+    def _prepare(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from deployments import cog_runtime
+
+        return cog_runtime.prepare_input(self.predictor, payload,
+                                         allow_private_urls=self.settings.allow_private_urls)
+
+    def _call_sync(self, pid: str, run: _Running, kwargs: dict, loop: asyncio.AbstractEventLoop) -> Any:
+        """Runs in a worker thread; iterator items are encoded here and shipped to the loop."""
+        run.thread_id = threading.get_ident()
+        try:
+            if run.canceled:
+                raise asyncio.CancelledError()
+            result = self.predictor.call(kwargs)
+            if not self.predictor.is_iterator:
+                return result
+            out: list = []
+            for item in result:
+                asyncio.run_coroutine_threadsafe(self._emit(pid, run, out, item), loop).result()
+            return out
+        finally:
+            run.thread_id = None
+
+    async def _emit(self, pid: str, run: _Running, out: list, item: Any) -> None:
+        encoded = await asyncio.to_thread(self._encode, pid, item, len(out))
+        out.append(encoded)
+        text = encoded if isinstance(encoded, str) else _compact(encoded)
+        await self.store.append_output(pid, encoded, text, logs=run.sink.drain())
+
+    def _encode(self, pid: str, value: Any, index: int | None = None) -> Any:
+        from deployments import cog_runtime
+
+        def put_file(src, filename: str) -> str:
+            key = f"predictions/{pid}/{filename}"
+            ctype = mimetypes.guess_type(filename)[0]
+            if isinstance(src, (bytes, bytearray)):
+                self.objects.put_bytes(key, bytes(src), ctype)
+            else:
+                self.objects.put_file(key, src, ctype)
+            return FILE_MARKER + key
+
+        return cog_runtime.encode_output(value, put_file, index=index)
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return text if text else type(e).__name__

@@ -1,0 +1,151 @@
+"""Serve applications track the working set: a version's app is created when a prediction first
+needs it and deleted after it has sat at zero replicas for `app_idle_s`.
+
+Never "ensure" an app by deploying it again (that replaces its replicas): create it only when the
+controller lacks it, under a short Redis lock per app, and cache handles per app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+import redis.asyncio as aioredis
+
+from router.keys import Keys
+
+log = logging.getLogger("vendo.apps")
+
+VERSION_APP_PREFIX = "v-"
+LOCK_TTL_MS = 60_000
+
+
+class AppManager:
+    """Creates, caches and reaps the Serve apps of versions. `build` returns the Serve Application
+    for a version record; it is only called when the app must be created."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, build: Callable[[dict], Any], idle_s: float):
+        self.redis = redis
+        self.keys = keys
+        self.build = build
+        self.idle_s = idle_s
+        self.handles: dict[str, Any] = {}
+        self._known: set[str] = set()
+        self._creating: dict[str, asyncio.Future] = {}
+
+    async def _apps(self) -> dict[str, Any]:
+        from ray import serve
+
+        status = await asyncio.to_thread(serve.status)
+        self._known = set(status.applications)
+        return status.applications
+
+    async def handle(self, app: str, version: dict) -> Any:
+        """A cached handle to `app`, creating the app first when the controller lacks it."""
+        h = self.handles.get(app)
+        if h is not None:
+            return h
+        fut = self._creating.get(app)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._creating[app] = fut
+            try:
+                fut.set_result(await self._ensure(app, version))
+            except BaseException as e:
+                fut.set_exception(e)
+                fut.exception()  # mark retrieved: the caller below re-raises it
+            finally:
+                self._creating.pop(app, None)
+        h = await asyncio.shield(fut)
+        self.handles[app] = h
+        return h
+
+    def forget(self, app: str) -> None:
+        self.handles.pop(app, None)
+        self._known.discard(app)
+
+    async def _ensure(self, app: str, version: dict) -> Any:
+        from ray import serve
+
+        if app not in self._known:
+            await self._apps()
+        if app not in self._known:
+            async with self._lock(app):
+                await self._apps()
+                if app not in self._known:
+                    t0 = time.monotonic()
+                    target = serve.RunTarget(self.build(version), name=app, route_prefix=None)
+                    await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
+                    self._known.add(app)
+                    log.info("created Serve app %s in %.3fs", app, time.monotonic() - t0)
+        return serve.get_deployment_handle("model", app_name=app)
+
+    def _lock(self, app: str) -> _RedisLock:
+        return _RedisLock(self.redis, self.keys.app_lock(app))
+
+    async def touch(self, app: str) -> None:
+        await self.redis.zadd(self.keys.app_last_used(), {app: time.time()})
+
+    async def reap_idle(self, now: float | None = None) -> list[str]:
+        """Delete version apps idle at zero replicas for `idle_s`; returns the names deleted."""
+        from ray import serve
+
+        now = time.time() if now is None else now
+        apps = await self._apps()
+        deleted = []
+        for name, st in apps.items():
+            if not name.startswith(VERSION_APP_PREFIX) or _replicas(st) > 0:
+                continue
+            last = await self.redis.zscore(self.keys.app_last_used(), name)
+            if last is not None and now - last < self.idle_s:
+                continue
+            async with self._lock(name):
+                last = await self.redis.zscore(self.keys.app_last_used(), name)
+                if last is not None and time.time() - last < self.idle_s:
+                    continue
+                await asyncio.to_thread(serve.delete, name)
+                self.forget(name)
+                await self.redis.zrem(self.keys.app_last_used(), name)
+                deleted.append(name)
+                log.info("deleted idle Serve app %s", name)
+        return deleted
+
+
+def _replicas(app_status: Any) -> int:
+    n = 0
+    for dep in app_status.deployments.values():
+        for state, count in (dep.replica_states or {}).items():
+            if str(state).split(".")[-1].upper() in ("RUNNING", "STARTING", "UPDATING", "RECOVERING"):
+                n += count
+    return n
+
+
+def replica_counts(app_status: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for dep in app_status.deployments.values():
+        for state, count in (dep.replica_states or {}).items():
+            key = str(state).split(".")[-1].lower()
+            out[key] = out.get(key, 0) + count
+    return out
+
+
+class _RedisLock:
+    """A short lock: SET NX PX, released only by its holder."""
+
+    _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+    def __init__(self, redis: aioredis.Redis, key: str):
+        self.redis, self.key, self.token = redis, key, uuid.uuid4().hex
+
+    async def __aenter__(self):
+        delay = 0.01
+        while not await self.redis.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.redis.eval(self._RELEASE, 1, self.key, self.token)
+

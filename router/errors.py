@@ -1,0 +1,105 @@
+"""Typed errors under one root. Each carries its data; the HTTP layer maps them to problem details."""
+
+from __future__ import annotations
+
+
+class VendoError(Exception):
+    """Root of every error vendo raises on purpose."""
+
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+    def problem(self) -> dict:
+        return {"type": None, "title": self.title, "status": self.status, "detail": self.detail}
+
+
+class Unauthenticated(VendoError):
+    status = 401
+    title = "Unauthenticated"
+
+    def __init__(self):
+        super().__init__("You did not pass a valid authentication token")
+
+
+class NotFound(VendoError):
+    status = 404
+    title = "Not found"
+
+    def __init__(self, what: str, ident: str):
+        super().__init__(f"{what} not found: {ident}")
+        self.what = what
+        self.ident = ident
+
+
+class PredictionNotFound(NotFound):
+    def __init__(self, prediction_id: str):
+        super().__init__("Prediction", prediction_id)
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, ref: str):
+        super().__init__("Model", ref)
+
+
+class VersionNotFound(NotFound):
+    def __init__(self, ref: str):
+        super().__init__("Version", ref)
+
+
+class InvalidInput(VendoError):
+    """A prediction input that fails the version's schema; `field` names the input."""
+
+    status = 422
+    title = "Input validation failed"
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+    def problem(self) -> dict:
+        body = super().problem()
+        body["invalid_fields"] = [{"field": self.field, "reason": self.reason}]
+        return body
+
+
+class InvalidRequest(VendoError):
+    """A request body or parameter that is malformed (not a model input)."""
+
+    status = 422
+    title = "Invalid request"
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+    def problem(self) -> dict:
+        body = super().problem()
+        body["invalid_fields"] = [{"field": self.field, "reason": self.reason}]
+        return body
+
+
+class Conflict(VendoError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLarge(VendoError):
+    status = 413
+    title = "Payload too large"
+
+    def __init__(self, limit_bytes: int):
+        super().__init__(f"Request body must be at most {limit_bytes} bytes")
+        self.limit_bytes = limit_bytes
+
+
+class PackageInvalid(VendoError):
+    """A pushed Cog project that cannot be loaded or introspected."""
+
+    status = 422
+    title = "Invalid model package"

@@ -1,0 +1,105 @@
+"""The HTTP surface: the FastAPI app, authentication, problem-details errors and body limits.
+Routes live in `routes_*.py`; they call the service and never touch Redis or storage directly."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.errors import PayloadTooLarge, Unauthenticated, VendoError
+from router.runtime import Runtime
+
+_runtime: Runtime | None = None
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    global _runtime
+    _runtime = rt
+
+
+def runtime() -> Runtime:
+    assert _runtime is not None, "router runtime not initialised"
+    return _runtime
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": None, "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def base_url(request: Request) -> str:
+    rt = runtime()
+    if rt.settings.public_url:
+        return rt.settings.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+async def current_account(request: Request) -> dict:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        raise Unauthenticated()
+    acct = await runtime().account_for(token.strip())
+    if acct is None:
+        raise Unauthenticated()
+    return acct
+
+
+CurrentAccount = Annotated[dict, Depends(current_account)]
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+def create_app() -> FastAPI:
+    from router import routes_models, routes_predictions, routes_storage
+
+    app = FastAPI(title="vendo", version="0.1.0", redirect_slashes=False,
+                  description="A self-hosted, Replicate-compatible model API on Ray Serve")
+
+    @app.exception_handler(VendoError)
+    async def _vendo_error(request: Request, exc: VendoError):
+        body = exc.problem()
+        return JSONResponse(body, status_code=exc.status, media_type="application/problem+json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "reason": e.get("msg")}
+                  for e in errs]
+        detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields) or "invalid request"
+        return problem(422, "Invalid request", detail, invalid_fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail))
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        limit = _limit_for(request)
+        if length and length.isdigit() and int(length) > limit:
+            return JSONResponse(PayloadTooLarge(limit).problem(), status_code=413,
+                                media_type="application/problem+json")
+        return await call_next(request)
+
+    @app.get("/health", include_in_schema=False)
+    async def health():
+        return {"status": "ok"}
+
+    app.include_router(routes_predictions.router)
+    app.include_router(routes_models.router)
+    app.include_router(routes_storage.router)
+    return app
+
+
+def _limit_for(request: Request) -> int:
+    s = runtime().settings
+    if request.method == "POST" and request.url.path.endswith("/versions"):
+        return s.max_package_bytes
+    if request.url.path.startswith("/v1/files"):
+        return s.max_upload_bytes
+    return s.max_body_bytes

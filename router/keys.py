@@ -1,0 +1,68 @@
+"""Every Redis key name vendo uses, built in one place (general to specific)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "vendo:"
+
+    def prediction(self, pid: str) -> str:
+        return f"{self.prefix}prediction:{pid}"
+
+    def prediction_events(self, pid: str) -> str:
+        return f"{self.prefix}prediction:{pid}:events"
+
+    def prediction_logs(self, pid: str) -> str:
+        return f"{self.prefix}prediction:{pid}:logs"
+
+    def prediction_output(self, pid: str) -> str:
+        return f"{self.prefix}prediction:{pid}:output"
+
+    def account_predictions(self, username: str) -> str:
+        return f"{self.prefix}account:{username}:predictions"
+
+    def account(self, username: str) -> str:
+        return f"{self.prefix}account:{username}"
+
+    def accounts(self) -> str:
+        return f"{self.prefix}accounts"
+
+    def token(self, token_sha256: str) -> str:
+        return f"{self.prefix}token:{token_sha256}"
+
+    def running(self) -> str:
+        """Sorted set: processing predictions scored by their replica's heartbeat deadline."""
+        return f"{self.prefix}running"
+
+    def dispatch(self) -> str:
+        """Sorted set: starting predictions scored by the dispatching router's lease deadline."""
+        return f"{self.prefix}dispatch"
+
+    def model(self, owner: str, name: str) -> str:
+        return f"{self.prefix}model:{owner}/{name}"
+
+    def model_versions(self, owner: str, name: str) -> str:
+        return f"{self.prefix}model:{owner}/{name}:versions"
+
+    def models(self) -> str:
+        return f"{self.prefix}models"
+
+    def version(self, version_id: str) -> str:
+        return f"{self.prefix}version:{version_id}"
+
+    def app_last_used(self) -> str:
+        """Sorted set: Serve app name scored by the last time a prediction used it."""
+        return f"{self.prefix}apps:last_used"
+
+    def app_inflight(self, app: str) -> str:
+        """Counter of predictions dispatched to an app and not yet finished."""
+        return f"{self.prefix}app:{app}:inflight"
+
+    def app_lock(self, app: str) -> str:
+        return f"{self.prefix}lock:app:{app}"
+
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}cancel"

@@ -1,0 +1,144 @@
+"""Predictions: create, get, list, cancel, and the SSE stream."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from router import wire
+from router.errors import InvalidRequest
+from router.http import CurrentAccount, Rt, base_url
+from router.refs import ModelRef
+from router.status import Status
+
+router = APIRouter(prefix="/v1", tags=["predictions"])
+
+MAX_WAIT_S = 60.0
+WAIT_MARGIN_S = 0.3  # the client's read timeout is N + 0.5 s
+KEEPALIVE_MS = 15_000
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:=(\d+))?(?:$|[,;\s])")
+
+
+def prefer_wait(header: str | None) -> float | None:
+    """Seconds to hold a create, from `Prefer: wait[=N]` (clamped to 1..60), or None."""
+    if not header:
+        return None
+    m = _PREFER_WAIT.search(header.strip())
+    if not m:
+        return None
+    n = float(m.group(1)) if m.group(1) else MAX_WAIT_S
+    return max(1.0, min(n, MAX_WAIT_S))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as e:
+        raise InvalidRequest("body", f"not valid JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    if "input" in body and not isinstance(body["input"], dict):
+        raise InvalidRequest("input", "must be an object")
+    return body
+
+
+async def _create(rt, request: Request, account: dict, body: dict, model: dict, version: dict) -> JSONResponse:
+    wait = prefer_wait(request.headers.get("prefer"))
+    rec = await rt.service.create(account, model, version, body)
+    base = base_url(request)
+    headers = {}
+    if wait is not None:
+        await rt.service.wait(rec["id"], wait - WAIT_MARGIN_S)
+        rec = await rt.store.get(rec["id"]) or rec
+        headers["Preference-Applied"] = f"wait={int(wait)}"
+    done = Status(rec["status"]).is_terminal()
+    body_out = wire.prediction(rec, base, rt.url_for(base), as_starting=not done)
+    if not done:
+        headers["Location"] = body_out["urls"]["get"]
+    return JSONResponse(body_out, status_code=201, headers=headers)
+
+
+@router.post("/predictions", status_code=201)
+async def create_prediction(request: Request, account: CurrentAccount, rt: Rt):
+    """Create a prediction for a version id, owner/name:version or owner/name."""
+    body = await _json_body(request)
+    if "version" not in body:
+        raise InvalidRequest("version", "is required")
+    model, version = await rt.service.resolve(account, version_field=body["version"])
+    return await _create(rt, request, account, body, model, version)
+
+
+@router.post("/models/{owner}/{name}/predictions", status_code=201)
+async def create_model_prediction(owner: str, name: str, request: Request, account: CurrentAccount, rt: Rt):
+    """Create a prediction on a model's latest version."""
+    body = await _json_body(request)
+    ref = ModelRef(owner, name)
+    ref.check_names()
+    model, version = await rt.service.resolve(account, model_ref=ref)
+    return await _create(rt, request, account, body, model, version)
+
+
+@router.get("/predictions/{pid}")
+async def get_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
+    """Get a prediction."""
+    rec = await rt.service.get(account, pid)
+    base = base_url(request)
+    return wire.prediction(rec, base, rt.url_for(base))
+
+
+@router.get("/predictions")
+async def list_predictions(request: Request, account: CurrentAccount, rt: Rt, cursor: str | None = None):
+    """List the caller's predictions, newest first."""
+    recs, nxt = await rt.service.list(account, cursor)
+    base = base_url(request)
+    url_for = rt.url_for(base)
+    results = [wire.prediction(r, base, url_for) for r in recs]
+    return wire.page(results, f"{base}/v1/predictions?cursor={nxt}" if nxt else None)
+
+
+@router.post("/predictions/{pid}/cancel")
+async def cancel_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
+    """Cancel a prediction; a finished one is returned unchanged."""
+    rec = await rt.service.cancel(account, pid)
+    base = base_url(request)
+    return wire.prediction(rec, base, rt.url_for(base))
+
+
+@router.get("/predictions/{pid}/stream")
+async def stream_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
+    """Server-sent events: output, logs, error and done, replayed from the start."""
+    await rt.service.get(account, pid)
+    base = base_url(request)
+    url_for = rt.url_for(base)
+
+    async def events():
+        last = "0-0"
+        while True:
+            batch = await rt.store.read_events(pid, last, KEEPALIVE_MS)
+            if not batch:
+                if await request.is_disconnected():
+                    return
+                yield ": keep-alive\n\n"
+                continue
+            for eid, event, data in batch:
+                last = eid
+                if event == "output" and data.startswith(wire.FILE_MARKER):
+                    data = url_for(data[len(wire.FILE_MARKER):])
+                yield sse_event(event, eid, data)
+                if event == "done":
+                    return
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def sse_event(event: str, eid: str, data: str) -> str:
+    lines = data.split("\n") if data else [""]
+    if event == "logs" and len(lines) > 1 and lines[-1] == "":
+        lines = lines[:-1]
+    return f"event: {event}\nid: {eid}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"

@@ -1,0 +1,75 @@
+"""Everything one router replica holds: settings, Redis, stores, the Serve app manager, the
+prediction service and its background loops. Built once per replica (or per test app)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+import redis.asyncio as aioredis
+
+from cluster.settings import Settings
+from router.apps import AppManager
+from router.keys import Keys
+from router.registry import Registry
+from router.service import PredictionService
+from router.storage import ObjectStore, open_store
+from router.store import PredictionStore
+
+log = logging.getLogger("vendo.router")
+ACCOUNT_CACHE_S = 5.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings, redis_url: str, build_app: Callable[[dict], Any]):
+        self.settings = settings
+        self.redis_url = redis_url
+        self.keys = Keys(settings.redis_prefix)
+        self.redis = aioredis.from_url(redis_url, decode_responses=True, max_connections=512)
+        self.store = PredictionStore(self.redis, self.keys, settings.prediction_ttl_s)
+        self.registry = Registry(self.redis, self.keys)
+        self.objects: ObjectStore = open_store(settings)
+        self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s)
+        self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s)
+        self._accounts: dict[str, tuple[float, dict]] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    async def account_for(self, token: str) -> dict | None:
+        hit = self._accounts.get(token)
+        now = time.monotonic()
+        if hit and now - hit[0] < ACCOUNT_CACHE_S:
+            return hit[1]
+        acct = await self.registry.account_for_token(token)
+        if acct:
+            self._accounts[token] = (now, acct)
+        return acct
+
+    def url_for(self, base: str) -> Callable[[str], str]:
+        expiry = self.settings.url_expiry_s
+        return lambda key: self.objects.url(key, base, expiry)
+
+    def start_background(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(s.sweep_interval_s, self.service.sweep, "sweep")),
+            loop.create_task(self._every(s.lease_s / 3, self.service.renew_leases, "lease renewal")),
+            loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
+        ]
+
+    async def _every(self, period_s: float, fn, what: str) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a failed round is retried on the next tick
+                log.exception("%s failed", what)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.redis.aclose()

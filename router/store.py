@@ -1,0 +1,246 @@
+"""The Redis prediction store: a hash per prediction, its event stream, listing indexes and the one
+compare-and-set that every status change goes through. Only this module and `registry.py` talk to
+Redis, and only through `Keys`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.keys import Keys
+from router.status import ALLOWED_FROM, Status
+
+JSON_FIELDS = ("input", "output", "metrics", "webhook_events_filter")
+EVENTS_MAXLEN = 100_000
+_TRANSITION_LUA = resources.files("router").joinpath("transition.lua").read_text()
+
+
+def now_iso(ts: float | None = None) -> str:
+    """RFC 3339 with microseconds and Z, as Replicate writes timestamps."""
+    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(value: str) -> float:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in fields.items():
+        if v is None:
+            continue
+        if k in JSON_FIELDS:
+            out[k] = json.dumps(v, separators=(",", ":"))
+        elif isinstance(v, bool):
+            out[k] = "1" if v else "0"
+        else:
+            out[k] = str(v)
+    return out
+
+
+def decode_record(raw: dict[str, str]) -> dict[str, Any]:
+    rec: dict[str, Any] = dict(raw)
+    for k in JSON_FIELDS:
+        if k in rec:
+            rec[k] = json.loads(rec[k])
+    return rec
+
+
+def encode_cursor(score: float, member: str) -> str:
+    return base64.urlsafe_b64encode(f"{score!r}|{member}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, member = raw.split("|", 1)
+        return float(score), member
+    except Exception as e:  # noqa: BLE001 - any malformed cursor is the caller's error
+        raise ValueError("malformed cursor") from e
+
+
+class PredictionStore:
+    """Async access to prediction records. Every method is one Redis round trip unless it says so."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600):
+        self.redis = redis
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._transition = redis.register_script(_TRANSITION_LUA)
+
+    async def create(self, record: dict[str, Any], lease_deadline: float) -> None:
+        """Write a new `starting` prediction, index it for its account and take the dispatch lease."""
+        pid = record["id"]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.prediction(pid), mapping=_encode(record))
+        pipe.zadd(self.keys.account_predictions(record["account"]), {pid: record["created_ts"]})
+        pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
+        await pipe.execute()
+
+    async def get(self, pid: str) -> dict[str, Any] | None:
+        """The record with `logs` and, for iterators still running, the output so far."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.prediction(pid))
+        pipe.get(self.keys.prediction_logs(pid))
+        pipe.lrange(self.keys.prediction_output(pid), 0, -1)
+        raw, logs, chunks = await pipe.execute()
+        if not raw:
+            return None
+        rec = decode_record(raw)
+        rec["logs"] = logs or ""
+        if "output" not in rec and rec.get("iterator") == "1" and chunks:
+            rec["output"] = [json.loads(c) for c in chunks]
+        return rec
+
+    async def get_many(self, pids: list[str]) -> list[dict[str, Any]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for pid in pids:
+            pipe.hgetall(self.keys.prediction(pid))
+            pipe.get(self.keys.prediction_logs(pid))
+        res = await pipe.execute()
+        out = []
+        for i in range(0, len(res), 2):
+            if res[i]:
+                rec = decode_record(res[i])
+                rec["logs"] = res[i + 1] or ""
+                out.append(rec)
+        return out
+
+    async def status(self, pid: str) -> Status | None:
+        s = await self.redis.hget(self.keys.prediction(pid), "status")
+        return Status(s) if s else None
+
+    async def transition(
+        self,
+        pid: str,
+        target: Status,
+        fields: dict[str, Any] | None = None,
+        *,
+        heartbeat_deadline: float = 0.0,
+        error: str | None = None,
+        done_reason: str | None = None,
+    ) -> tuple[bool, Status | None]:
+        """Compare-and-set `pid` to `target`. Returns (applied, status before the call).
+
+        A terminal target also removes the prediction from the running and dispatch indexes,
+        appends `error` (if any) and `done` events, and puts the ttl on every key, atomically."""
+        terminal = target.is_terminal()
+        if done_reason is None:
+            done_reason = {Status.FAILED: "error", Status.CANCELED: "canceled"}.get(target, "")
+        done = json.dumps({"reason": done_reason}) if done_reason else "{}"
+        err = json.dumps({"detail": error}) if (error and target == Status.FAILED) else ""
+        flat: list[str] = []
+        for k, v in _encode(fields or {}).items():
+            flat += [k, v]
+        allowed = ",".join(s.value for s in ALLOWED_FROM[target])
+        k = self.keys
+        ok, prev = await self._transition(
+            keys=[
+                k.prediction(pid), k.running(), k.prediction_events(pid), k.dispatch(),
+                k.prediction_logs(pid), k.prediction_output(pid),
+            ],
+            args=[target.value, allowed, pid, "1" if terminal else "0", heartbeat_deadline, done, err,
+                  self.ttl_s, *flat],
+        )
+        return bool(ok), (Status(prev) if prev else None)
+
+    async def append_logs(self, pid: str, text: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.append(self.keys.prediction_logs(pid), text)
+        pipe.xadd(self.keys.prediction_events(pid), {"event": "logs", "data": text},
+                  maxlen=EVENTS_MAXLEN, approximate=True)
+        await pipe.execute()
+
+    async def append_output(self, pid: str, item: Any, text: str, logs: str = "") -> None:
+        """Append one iterator item (JSON-encoded into the output list, `text` as the SSE event)."""
+        pipe = self.redis.pipeline(transaction=False)
+        if logs:
+            pipe.append(self.keys.prediction_logs(pid), logs)
+            pipe.xadd(self.keys.prediction_events(pid), {"event": "logs", "data": logs},
+                      maxlen=EVENTS_MAXLEN, approximate=True)
+        pipe.rpush(self.keys.prediction_output(pid), json.dumps(item, separators=(",", ":")))
+        pipe.xadd(self.keys.prediction_events(pid), {"event": "output", "data": text},
+                  maxlen=EVENTS_MAXLEN, approximate=True)
+        await pipe.execute()
+
+    async def heartbeat(self, pids: list[str], deadline: float) -> None:
+        """Push the running deadline of live predictions; XX so a late beat cannot resurrect one."""
+        if pids:
+            await self.redis.zadd(self.keys.running(), {p: deadline for p in pids}, xx=True)
+
+    async def renew_leases(self, pids: list[str], deadline: float) -> None:
+        if pids:
+            await self.redis.zadd(self.keys.dispatch(), {p: deadline for p in pids}, xx=True)
+
+    async def lapsed(self, now: float) -> tuple[list[str], list[str]]:
+        """(running predictions whose heartbeat lapsed, starting ones whose dispatch lease lapsed)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=500)
+        pipe.zrangebyscore(self.keys.dispatch(), "-inf", now, start=0, num=500)
+        running, dispatch = await pipe.execute()
+        return running, dispatch
+
+    async def take_lease(self, pid: str, deadline: float) -> bool:
+        """Claim a lapsed dispatch lease (so exactly one router re-dispatches it)."""
+        key = self.keys.dispatch()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                score = await pipe.zscore(key, pid)
+                if score is None or score > time.time():
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.zadd(key, {pid: deadline}, xx=True)
+                await pipe.execute()
+                return True
+            except aioredis.WatchError:
+                return False
+
+    async def list_ids(self, username: str, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """Newest-first ids of an account's predictions, keyset-paginated by (created, id)."""
+        key = self.keys.account_predictions(username)
+        if cursor:
+            score, last = decode_cursor(cursor)
+            rows = await self.redis.zrevrangebyscore(key, score, "-inf", start=0, num=limit + 64,
+                                                     withscores=True)
+            # drop the rows at or before the cursor within the same score
+            rows = [(m, s) for m, s in rows if s < score or (s == score and m < last)]
+        else:
+            rows = await self.redis.zrevrange(key, 0, limit, withscores=True)
+        page = rows[:limit]
+        nxt = encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
+        return [m for m, _ in page], nxt
+
+    async def read_events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:
+        """Events after `last_id`, waiting up to `block_ms` for the first (None: do not wait)."""
+        res = await self.redis.xread({self.keys.prediction_events(pid): last_id}, count=500, block=block_ms)
+        if not res:
+            return []
+        return [(eid, f["event"], f.get("data", "")) for eid, f in res[0][1]]
+
+    async def wait_terminal(self, pid: str, timeout_s: float) -> bool:
+        """Block on the event stream until `done` is appended or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        last = "0-0"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for eid, event, _ in await self.read_events(pid, last, max(1, int(left * 1000))):
+                last = eid
+                if event == "done":
+                    return True
+
+    async def publish_cancel(self, pid: str) -> None:
+        await self.redis.publish(self.keys.cancel_channel(), pid)
+
+    async def set_fields(self, pid: str, fields: dict[str, Any]) -> None:
+        await self.redis.hset(self.keys.prediction(pid), mapping=_encode(fields))

@@ -1,0 +1,78 @@
+"""Wire shapes of the Replicate API, built in one place from stored records. Field names are
+Replicate's; required fields are never null (the official client validates them)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+COG_VERSION = "0.23.1"
+FILE_MARKER = "vendo+file://"
+PREDICTION_FIELDS = ("id", "model", "version", "status", "input", "output", "logs", "error",
+                     "created_at", "started_at", "completed_at", "source")
+
+
+def resolve_files(value: Any, url_for: Callable[[str], str]) -> Any:
+    """Replace stored file references in an output with expiring URLs (done at read time)."""
+    if isinstance(value, str):
+        return url_for(value[len(FILE_MARKER):]) if value.startswith(FILE_MARKER) else value
+    if isinstance(value, list):
+        return [resolve_files(v, url_for) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve_files(v, url_for) for k, v in value.items()}
+    return value
+
+
+def prediction(rec: dict[str, Any], base: str, url_for: Callable[[str], str], *,
+               as_starting: bool = False) -> dict[str, Any]:
+    """The prediction as GET returns it. `as_starting` is the unfinished `Prefer: wait` answer:
+    status `starting` and no output, so the client keeps polling."""
+    out = {k: rec.get(k) for k in PREDICTION_FIELDS}
+    out["logs"] = rec.get("logs") or ""
+    out["output"] = resolve_files(rec.get("output"), url_for)
+    out["data_removed"] = rec.get("data_removed") == "1"
+    if rec.get("metrics") is not None:
+        out["metrics"] = rec["metrics"]
+    if rec.get("deployment"):
+        out["deployment"] = rec["deployment"]
+    if rec.get("webhook"):
+        out["webhook"] = rec["webhook"]
+        out["webhook_events_filter"] = rec.get("webhook_events_filter") or \
+            ["start", "output", "logs", "completed"]
+    pid = rec["id"]
+    out["urls"] = {
+        "get": f"{base}/v1/predictions/{pid}",
+        "cancel": f"{base}/v1/predictions/{pid}/cancel",
+        "stream": f"{base}/v1/predictions/{pid}/stream",
+        "web": f"{base}/predictions/{pid}",
+    }
+    if as_starting:
+        out.update(status="starting", output=None, completed_at=None, error=None)
+        out.pop("metrics", None)
+    return out
+
+
+def version(v: dict[str, Any]) -> dict[str, Any]:
+    return {"id": v["id"], "created_at": v["created_at"], "cog_version": v.get("cog_version") or COG_VERSION,
+            "openapi_schema": v["openapi_schema"]}
+
+
+def model(m: dict[str, Any], base: str, latest: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "url": f"{base}/{m['owner']}/{m['name']}",
+        "owner": m["owner"], "name": m["name"], "visibility": m.get("visibility", "private"),
+        "description": m.get("description"), "github_url": m.get("github_url"),
+        "paper_url": m.get("paper_url"), "license_url": m.get("license_url"),
+        "cover_image_url": m.get("cover_image_url"), "run_count": int(m.get("run_count", 0)),
+        "default_example": None, "latest_version": version(latest) if latest else None,
+        "created_at": m.get("created_at"), "is_official": False,
+        "hardware": m.get("hardware"),
+    }
+
+
+def account(a: dict[str, str]) -> dict[str, Any]:
+    return {"type": a.get("type", "user"), "username": a["username"], "name": a.get("name") or a["username"],
+            "github_url": None}
+
+
+def page(results: list, next_url: str | None = None, previous_url: str | None = None) -> dict[str, Any]:
+    return {"previous": previous_url, "next": next_url, "results": results}

@@ -1,0 +1,172 @@
+"""The Replicate API end to end with the official client against a real cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import replicate
+from replicate.exceptions import ModelError, ReplicateError
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_by_version_and_by_name(cluster, examples):
+    c = cluster.client()
+    vid = examples["hello-world"]
+    assert c.run(f"alice/hello-world:{vid}", input={"text": "vendo"}) == "hello vendo"
+    assert c.run("alice/hello-world", input={"text": "ray", "repeat": 2}).count("ray") == 2
+
+
+def test_module_level_client_unchanged(cluster, examples):
+    """`replicate.run` with REPLICATE_BASE_URL/REPLICATE_API_TOKEN only, as users configure it."""
+    code = ("import replicate; print(replicate.run('alice/hello-world', input={'text': 'env'}))")
+    env = dict(os.environ, REPLICATE_BASE_URL=cluster.url, REPLICATE_API_TOKEN=cluster.tokens["alice"])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hello env"
+
+
+def test_streaming_yields_while_running(cluster, examples):
+    c = cluster.client()
+    seen = []
+    t0 = time.monotonic()
+    for event in c.stream(f"alice/stream:{examples['stream']}",
+                          input={"prompt": "one two three", "max_tokens": 6, "delay": 0.3}):
+        if event.event == "output":
+            seen.append((time.monotonic() - t0, str(event)))
+    assert len(seen) == 6
+    # tokens arrive spread out over the run, not all at the end
+    assert seen[-1][0] - seen[0][0] > 1.0
+
+
+def test_iterator_run_returns_generator(cluster, examples):
+    c = cluster.client()
+    out = c.run(f"alice/stream:{examples['stream']}", input={"prompt": "a b", "max_tokens": 3, "delay": 0})
+    assert not isinstance(out, (str, list))
+    items = list(out)
+    assert len(items) == 3 and all(isinstance(i, str) for i in items)
+
+
+def test_image_outputs_are_downloadable_files(cluster, examples):
+    c = cluster.client()
+    out = c.run(f"alice/image:{examples['image']}", input={"size": 16, "count": 2, "seed": 1})
+    assert isinstance(out, list) and len(out) == 2
+    for item in out:
+        url = str(item)
+        body = httpx.get(url, headers={"Authorization": f"Bearer {cluster.tokens['alice']}"}).content
+        assert body[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "X-Amz-Expires=3600" in url
+
+
+def test_create_then_wait_and_logs(cluster, examples):
+    c = cluster.client()
+    p = c.predictions.create(version=examples["slow"], input={"steps": 5, "step_s": 0.05})
+    assert p.status == "starting"
+    p.wait()
+    assert p.status == "succeeded", p.error
+    assert "5/5" in p.logs
+    assert p.metrics["predict_time"] > 0
+    assert p.progress is not None and p.progress.percentage == 1.0
+
+
+def test_cancel_slow_model_within_two_seconds(cluster, examples):
+    c = cluster.client()
+    p = c.predictions.create(version=examples["slow"], input={"steps": 600, "step_s": 0.1})
+    # wait until it really runs on the replica
+    deadline = time.monotonic() + 60
+    while p.status != "processing" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        p.reload()
+    assert p.status == "processing"
+    t0 = time.monotonic()
+    c.predictions.cancel(p.id)
+    p.reload()
+    assert p.status == "canceled"
+    # the replica is free again: a new prediction on the same version succeeds promptly
+    q = c.predictions.create(version=examples["slow"], input={"steps": 1, "step_s": 0})
+    q.wait()
+    assert q.status == "succeeded"
+    assert time.monotonic() - t0 < 30
+    assert p.completed_at is not None
+
+
+def test_bad_input_is_422_with_field(cluster, examples):
+    c = cluster.client()
+    with pytest.raises(ReplicateError) as e:
+        c.predictions.create(version=examples["hello-world"], input={"repeat": 99})
+    assert e.value.status == 422
+    assert "repeat" in str(e.value.detail)
+
+
+def test_model_error_is_failed_prediction(cluster, examples):
+    c = cluster.client()
+    with pytest.raises(ReplicateError) as e:
+        c.predictions.create(version=examples["image"], input={"size": 4})
+    assert e.value.status == 422 and "size" in e.value.detail
+
+
+def test_models_and_versions(cluster, examples):
+    c = cluster.client()
+    m = c.models.get("alice/hello-world")
+    assert m.owner == "alice" and m.latest_version.id == examples["hello-world"]
+    versions = m.versions.list()
+    assert examples["hello-world"] in [v.id for v in versions]
+    v = m.versions.get(examples["hello-world"])
+    schema = v.openapi_schema["components"]["schemas"]
+    assert schema["Input"]["properties"]["repeat"]["maximum"] == 10
+
+
+def test_other_accounts_see_404(cluster, examples):
+    alice, bob = cluster.client("alice"), cluster.client("bob")
+    p = alice.predictions.create(version=examples["hello-world"], input={})
+    with pytest.raises(ReplicateError) as e:
+        bob.predictions.get(p.id)
+    assert e.value.status == 404
+    with pytest.raises(ReplicateError) as e:
+        bob.predictions.cancel(p.id)
+    assert e.value.status == 404
+    assert p.id not in [q.id for q in bob.predictions.list().results]
+
+
+def test_unauthenticated_is_401(cluster):
+    r = httpx.get(f"{cluster.url}/v1/predictions")
+    assert r.status_code == 401
+    assert r.json()["title"] == "Unauthenticated"
+
+
+def test_account(cluster):
+    acct = cluster.client().accounts.current()
+    assert acct.username == "alice" and acct.type == "user"
+
+
+def test_list_and_paginate_over_100(cluster, examples):
+    c = cluster.client("bob")
+    # bob runs alice's public model; each create is cheap and they finish on their own
+    ids = set()
+    with cluster.http("bob") as h:
+        for i in range(105):
+            r = h.post("/v1/predictions", json={"version": examples["hello-world"], "input": {"text": str(i)}})
+            assert r.status_code == 201
+            ids.add(r.json()["id"])
+    first = c.predictions.list()
+    assert len(first.results) == 100 and first.next and first.next.startswith("http")
+    seen = []
+    for page in replicate.pagination.paginate(c.predictions.list):
+        seen += [p.id for p in page]
+    assert ids <= set(seen)
+    assert len(seen) == len(set(seen))
+
+
+def test_model_errors_fail_the_prediction(cluster):
+    from tests.integration.conftest import FIXTURES
+
+    vid = cluster.push(FIXTURES / "raises", "alice/raises")
+    c = cluster.client()
+    with pytest.raises(ModelError) as e:
+        c.run(f"alice/raises:{vid}", input={})
+    assert "boom" in str(e.value)

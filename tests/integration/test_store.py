@@ -1,0 +1,184 @@
+"""The Redis prediction store on a real Redis (private logical database, flushed per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from router.keys import Keys
+from router.status import Status
+from router.store import PredictionStore
+
+DB = int(os.environ.get("VENDO_TEST_STORE_DB", "12"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    import redis
+
+    url = os.environ.get("VENDO_TEST_REDIS_URL_STORE", f"redis://127.0.0.1:6379/{DB}")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        from cluster.embedded import ensure_redis
+        from cluster.settings import Settings
+
+        url = ensure_redis(Settings(data_dir=tmp_path))
+    redis.Redis.from_url(url).flushdb()
+
+    def make():
+        r = aioredis.from_url(url, decode_responses=True)
+        return PredictionStore(r, Keys("vendo:"), ttl_s=3600)
+
+    yield make
+    redis.Redis.from_url(url).flushdb()
+
+
+def _record(pid: str, account: str = "alice", ts: float | None = None) -> dict:
+    ts = ts or time.time()
+    return {"id": pid, "account": account, "model": "a/b", "version": "v" * 64, "status": "starting",
+            "input": {"x": 1}, "created_at": "2026-01-01T00:00:00.000000Z", "created_ts": ts}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_create_get_and_literal_keys(store):
+    async def go():
+        s = store()
+        await s.create(_record("p1"), time.time() + 30)
+        rec = await s.get("p1")
+        assert rec["status"] == "starting" and rec["input"] == {"x": 1} and rec["logs"] == ""
+        assert await s.redis.exists("vendo:prediction:p1") == 1
+        assert await s.redis.zscore("vendo:account:alice:predictions", "p1") is not None
+        assert await s.redis.zscore("vendo:dispatch", "p1") is not None
+    run(go())
+
+
+def test_transitions_follow_the_state_machine(store):
+    async def go():
+        s = store()
+        await s.create(_record("p1"), time.time() + 30)
+        assert (await s.transition("p1", Status.SUCCEEDED))[0] is False  # must process first
+        ok, prev = await s.transition("p1", Status.PROCESSING, {"started_at": "t"}, heartbeat_deadline=123)
+        assert ok and prev == Status.STARTING
+        assert await s.redis.zscore("vendo:running", "p1") == 123
+        assert await s.redis.zscore("vendo:dispatch", "p1") is None
+        ok, _ = await s.transition("p1", Status.SUCCEEDED, {"output": ["a"], "metrics": {"predict_time": 1}})
+        assert ok
+        rec = await s.get("p1")
+        assert rec["status"] == "succeeded" and rec["output"] == ["a"]
+        assert await s.redis.zscore("vendo:running", "p1") is None
+        assert await s.redis.ttl("vendo:prediction:p1") > 0
+        events = await s.read_events("p1", "0-0", None)
+        assert [e[1] for e in events] == ["done"] and json.loads(events[0][2]) == {}
+        # terminal states are sinks
+        for target in (Status.CANCELED, Status.FAILED, Status.PROCESSING):
+            ok, prev = await s.transition("p1", target)
+            assert not ok and prev == Status.SUCCEEDED
+    run(go())
+
+
+def test_cancel_racing_completion_has_one_winner(store):
+    async def go():
+        s = store()
+        for i in range(30):
+            pid = f"r{i}"
+            await s.create(_record(pid), time.time() + 30)
+            await s.transition(pid, Status.PROCESSING)
+            a, b = await asyncio.gather(
+                s.transition(pid, Status.CANCELED, {"completed_at": "x"}),
+                s.transition(pid, Status.SUCCEEDED, {"output": "done", "completed_at": "y"}),
+            )
+            assert a[0] != b[0]
+            rec = await s.get(pid)
+            assert rec["status"] in ("canceled", "succeeded")
+            assert ("output" in rec) == (rec["status"] == "succeeded")
+            done = [e for e in await s.read_events(pid, "0-0", None) if e[1] == "done"]
+            assert len(done) == 1
+    run(go())
+
+
+def test_failed_appends_error_then_done(store):
+    async def go():
+        s = store()
+        await s.create(_record("p"), time.time() + 30)
+        await s.transition("p", Status.FAILED, error="boom")
+        events = await s.read_events("p", "0-0", None)
+        assert [e[1] for e in events] == ["error", "done"]
+        assert json.loads(events[0][2]) == {"detail": "boom"}
+        assert json.loads(events[1][2]) == {"reason": "error"}
+    run(go())
+
+
+def test_iterator_output_and_logs(store):
+    async def go():
+        s = store()
+        rec = _record("p")
+        rec["iterator"] = True
+        await s.create(rec, time.time() + 30)
+        await s.transition("p", Status.PROCESSING)
+        await s.append_output("p", "a", "a", logs="line 1\n")
+        await s.append_output("p", {"k": 1}, '{"k":1}')
+        got = await s.get("p")
+        assert got["output"] == ["a", {"k": 1}] and got["logs"] == "line 1\n"
+        assert [e[1] for e in await s.read_events("p", "0-0", None)] == ["logs", "output", "output"]
+    run(go())
+
+
+def test_listing_is_newest_first_with_keyset_cursor(store):
+    async def go():
+        s = store()
+        base = time.time()
+        for i in range(25):
+            await s.create(_record(f"p{i:02d}", ts=base + (i // 2)), base + 30)  # pairs share a score
+        await s.create(_record("other", account="bob"), base + 30)
+        seen, cursor = [], None
+        while True:
+            ids, cursor = await s.list_ids("alice", cursor, 4)
+            seen += ids
+            if not cursor:
+                break
+        assert len(seen) == 25 and len(set(seen)) == 25 and "other" not in seen
+        assert seen[0] in ("p24",) and seen[-1] in ("p00", "p01")
+    run(go())
+
+
+def test_heartbeat_does_not_resurrect_and_lapses(store):
+    async def go():
+        s = store()
+        await s.create(_record("p"), time.time() - 1)
+        running, dispatch = await s.lapsed(time.time())
+        assert dispatch == ["p"] and running == []
+        assert await s.take_lease("p", time.time() + 30)
+        assert not await s.take_lease("p", time.time() + 30)
+        await s.transition("p", Status.PROCESSING, heartbeat_deadline=time.time() - 1)
+        assert (await s.lapsed(time.time()))[0] == ["p"]
+        await s.transition("p", Status.FAILED, error="lost")
+        await s.heartbeat(["p"], time.time() + 100)
+        assert await s.redis.zscore("vendo:running", "p") is None
+    run(go())
+
+
+def test_wait_terminal_wakes_on_done(store):
+    async def go():
+        s = store()
+        await s.create(_record("p"), time.time() + 30)
+
+        async def finish():
+            await asyncio.sleep(0.2)
+            await s.transition("p", Status.CANCELED)
+
+        t0 = time.monotonic()
+        task = asyncio.create_task(finish())
+        assert await s.wait_terminal("p", 10)
+        await task
+        assert time.monotonic() - t0 < 5
+        assert not await s.wait_terminal("missing", 0.2)
+    run(go())
