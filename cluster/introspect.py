@@ -24,3 +24,12 @@ def introspect_package(package: bytes) -> dict[str, Any]:
             os.chdir(cwd)
         return {"openapi_schema": schema, "traits": traits,
                 "runtime_env": cog_runtime.runtime_env_for(config)}
+
+
+def package_runtime_env(package: bytes) -> dict[str, Any]:
+    """The Ray runtime_env that a package's cog.yaml asks for (no user code is imported)."""
+    from cluster.packaging import unpack_package
+    from deployments.cog_config import read_cog_config, runtime_env_for
+
+    with tempfile.TemporaryDirectory(prefix="vendo-config-") as tmp:
+        return runtime_env_for(read_cog_config(unpack_package(package, tmp)))

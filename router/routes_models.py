@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Request
 
 from router import wire
@@ -123,37 +122,21 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 async def _introspect(data: bytes) -> dict[str, Any]:
-    """Import the predictor in a Ray task with the version's runtime_env and read its schema."""
+    """Import the predictor in a Ray task with the version's runtime_env and read its schema.
+    cog.yaml (plain YAML) is read here; user code is only ever imported in that task."""
     import ray
 
-    from cluster.introspect import introspect_package
-    from cluster.packaging import read_member
+    from cluster.introspect import introspect_package, package_runtime_env
 
-    try:
-        cog_yaml = yaml.safe_load(read_member(data, "cog.yaml")) or {}
-    except Exception as e:  # noqa: BLE001 - any unreadable cog.yaml is the pusher's error
-        raise PackageInvalid(f"cog.yaml: {e}") from e
-    runtime_env = _runtime_env_from_yaml(cog_yaml)
+    runtime_env = await asyncio.to_thread(package_runtime_env, data)
     task = ray.remote(num_cpus=0, max_retries=0)(introspect_package)
     try:
         return await task.options(runtime_env=runtime_env or None).remote(data)
     except Exception as e:  # noqa: BLE001 - surface the predictor's own import/definition error
         cause = getattr(e, "cause", None) or e
+        if isinstance(cause, PackageInvalid):
+            raise cause from None
         raise PackageInvalid(f"could not load the predictor: {type(cause).__name__}: {cause}") from e
-
-
-def _runtime_env_from_yaml(cfg: dict) -> dict:
-    env: dict[str, Any] = {}
-    build = cfg.get("build") or {}
-    if build.get("python_packages"):
-        env["pip"] = [str(p) for p in build["python_packages"]]
-    variables = {}
-    for item in cfg.get("environment") or []:
-        k, _, v = str(item).partition("=")
-        variables[k] = v
-    if variables:
-        env["env_vars"] = variables
-    return env
 
 
 @router.get("/status")

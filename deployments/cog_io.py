@@ -1,0 +1,265 @@
+"""Per-prediction input preparation and output encoding for in-process Cog predictors.
+
+`prepare_input` wraps `cog._inspector.check_input` (coercion, defaults, constraints) and closes
+the gaps it leaves when nothing sits in front of it: legacy `Input(default=None)` fields, local
+paths and private URLs passed as files, non-list values for list inputs, and downloads.
+`encode_output` turns whatever the predictor returned into JSON, handing files to the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import io
+import ipaddress
+import os
+import pathlib
+import shutil
+import socket
+import tempfile
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import cog
+import requests
+from cog import _adt as adt
+from cog import _inspector
+from cog.types import URLPath
+
+from router.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from deployments.cog_runtime import LoadedPredictor
+
+_FILE_PRIMITIVES = (adt.PrimitiveType.PATH, adt.PrimitiveType.FILE)
+_REPEATED = (adt.Repetition.REPEATED, adt.Repetition.OPTIONAL_REPEATED)
+# Reasons check_input produces that are safe to show; anything else (e.g. int()'s message, which
+# echoes the value) is replaced by cog's generic "Invalid value for type X".
+_MAX_REDIRECTS = 5
+_KNOWN_REASONS = ("Invalid value", "Field required", "fails constraint", "does not match", "missing value")
+
+PutFile = Callable[[str | bytes, str], str]
+
+
+class PrivateURLRefused(InvalidInput, ValueError):
+    """A file input URL whose host resolves to a loopback, private or link-local address."""
+
+
+def _type_name(ft: adt.FieldType) -> str:
+    # cog names the element type (int, Path) in normalization errors, not Optional[int].
+    return ft.python_type_name() if ft.union_variants is not None else ft.primitive.python_type_name()
+
+
+def _check_public(name: str, url: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname
+    if not host:
+        raise InvalidInput(name, "Invalid value for type Path")
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        raise InvalidInput(name, f"cannot resolve host {host!r}") from None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if (
+            ip.is_private
+            or ip.is_loopback
+            or ip.is_link_local
+            or ip.is_reserved
+            or ip.is_multicast
+            or ip.is_unspecified
+        ):
+            raise PrivateURLRefused(name, f"URL host {host!r} resolves to a non-public address")
+
+
+def _file_value(name: str, primitive: adt.PrimitiveType, value: Any, resolve_url: Any, allow_private: bool) -> Any:
+    if isinstance(value, (pathlib.PurePath, io.IOBase)):
+        return value  # trusted callers may pass local files directly
+    if not isinstance(value, str):
+        raise InvalidInput(name, f"Invalid value for type {primitive.python_type_name()}")
+    local = resolve_url(value) if resolve_url is not None else None
+    if local:
+        # The platform's own file: use it in place instead of downloading it over HTTP.
+        return cog.Path(local) if primitive is adt.PrimitiveType.PATH else open(local, "rb")
+    scheme = urllib.parse.urlsplit(value).scheme.lower()
+    if scheme in ("http", "https"):
+        if not allow_private:
+            _check_public(name, value)
+        return value
+    if scheme == "data":
+        return value
+    # cog would turn any other string into a local path: never let a caller name server files.
+    raise InvalidInput(name, f"Invalid value for type {primitive.python_type_name()}")
+
+
+def _pre_check(name: str, ft: adt.FieldType, value: Any, resolve_url: Any, allow_private: bool) -> Any:
+    if value is None or ft.union_variants is not None:
+        return value  # check_input handles null and unions correctly
+
+    def one(v: Any) -> Any:
+        if ft.primitive in _FILE_PRIMITIVES:
+            return _file_value(name, ft.primitive, v, resolve_url, allow_private)
+        if ft.primitive is adt.PrimitiveType.SECRET and not isinstance(v, (str, cog.Secret)):
+            raise InvalidInput(name, "Invalid value for type Secret")
+        if ft.primitive is adt.PrimitiveType.ANY and not isinstance(v, dict):
+            raise InvalidInput(name, "Invalid value for type Any")  # the schema says "object"
+        return v
+
+    if ft.repetition in _REPEATED:
+        if not isinstance(value, list):  # check_input would iterate a string character by character
+            raise InvalidInput(name, f"Invalid value for type {_type_name(ft)}")
+        return [one(v) for v in value]
+    return one(value)
+
+
+def _split_error(message: str, names: list[str]) -> tuple[str, str]:
+    for name in sorted(names, key=len, reverse=True):
+        if message.startswith(name + ": "):
+            return name, message[len(name) + 2 :]
+        if message.startswith(name + " "):
+            return name, message[len(name) + 1 :]
+    return "", message
+
+
+def _fetch(name: str, url: str, suffix: str, allow_private: bool) -> cog.Path:
+    # Not URLPath.convert(): requests would follow redirects, and a public URL that redirects
+    # to a private address would slip past the check. Every hop is checked here instead.
+    headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
+    for _ in range(_MAX_REDIRECTS + 1):
+        if not allow_private:
+            _check_public(name, url)
+        resp = requests.get(url, stream=True, timeout=10, allow_redirects=False, headers=headers)
+        try:
+            if resp.is_redirect:
+                url = urllib.parse.urljoin(url, resp.headers["location"])
+                continue
+            resp.raise_for_status()
+            resp.raw.decode_content = True
+            with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as dest:
+                shutil.copyfileobj(resp.raw, dest)
+            return cog.Path(dest.name)
+        finally:
+            resp.close()
+    raise InvalidInput(name, "cannot download file: too many redirects")
+
+
+def _download(name: str, value: Any, temp_files: list[str] | None, allow_private: bool) -> Any:
+    if isinstance(value, list):
+        return [_download(name, v, temp_files, allow_private) for v in value]
+    if isinstance(value, URLPath):
+        try:
+            if value.source.startswith(("http://", "https://")):
+                local = _fetch(name, value.source, value.filename, allow_private)
+            else:
+                local = value.convert()  # data: URI, decoded in memory already
+        except InvalidInput:
+            raise
+        except Exception as exc:
+            raise InvalidInput(name, f"cannot download file: {type(exc).__name__}") from exc
+        if temp_files is not None:
+            temp_files.append(str(local))
+        return local
+    return value
+
+
+def prepare_input(
+    loaded: LoadedPredictor,
+    payload: dict,
+    resolve_url: Callable[[str], str | None] | None = None,
+    *,
+    allow_private_urls: bool = False,
+    temp_files: list[str] | None = None,
+) -> dict:
+    """Turn a prediction's JSON input into the kwargs for `loaded.call`.
+
+    Unknown keys are dropped (before check_input, which would print about them), defaults are
+    filled in, legacy `Input(default=None)` fields default to None, and file inputs become local
+    `cog.Path`s: `resolve_url(url)` may map a URL to a local path (the platform's own files);
+    other http(s) and data: URLs are downloaded to temp files, whose paths are appended to
+    `temp_files` (when given) for the caller to delete afterwards. http(s) URLs whose host is
+    loopback/private/link-local raise PrivateURLRefused unless `allow_private_urls`. Raises
+    InvalidInput.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidInput("input", "must be an object")
+    inputs = loaded.inputs
+    values = {
+        name: _pre_check(name, inputs[name].type, value, resolve_url, allow_private_urls)
+        for name, value in payload.items()
+        if name in inputs
+    }
+    try:
+        kwargs = _inspector.check_input(inputs, values)
+    except TypeError:
+        # int(None) and friends escape check_input as TypeError without the field's name.
+        for name, value in values.items():
+            try:
+                inputs[name].type.normalize(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(name, f"Invalid value for type {_type_name(inputs[name].type)}") from None
+        raise
+    except ValueError as exc:
+        field, reason = _split_error(str(exc), list(inputs))
+        if field and not reason.startswith(_KNOWN_REASONS):
+            reason = f"Invalid value for type {_type_name(inputs[field].type)}"
+        raise InvalidInput(field, reason) from None
+    return {name: _download(name, value, temp_files, allow_private_urls) for name, value in kwargs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _file_name(name: Any, index: int | None, ext: str) -> str:
+    if isinstance(name, (str, os.PathLike)):
+        base = os.path.basename(os.fspath(name))
+        if base:
+            return base
+    return f"output.{index}.{ext}" if index is not None else f"output.{ext}"
+
+
+def encode_output(value: Any, put_file: PutFile, *, index: int | None = None) -> Any:
+    """Encode a predictor's output (or one streamed item) into JSON-able values.
+
+    Files go through `put_file(local_path_or_bytes, filename)`, whose return string is placed in
+    the JSON. Paths keep their base name; nameless file objects are called `output.<i>.<ext>` in
+    lists (`output.<ext>` alone). Pass `index` for items of a streamed iterator.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, cog.Secret):
+        return value.get_secret_value()
+    if isinstance(value, enum.Enum):
+        return encode_output(value.value, put_file, index=index)
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        ext = os.path.splitext(path)[1].lstrip(".") or "bin"
+        return put_file(path, _file_name(path, index, ext))
+    if isinstance(value, io.IOBase):
+        if value.seekable():
+            value.seek(0)
+        data = value.read()
+        data = data.encode() if isinstance(data, str) else data
+        name = getattr(value, "name", None)
+        ext = os.path.splitext(name)[1].lstrip(".") if isinstance(name, str) else ""
+        return put_file(data, _file_name(name, index, ext or "bin"))
+    if isinstance(value, (bytes, bytearray)):
+        return put_file(bytes(value), _file_name(None, index, "bin"))
+    if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic v2
+        return encode_output(value.model_dump(), put_file, index=index)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # cog.BaseModel
+        return {f.name: encode_output(getattr(value, f.name), put_file) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): encode_output(v, put_file) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [encode_output(v, put_file, index=i) for i, v in enumerate(value)]
+    if hasattr(value, "isoformat"):  # datetime/date, as coglet does
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return encode_output(value.tolist(), put_file, index=index)
+    raise TypeError(f"cannot encode output of type {type(value).__name__}")
