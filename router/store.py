@@ -136,8 +136,11 @@ class PredictionStore:
             done_reason = {Status.FAILED: "error", Status.CANCELED: "canceled"}.get(target, "")
         done = json.dumps({"reason": done_reason}) if done_reason else "{}"
         err = json.dumps({"detail": error}) if (error and target == Status.FAILED) else ""
+        fields = dict(fields or {})
+        if err:
+            fields["error"] = error
         flat: list[str] = []
-        for k, v in _encode(fields or {}).items():
+        for k, v in _encode(fields).items():
             flat += [k, v]
         allowed = ",".join(s.value for s in ALLOWED_FROM[target])
         k = self.keys

@@ -37,7 +37,7 @@ def test_streaming_yields_while_running(cluster, examples):
     t0 = time.monotonic()
     for event in c.stream(f"alice/stream:{examples['stream']}",
                           input={"prompt": "one two three", "max_tokens": 6, "delay": 0.3}):
-        if event.event == "output":
+        if event.event == event.EventType.OUTPUT:
             seen.append((time.monotonic() - t0, str(event)))
     assert len(seen) == 6
     # tokens arrive spread out over the run, not all at the end

@@ -114,6 +114,7 @@ def test_failed_appends_error_then_done(store):
         assert [e[1] for e in events] == ["error", "done"]
         assert json.loads(events[0][2]) == {"detail": "boom"}
         assert json.loads(events[1][2]) == {"reason": "error"}
+        assert (await s.get("p"))["error"] == "boom"
     run(go())
 
 
