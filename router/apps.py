@@ -75,6 +75,7 @@ class AppManager:
             async with self._lock(app):
                 await self._apps()
                 if app not in self._known:
+                    await self.touch(app)  # before it exists, so the reaper never sees it unused
                     t0 = time.monotonic()
                     target = serve.RunTarget(self.build(version), name=app, route_prefix=None)
                     await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
@@ -99,11 +100,15 @@ class AppManager:
             if not name.startswith(VERSION_APP_PREFIX) or _replicas(st) > 0:
                 continue
             last = await self.redis.zscore(self.keys.app_last_used(), name)
-            if last is not None and now - last < self.idle_s:
+            if last is None:
+                # made before this registry knew it (e.g. by an earlier cluster): start its clock
+                await self.redis.zadd(self.keys.app_last_used(), {name: now}, nx=True)
+                continue
+            if now - last < self.idle_s:
                 continue
             async with self._lock(name):
                 last = await self.redis.zscore(self.keys.app_last_used(), name)
-                if last is not None and time.time() - last < self.idle_s:
+                if last is None or time.time() - last < self.idle_s:
                     continue
                 await asyncio.to_thread(serve.delete, name)
                 self.forget(name)

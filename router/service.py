@@ -119,8 +119,9 @@ class PredictionService:
                     self.responses[pid] = resp
                     await resp
                     return
-                except DeploymentUnavailableError:
-                    self.apps.forget(app)  # deleted under us: create it anew and retry
+                except (DeploymentUnavailableError, KeyError):
+                    # deleted under us (a cached handle, or a lookup racing the reaper): recreate
+                    self.apps.forget(app)
                 except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
                     if await self.store.status(pid) == Status.STARTING and attempt + 1 < DISPATCH_ATTEMPTS:
                         continue  # it never ran: safe to send again
