@@ -179,7 +179,7 @@ def run(ref: str = typer.Argument(..., help="owner/name or owner/name:version"),
     output = pred.get("output")
     if output_dir is not None:
         output = _download(c, output, output_dir)
-    out.print_json(data=output) if not isinstance(output, str) else print(output)
+    print(output if isinstance(output, str) else json.dumps(output, indent=2))
 
 
 def _follow(c, pred: dict) -> None:
@@ -199,7 +199,7 @@ def _follow(c, pred: dict) -> None:
                     if p:
                         bar.update(task, completed=int(p.group(2)), total=int(p.group(3)),
                                    description="processing")
-                    else:
+                    elif text.strip():
                         err.print(text, markup=False, highlight=False)
                 elif line.startswith("data:") and event == "done":
                     return
@@ -260,10 +260,9 @@ def accounts_create(username: str, name: Optional[str] = typer.Option(None)):
     """Create an account (or add a token to one) and print its new API token."""
     import asyncio
 
-    import redis.asyncio as aioredis
-
     from cluster.up import read_state
     from router.keys import Keys
+    from router.redisconn import connect
     from router.registry import Registry
 
     settings = Settings()
@@ -273,7 +272,7 @@ def accounts_create(username: str, name: Optional[str] = typer.Option(None)):
         _fail(RuntimeError("no Redis: set VENDO_REDIS_URL or run `vendo up`"))
 
     async def go():
-        r = aioredis.from_url(url, decode_responses=True)
+        r = connect(url)
         try:
             return await Registry(r, Keys(settings.redis_prefix)).create_account(username, name=name)
         finally:

@@ -49,12 +49,11 @@ def first_token(settings: Settings) -> str:
 
 
 async def _ensure_account(settings: Settings, redis_url: str, username: str, token: str) -> None:
-    import redis.asyncio as aioredis
-
     from router.keys import Keys
+    from router.redisconn import connect
     from router.registry import Registry
 
-    r = aioredis.from_url(redis_url, decode_responses=True)
+    r = connect(redis_url)
     try:
         await Registry(r, Keys(settings.redis_prefix)).create_account(username, token)
     finally:

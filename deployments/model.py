@@ -22,10 +22,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from deployments import logs
 from router.keys import Keys
+from router.redisconn import connect
 from router.status import Status
 from router.store import PredictionStore, now_iso
 
@@ -89,7 +88,7 @@ class ModelReplica:
         self.version_id = version["id"]
         self.settings = Settings(**settings)
         self.keys = Keys(self.settings.redis_prefix)
-        self.redis = aioredis.from_url(redis_url, decode_responses=True)
+        self.redis = connect(redis_url)
         self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s)
         self.objects = open_store(self.settings)
         self.running: dict[str, _Running] = {}
@@ -128,29 +127,36 @@ class ModelReplica:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
-                await self.store.heartbeat(list(self.running), time.time() + 3 * self.settings.heartbeat_s)
+                pids = list(self.running)
+                await self.store.heartbeat(pids, time.time() + 3 * self.settings.heartbeat_s)
+                # a cancel published while the listener was reconnecting is still seen here
+                for pid, status in zip(pids, await self.store.statuses(pids), strict=True):
+                    if status == Status.CANCELED.value:
+                        self._interrupt(pid)
             except Exception:  # noqa: BLE001 - a missed beat is retried on the next tick
                 log.exception("heartbeat failed")
 
-    async def _cancel_listener(self) -> None:
+    def _interrupt(self, pid: str) -> None:
         from deployments.cog_runtime import raise_in_thread
 
+        run = self.running.get(pid)
+        if run is None or run.canceled:
+            return
+        run.canceled = True
+        log.info("prediction %s: cancel requested", pid)
+        if run.task is not None:
+            run.task.cancel()
+        if run.thread_id is not None:
+            raise_in_thread(run.thread_id)
+
+    async def _cancel_listener(self) -> None:
         while True:
             try:
                 pubsub = self.redis.pubsub()
                 await pubsub.subscribe(self.keys.cancel_channel())
                 async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
-                        continue
-                    run = self.running.get(msg["data"])
-                    if run is None or run.canceled:
-                        continue
-                    run.canceled = True
-                    log.info("prediction %s: cancel requested", msg["data"])
-                    if run.task is not None:
-                        run.task.cancel()
-                    if run.thread_id is not None:
-                        raise_in_thread(run.thread_id)
+                    if msg.get("type") == "message":
+                        self._interrupt(msg["data"])
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - resubscribe after a dropped connection

@@ -162,7 +162,7 @@ async def cluster_status(account: CurrentAccount, rt: Rt):
             else:
                 counts = replica_counts(st)
                 running = counts.get("running", 0)
-                state = f"{running} replicas" if running else (
+                state = f"{running} replica{'s' if running > 1 else ''}" if running else (
                     "starting" if counts.get("starting") else "deployed at zero")
             rows.append({"model": f"{m['owner']}/{m['name']}", "version": vid, "app": app,
                          "hardware": v.get("hardware"), "state": state,

@@ -8,11 +8,10 @@ import logging
 import time
 from typing import Any, Callable
 
-import redis.asyncio as aioredis
-
 from cluster.settings import Settings
 from router.apps import AppManager
 from router.keys import Keys
+from router.redisconn import connect
 from router.registry import Registry
 from router.service import PredictionService
 from router.storage import ObjectStore, open_store
@@ -27,7 +26,7 @@ class Runtime:
         self.settings = settings
         self.redis_url = redis_url
         self.keys = Keys(settings.redis_prefix)
-        self.redis = aioredis.from_url(redis_url, decode_responses=True, max_connections=512)
+        self.redis = connect(redis_url, max_connections=512)
         self.store = PredictionStore(self.redis, self.keys, settings.prediction_ttl_s)
         self.registry = Registry(self.redis, self.keys)
         self.objects: ObjectStore = open_store(settings)

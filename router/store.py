@@ -117,6 +117,12 @@ class PredictionStore:
         s = await self.redis.hget(self.keys.prediction(pid), "status")
         return Status(s) if s else None
 
+    async def statuses(self, pids: list[str]) -> list[str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for pid in pids:
+            pipe.hget(self.keys.prediction(pid), "status")
+        return await pipe.execute() if pids else []
+
     async def transition(
         self,
         pid: str,

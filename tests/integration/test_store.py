@@ -8,9 +8,9 @@ import os
 import time
 
 import pytest
-import redis.asyncio as aioredis
 
 from router.keys import Keys
+from router.redisconn import connect
 from router.status import Status
 from router.store import PredictionStore
 
@@ -32,7 +32,7 @@ def store(tmp_path):
     redis.Redis.from_url(url).flushdb()
 
     def make():
-        r = aioredis.from_url(url, decode_responses=True)
+        r = connect(url)
         return PredictionStore(r, Keys("vendo:"), ttl_s=3600)
 
     yield make

@@ -1,0 +1,97 @@
+"""Wire-contract edges that break the official client when they are wrong (replicate-api.md §15)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_prefer_wait_timeout_answers_starting_without_output(cluster, examples):
+    with cluster.http() as h:
+        r = h.post("/v1/predictions", json={"version": examples["slow"], "input": {"steps": 40, "step_s": 0.1}},
+                   headers={"Prefer": "wait=1"})
+        assert r.status_code == 201
+        body = r.json()
+        assert body["status"] == "starting" and body["output"] is None
+        assert r.headers["Location"] == body["urls"]["get"]
+        h.post(f"/v1/predictions/{body['id']}/cancel")
+
+
+def test_prefer_wait_over_60_is_clamped(cluster, examples):
+    with cluster.http() as h:
+        r = h.post("/v1/predictions", json={"version": examples["hello-world"], "input": {}},
+                   headers={"Prefer": "wait=120"})
+        assert r.status_code == 201 and r.json()["status"] == "succeeded"
+        assert r.headers["Preference-Applied"] == "wait=60"
+
+
+def test_sse_replays_everything_after_completion(cluster, examples):
+    c = cluster.client()
+    p = c.predictions.create(version=examples["stream"], input={"prompt": "x y z", "max_tokens": 4, "delay": 0})
+    p.wait()
+    with cluster.http() as h:
+        r = h.get(p.urls["stream"], headers={"Accept": "text/event-stream"})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    blocks = [b for b in r.text.split("\n\n") if b.strip()]
+    events = [next(line[7:] for line in b.split("\n") if line.startswith("event: ")) for b in blocks]
+    assert events.count("output") == 4 and events[-1] == "done"
+    assert all("\nid: " in "\n" + b for b in blocks)
+
+
+def test_errors_are_problem_json(cluster, examples):
+    with cluster.http() as h:
+        r = h.get("/v1/predictions/doesnotexist")
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["status"] == 404
+        r = h.post("/v1/predictions", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["invalid_fields"][0]["field"] == "body"
+        r = h.post("/v1/predictions", json={"input": {}})
+        assert r.status_code == 422 and "version" in r.json()["detail"]
+        r = h.post("/v1/predictions", json={"version": "nobody/nothing", "input": {}})
+        assert r.status_code == 404
+        r = h.post("/v1/predictions", json={"version": examples["hello-world"], "input": "text"})
+        assert r.status_code == 422 and r.json()["invalid_fields"][0]["field"] == "input"
+        r = h.get("/v1/predictions/")  # no redirect for a trailing slash
+        assert r.status_code == 404
+
+
+def test_cancel_of_a_finished_prediction_returns_it_unchanged(cluster, examples):
+    c = cluster.client()
+    p = c.predictions.create(version=examples["hello-world"], input={})
+    p.wait()
+    q = c.predictions.cancel(p.id)
+    assert q.status == "succeeded" and q.output == p.output
+
+
+def test_owner_name_and_full_ref_in_version_field(cluster, examples):
+    with cluster.http() as h:
+        for ref in ("alice/hello-world", f"alice/hello-world:{examples['hello-world']}"):
+            r = h.post("/v1/predictions", json={"version": ref, "input": {"text": "ref"}},
+                       headers={"Prefer": "wait"})
+            assert r.status_code == 201 and r.json()["output"] == "hello ref"
+
+
+def test_private_models_are_404_to_others(cluster, tmp_path):
+    from tests.integration.conftest import EXAMPLES
+    from tests.integration.test_lifecycle import variant
+
+    vid = cluster.push(variant(EXAMPLES / "hello-world", tmp_path / "p", "private"), "alice/private-hello",
+                       visibility="private")
+    with cluster.http("bob") as h:
+        assert h.get("/v1/models/alice/private-hello").status_code == 404
+        r = h.post("/v1/predictions", json={"version": vid, "input": {}})
+        assert r.status_code == 404
+    with cluster.http("bob") as h:
+        r = h.post("/v1/models/alice/x/versions", content=b"x", headers={"Content-Type": "application/gzip"})
+        assert r.status_code == 404
+
+
+def test_same_contents_under_another_model_is_409(cluster, examples):
+    from cluster.packaging import pack_project
+    from tests.integration.conftest import EXAMPLES
+
+    data, _ = pack_project(EXAMPLES / "hello-world")
+    with cluster.http() as h:
+        r = h.post("/v1/models/alice/copy/versions", content=data, headers={"Content-Type": "application/gzip"})
+    assert r.status_code == 409 and "alice/hello-world" in r.json()["detail"]
