@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     router_replicas: int = 1
     hardware_config: Path | None = None
     allow_private_urls: bool = False
+    rate_limit_creates_per_min: int = Field(
+        default=600, description="prediction creates per token per minute; 0: unlimited")
+    rate_limit_requests_per_min: int = Field(
+        default=3000, description="other API requests per token per minute; 0: unlimited")
     autoscale_downscale_delay_s: float = 60.0
     autoscale_upscale_delay_s: float = 2.0
     autoscale_look_back_period_s: float = 5.0

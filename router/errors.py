@@ -16,6 +16,10 @@ class VendoError(Exception):
     def problem(self) -> dict:
         return {"type": None, "title": self.title, "status": self.status, "detail": self.detail}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the problem response."""
+        return {}
+
 
 class Unauthenticated(VendoError):
     status = 401
@@ -87,6 +91,23 @@ class InvalidRequest(VendoError):
 class Conflict(VendoError):
     status = 409
     title = "Conflict"
+
+
+class RateLimited(VendoError):
+    """A token over its per-minute limit for `bucket`; `retry_after_s` is whole seconds."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, retry_after_s: int, *, bucket: str = "requests", limit_per_min: int | None = None):
+        unit = "second" if retry_after_s == 1 else "seconds"
+        super().__init__(f"Request was throttled. Expected available in {retry_after_s} {unit}.")
+        self.retry_after_s = retry_after_s
+        self.bucket = bucket
+        self.limit_per_min = limit_per_min
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class PayloadTooLarge(VendoError):

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.errors import PayloadTooLarge, Unauthenticated, VendoError
+from router.ratelimit import bucket_for
 from router.runtime import Runtime
 
 _runtime: Runtime | None = None
@@ -43,9 +44,11 @@ async def current_account(request: Request) -> dict:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() not in ("bearer", "token") or not token.strip():
         raise Unauthenticated()
-    acct = await runtime().account_for(token.strip())
+    rt = runtime()
+    acct = await rt.account_for(token.strip())
     if acct is None:
         raise Unauthenticated()
+    await rt.limiter.hit(token.strip(), bucket_for(request.method, request.url.path))  # one round trip
     return acct
 
 
@@ -62,7 +65,8 @@ def create_app() -> FastAPI:
     @app.exception_handler(VendoError)
     async def _vendo_error(request: Request, exc: VendoError):
         body = exc.problem()
-        return JSONResponse(body, status_code=exc.status, media_type="application/problem+json")
+        return JSONResponse(body, status_code=exc.status, media_type="application/problem+json",
+                            headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -33,6 +33,10 @@ class Keys:
     def token(self, token_sha256: str) -> str:
         return f"{self.prefix}token:{token_sha256}"
 
+    def rate_limit(self, token_sha256: str, bucket: str) -> str:
+        """String: a token's GCRA theoretical arrival time (ms) for one bucket (`creates`, `requests`)."""
+        return f"{self.prefix}ratelimit:{token_sha256}:{bucket}"
+
     def running(self) -> str:
         """Sorted set: processing predictions scored by their replica's heartbeat deadline."""
         return f"{self.prefix}running"

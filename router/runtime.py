@@ -11,6 +11,7 @@ from typing import Any, Callable
 from cluster.settings import Settings
 from router.apps import AppManager
 from router.keys import Keys
+from router.ratelimit import RateLimiter
 from router.redisconn import connect
 from router.registry import Registry
 from router.service import PredictionService
@@ -32,6 +33,8 @@ class Runtime:
         self.objects: ObjectStore = open_store(settings)
         self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s)
         self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s)
+        self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
+                                   requests_per_min=settings.rate_limit_requests_per_min)
         self._accounts: dict[str, tuple[float, dict]] = {}
         self._tasks: list[asyncio.Task] = []
 

@@ -1,0 +1,18 @@
+-- One request against a token's rate limit: GCRA, so one key and one round trip per request.
+-- KEYS[1] the bucket's theoretical arrival time (string, milliseconds since the epoch)
+-- ARGV[1] requests allowed per period (also the burst)   ARGV[2] period in milliseconds
+-- Returns {1, 0, remaining} when allowed, {0, retry after in ms, 0} when not (nothing is written).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local interval = period / limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - period
+if allow_at > now then
+  return {0, math.ceil(allow_at - now), 0}
+end
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+return {1, 0, math.floor((now - allow_at) / interval)}
