@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024
     max_package_bytes: int = 512 * 1024 * 1024
     max_upload_bytes: int = 100 * 1024 * 1024
+    file_expiry_s: int = Field(default=86400, description="uploaded files are deleted this long after upload")
     max_prediction_s: float = 1800.0
     prediction_ttl_s: int = 30 * 24 * 3600
     router_replicas: int = 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments import logs
+from router.files import Files, file_id_of, file_urls_in
 from router.keys import Keys
 from router.redisconn import connect
 from router.status import Status
@@ -91,6 +92,7 @@ class ModelReplica:
         self.redis = connect(redis_url)
         self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s)
         self.objects = open_store(self.settings)
+        self.files = Files(self.redis, self.keys, self.objects)
         self.running: dict[str, _Running] = {}
         self.setup_error: str | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
@@ -229,9 +231,11 @@ class ModelReplica:
         p = self.predictor
         loop = asyncio.get_running_loop()
         token = logs.bind(run.sink)
+        inputs_dir = Path(tempfile.mkdtemp(prefix=f"vendo-inputs-{pid[:12]}-"))
         try:
+            local = await self._local_files(pid, payload, inputs_dir)
             kwargs = await loop.run_in_executor(
-                self.pool, contextvars.copy_context().run, self._prepare, payload)
+                self.pool, contextvars.copy_context().run, self._prepare, payload, local.get)
             with cog_runtime.metric_scope() as metrics:
                 if p.is_async:
                     run.task = asyncio.current_task()
@@ -250,11 +254,19 @@ class ModelReplica:
             return result, dict(metrics)
         finally:
             logs.unbind(token)
+            shutil.rmtree(inputs_dir, ignore_errors=True)
 
-    def _prepare(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _local_files(self, pid: str, payload: dict[str, Any], dest: Path) -> dict[str, str]:
+        """The platform's own file URLs in the input, copied from storage (never fetched over HTTP)."""
+        if not any(file_id_of(u) for v in payload.values() for u in file_urls_in(v)):
+            return {}
+        owner = await self.files.prediction_owner(pid)
+        return await self.files.localize(owner, payload, dest) if owner else {}
+
+    def _prepare(self, payload: dict[str, Any], resolve_url=None) -> dict[str, Any]:
         from deployments import cog_runtime
 
-        return cog_runtime.prepare_input(self.predictor, payload,
+        return cog_runtime.prepare_input(self.predictor, payload, resolve_url,
                                          allow_private_urls=self.settings.allow_private_urls)
 
     def _call_sync(self, pid: str, run: _Running, kwargs: dict, loop: asyncio.AbstractEventLoop) -> Any:

@@ -70,3 +70,17 @@ class Keys:
 
     def cancel_channel(self) -> str:
         return f"{self.prefix}cancel"
+
+    def file(self, file_id: str) -> str:
+        return f"{self.prefix}file:{file_id}"
+
+    def account_files(self, username: str) -> str:
+        return f"{self.prefix}account:{username}:files"
+
+    def files_expiring(self) -> str:
+        """Sorted set: uploaded files scored by their expiry."""
+        return f"{self.prefix}files:expiring"
+
+    def signing_secret(self) -> str:
+        """The HMAC key for signed file download links, shared by every router replica."""
+        return f"{self.prefix}secret:file-links"

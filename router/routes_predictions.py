@@ -49,8 +49,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 async def _create(rt, request: Request, account: dict, body: dict, model: dict, version: dict) -> JSONResponse:
     wait = prefer_wait(request.headers.get("prefer"))
-    rec = await rt.service.create(account, model, version, body)
     base = base_url(request)
+    rec = await rt.service.create(account, model, version, body, file_url_prefixes=(f"{base}/v1/files/",))
     headers = {}
     if wait is not None:
         await rt.service.wait(rec["id"], wait - WAIT_MARGIN_S)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from cluster.settings import Settings
 from router.apps import AppManager
+from router.files import Files
 from router.keys import Keys
 from router.ratelimit import RateLimiter
 from router.redisconn import connect
@@ -32,7 +33,10 @@ class Runtime:
         self.registry = Registry(self.redis, self.keys)
         self.objects: ObjectStore = open_store(settings)
         self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s)
-        self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s)
+        self.files = Files(self.redis, self.keys, self.objects, expiry_s=settings.file_expiry_s,
+                           signing_key=settings.signing_key.encode() if settings.signing_key else None)
+        self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
+                                         files=self.files)
         self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
                                    requests_per_min=settings.rate_limit_requests_per_min)
         self._accounts: dict[str, tuple[float, dict]] = {}
@@ -59,6 +63,7 @@ class Runtime:
             loop.create_task(self._every(s.sweep_interval_s, self.service.sweep, "sweep")),
             loop.create_task(self._every(s.lease_s / 3, self.service.renew_leases, "lease renewal")),
             loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
+            loop.create_task(self._every(s.sweep_interval_s, self.files.sweep, "file expiry")),
         ]
 
     async def _every(self, period_s: float, fn, what: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from router.apps import AppManager
 from router.errors import InvalidRequest, ModelNotFound, PredictionNotFound, VersionNotFound
+from router.files import Files
 from router.refs import VERSION_ID, ModelRef, app_name, new_prediction_id
 from router.registry import Registry
 from router.status import Status
@@ -30,8 +31,9 @@ def visible(model: dict[str, Any] | None, account: dict[str, str]) -> bool:
 
 class PredictionService:
     def __init__(self, store: PredictionStore, registry: Registry, apps: AppManager, *,
-                 lease_s: float = 30.0):
+                 lease_s: float = 30.0, files: Files | None = None):
         self.store = store
+        self.files = files
         self.registry = registry
         self.apps = apps
         self.lease_s = lease_s
@@ -81,9 +83,14 @@ class PredictionService:
     # create and dispatch
 
     async def create(self, account: dict, model: dict, version: dict, body: dict[str, Any], *,
-                     source: str = "api", deployment: str | None = None) -> dict[str, Any]:
-        """Validate the input, write the `starting` record and dispatch it; returns the record."""
-        payload = validate_input(version["openapi_schema"], body.get("input", {}))
+                     source: str = "api", deployment: str | None = None,
+                     file_url_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Validate the input, write the `starting` record and dispatch it; returns the record.
+        Input URLs under `file_url_prefixes` must name the caller's uploaded files."""
+        payload = validate_input(version["openapi_schema"], body.get("input", {}),
+                                 file_url_prefixes=file_url_prefixes)
+        if self.files is not None and file_url_prefixes:
+            await self.files.check_inputs(account, payload, file_url_prefixes)
         traits = version.get("traits") or {}
         ts = time.time()
         pid = new_prediction_id()

@@ -76,3 +76,14 @@ def account(a: dict[str, str]) -> dict[str, Any]:
 
 def page(results: list, next_url: str | None = None, previous_url: str | None = None) -> dict[str, Any]:
     return {"previous": previous_url, "next": next_url, "results": results}
+
+
+def file(f: dict[str, Any], base: str, download_url: str | None = None) -> dict[str, Any]:
+    """An uploaded file's metadata (every field but `expires_at` is required by the client)."""
+    urls = {"get": f"{base}/v1/files/{f['id']}"}
+    if download_url:
+        urls["download"] = download_url
+    return {"id": f["id"], "name": f["name"], "content_type": f["content_type"], "size": int(f["size"]),
+            "etag": f["md5"], "checksums": {"sha256": f["sha256"], "md5": f["md5"]},
+            "metadata": f.get("metadata") or {}, "created_at": f["created_at"],
+            "expires_at": f.get("expires_at"), "urls": urls}
