@@ -71,6 +71,10 @@ class Keys:
     def cancel_channel(self) -> str:
         return f"{self.prefix}cancel"
 
+    def deadlines(self) -> str:
+        """Sorted set: predictions created with Cancel-After, scored by their deadline."""
+        return f"{self.prefix}deadlines"
+
     def file(self, file_id: str) -> str:
         return f"{self.prefix}file:{file_id}"
 

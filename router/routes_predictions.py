@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from router import wire
+from router.deadlines import parse_cancel_after
 from router.errors import InvalidRequest
 from router.http import CurrentAccount, Rt, base_url
 from router.refs import ModelRef
@@ -49,8 +50,10 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 async def _create(rt, request: Request, account: dict, body: dict, model: dict, version: dict) -> JSONResponse:
     wait = prefer_wait(request.headers.get("prefer"))
+    deadline_s = parse_cancel_after(request.headers.get("cancel-after"))
     base = base_url(request)
-    rec = await rt.service.create(account, model, version, body, file_url_prefixes=(f"{base}/v1/files/",))
+    rec = await rt.service.create(account, model, version, body, deadline_s=deadline_s,
+                                  file_url_prefixes=(f"{base}/v1/files/",))
     headers = {}
     if wait is not None:
         await rt.service.wait(rec["id"], wait - WAIT_MARGIN_S)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from cluster.settings import Settings
 from router.apps import AppManager
+from router.deadlines import Deadlines
 from router.files import Files
 from router.keys import Keys
 from router.ratelimit import RateLimiter
@@ -37,6 +38,7 @@ class Runtime:
                            signing_key=settings.signing_key.encode() if settings.signing_key else None)
         self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
                                          files=self.files)
+        self.deadlines = Deadlines(self.redis, self.keys, self.service.cancel_now)
         self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
                                    requests_per_min=settings.rate_limit_requests_per_min)
         self._accounts: dict[str, tuple[float, dict]] = {}
@@ -63,6 +65,7 @@ class Runtime:
             loop.create_task(self._every(s.sweep_interval_s, self.service.sweep, "sweep")),
             loop.create_task(self._every(s.lease_s / 3, self.service.renew_leases, "lease renewal")),
             loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
+            loop.create_task(self._every(min(1.0, s.sweep_interval_s), self.deadlines.sweep, "deadlines")),
             loop.create_task(self._every(s.sweep_interval_s, self.files.sweep, "file expiry")),
         ]
 

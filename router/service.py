@@ -84,9 +84,10 @@ class PredictionService:
 
     async def create(self, account: dict, model: dict, version: dict, body: dict[str, Any], *,
                      source: str = "api", deployment: str | None = None,
-                     file_url_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+                     file_url_prefixes: tuple[str, ...] = (), deadline_s: float | None = None) -> dict[str, Any]:
         """Validate the input, write the `starting` record and dispatch it; returns the record.
-        Input URLs under `file_url_prefixes` must name the caller's uploaded files."""
+        Input URLs under `file_url_prefixes` must name the caller's uploaded files; `deadline_s`
+        (Cancel-After) cancels the prediction that long after creation."""
         payload = validate_input(version["openapi_schema"], body.get("input", {}),
                                  file_url_prefixes=file_url_prefixes)
         if self.files is not None and file_url_prefixes:
@@ -100,6 +101,8 @@ class PredictionService:
             "source": source, "iterator": bool(traits.get("is_iterator")), "deployment": deployment,
             "webhook": body.get("webhook"), "webhook_events_filter": body.get("webhook_events_filter"),
         }
+        if deadline_s is not None:
+            record.update(deadline=now_iso(ts + deadline_s), deadline_ts=ts + deadline_s)
         await self.store.create(record, ts + self.lease_s)
         self.dispatch(pid, version, payload, ts)
         asyncio.get_running_loop().create_task(self.registry.count_run(model["owner"], model["name"]))
@@ -177,13 +180,18 @@ class PredictionService:
         rec = await self.get(account, pid)
         if Status(rec["status"]).is_terminal():
             return rec
+        await self.cancel_now(pid)
+        return await self.get(account, pid)
+
+    async def cancel_now(self, pid: str) -> bool:
+        """Cancel `pid` unless it is already terminal (a user's cancel, or its deadline)."""
         ok, prev = await self.store.transition(pid, Status.CANCELED, {"completed_at": now_iso()})
         if ok:
             await self.store.publish_cancel(pid)
             resp = self.responses.get(pid)
             if prev == Status.STARTING and resp is not None:
                 resp.cancel()  # still queued here (cold start): drop it from the queue
-        return await self.get(account, pid)
+        return ok
 
     async def list(self, account: dict, cursor: str | None, limit: int = 100) -> tuple[list[dict], str | None]:
         try:

@@ -82,6 +82,8 @@ class PredictionStore:
         pipe.hset(self.keys.prediction(pid), mapping=_encode(record))
         pipe.zadd(self.keys.account_predictions(record["account"]), {pid: record["created_ts"]})
         pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
+        if record.get("deadline_ts"):
+            pipe.zadd(self.keys.deadlines(), {pid: record["deadline_ts"]})
         await pipe.execute()
 
     async def get(self, pid: str) -> dict[str, Any] | None:

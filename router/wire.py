@@ -34,6 +34,8 @@ def prediction(rec: dict[str, Any], base: str, url_for: Callable[[str], str], *,
         out["metrics"] = rec["metrics"]
     if rec.get("deployment"):
         out["deployment"] = rec["deployment"]
+    if rec.get("deadline"):
+        out["deadline"] = rec["deadline"]
     if rec.get("webhook"):
         out["webhook"] = rec["webhook"]
         out["webhook_events_filter"] = rec.get("webhook_events_filter") or \
