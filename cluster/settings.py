@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_package_bytes: int = 512 * 1024 * 1024
     max_upload_bytes: int = 100 * 1024 * 1024
     file_expiry_s: int = Field(default=86400, description="uploaded files are deleted this long after upload")
+    retention_s: int = Field(default=3600, description="a finished prediction's input, output and files "
+                             "are removed this long after completion; 0 keeps them")
     max_prediction_s: float = 1800.0
     prediction_ttl_s: int = 30 * 24 * 3600
     router_replicas: int = 1

@@ -90,7 +90,8 @@ class ModelReplica:
         self.settings = Settings(**settings)
         self.keys = Keys(self.settings.redis_prefix)
         self.redis = connect(redis_url)
-        self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s)
+        self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s,
+                                     retention_s=self.settings.retention_s)
         self.objects = open_store(self.settings)
         self.files = Files(self.redis, self.keys, self.objects)
         self.running: dict[str, _Running] = {}
@@ -176,7 +177,8 @@ class ModelReplica:
         pid = request["id"]
         if self.setup_error:
             await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
-                                        error=f"setup failed: {self.setup_error}")
+                                        error=f"setup failed: {self.setup_error}",
+                                        retention_s=request.get("retention_s"))
             return {"status": "failed"}
         started = time.time()
         ok, prev = await self.store.transition(
@@ -215,7 +217,7 @@ class ModelReplica:
         fields.update(completed_at=now_iso(done), metrics=metrics)
         if status != Status.SUCCEEDED:
             fields.pop("output", None)
-        await self.store.transition(pid, status, fields, error=error)
+        await self.store.transition(pid, status, fields, error=error, retention_s=request.get("retention_s"))
         return {"status": status.value}
 
     async def _flush_logs(self, pid: str, sink: logs.LogSink) -> None:

@@ -75,6 +75,10 @@ class Keys:
         """Sorted set: predictions created with Cancel-After, scored by their deadline."""
         return f"{self.prefix}deadlines"
 
+    def retention(self) -> str:
+        """Sorted set: finished predictions scored by when their input and output are removed."""
+        return f"{self.prefix}retention"
+
     def file(self, file_id: str) -> str:
         return f"{self.prefix}file:{file_id}"
 

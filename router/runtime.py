@@ -16,6 +16,7 @@ from router.keys import Keys
 from router.ratelimit import RateLimiter
 from router.redisconn import connect
 from router.registry import Registry
+from router.retention import Retention
 from router.service import PredictionService
 from router.storage import ObjectStore, open_store
 from router.store import PredictionStore
@@ -30,7 +31,8 @@ class Runtime:
         self.redis_url = redis_url
         self.keys = Keys(settings.redis_prefix)
         self.redis = connect(redis_url, max_connections=512)
-        self.store = PredictionStore(self.redis, self.keys, settings.prediction_ttl_s)
+        self.store = PredictionStore(self.redis, self.keys, settings.prediction_ttl_s,
+                                     retention_s=settings.retention_s)
         self.registry = Registry(self.redis, self.keys)
         self.objects: ObjectStore = open_store(settings)
         self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s)
@@ -39,6 +41,7 @@ class Runtime:
         self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
                                          files=self.files)
         self.deadlines = Deadlines(self.redis, self.keys, self.service.cancel_now)
+        self.retention = Retention(self.redis, self.keys, self.objects)
         self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
                                    requests_per_min=settings.rate_limit_requests_per_min)
         self._accounts: dict[str, tuple[float, dict]] = {}
@@ -66,6 +69,7 @@ class Runtime:
             loop.create_task(self._every(s.lease_s / 3, self.service.renew_leases, "lease renewal")),
             loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
             loop.create_task(self._every(min(1.0, s.sweep_interval_s), self.deadlines.sweep, "deadlines")),
+            loop.create_task(self._every(s.sweep_interval_s, self.retention.sweep, "retention")),
             loop.create_task(self._every(s.sweep_interval_s, self.files.sweep, "file expiry")),
         ]
 

@@ -119,7 +119,9 @@ class PredictionService:
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
         app = app_name(version["id"])
-        request = {"id": pid, "input": payload, "created_ts": created_ts}
+        # the retention rides along: a replica made under older settings still applies today's
+        request = {"id": pid, "input": payload, "created_ts": created_ts,
+                   "retention_s": self.store.retention_s}
         try:
             for attempt in range(DISPATCH_ATTEMPTS):
                 try:

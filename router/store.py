@@ -69,10 +69,12 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 class PredictionStore:
     """Async access to prediction records. Every method is one Redis round trip unless it says so."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600):
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600, *,
+                 retention_s: float = 0):
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
+        self.retention_s = retention_s
         self._transition = redis.register_script(_TRANSITION_LUA)
 
     async def create(self, record: dict[str, Any], lease_deadline: float) -> None:
@@ -134,12 +136,16 @@ class PredictionStore:
         heartbeat_deadline: float = 0.0,
         error: str | None = None,
         done_reason: str | None = None,
+        retention_s: float | None = None,
     ) -> tuple[bool, Status | None]:
         """Compare-and-set `pid` to `target`. Returns (applied, status before the call).
 
         A terminal target also removes the prediction from the running and dispatch indexes,
-        appends `error` (if any) and `done` events, and puts the ttl on every key, atomically."""
+        appends `error` (if any) and `done` events, puts the ttl on every key and schedules the
+        removal of its data `retention_s` from now (default: the store's; 0: never), atomically."""
         terminal = target.is_terminal()
+        keep_s = self.retention_s if retention_s is None else retention_s
+        purge_at = time.time() + keep_s if terminal and keep_s > 0 else 0
         if done_reason is None:
             done_reason = {Status.FAILED: "error", Status.CANCELED: "canceled"}.get(target, "")
         done = json.dumps({"reason": done_reason}) if done_reason else "{}"
@@ -155,10 +161,10 @@ class PredictionStore:
         ok, prev = await self._transition(
             keys=[
                 k.prediction(pid), k.running(), k.prediction_events(pid), k.dispatch(),
-                k.prediction_logs(pid), k.prediction_output(pid),
+                k.prediction_logs(pid), k.prediction_output(pid), k.retention(),
             ],
             args=[target.value, allowed, pid, "1" if terminal else "0", heartbeat_deadline, done, err,
-                  self.ttl_s, *flat],
+                  self.ttl_s, purge_at, *flat],
         )
         return bool(ok), (Status(prev) if prev else None)
 

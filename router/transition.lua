@@ -1,12 +1,14 @@
 -- Move one prediction to a new status, atomically, if its current status allows it.
 -- KEYS[1] prediction hash      KEYS[2] running zset     KEYS[3] events stream
 -- KEYS[4] dispatch zset        KEYS[5] logs string      KEYS[6] output list
+-- KEYS[7] retention zset (prediction id scored by when its data is removed)
 -- ARGV[1] target status        ARGV[2] allowed current statuses, comma separated
 -- ARGV[3] prediction id        ARGV[4] "1" when the target is terminal
 -- ARGV[5] heartbeat deadline (score in running, for processing)
 -- ARGV[6] done-event data      ARGV[7] error-event data ("" for none)
 -- ARGV[8] ttl seconds applied to every key of a terminal prediction
--- ARGV[9..] field, value pairs written to the hash with the status
+-- ARGV[9] when a terminal prediction's data is removed (epoch seconds; 0: never) into KEYS[7]
+-- ARGV[10..] field, value pairs written to the hash with the status
 -- Returns {1, previous status} on success, {0, current status or false} when refused.
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {0, false} end
@@ -16,8 +18,8 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
 end
 if not allowed then return {0, cur} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if #ARGV >= 10 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 9, #ARGV))
+if #ARGV >= 11 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10, #ARGV))
 end
 if ARGV[1] == 'processing' then
   redis.call('ZREM', KEYS[4], ARGV[3])
@@ -30,6 +32,9 @@ if ARGV[4] == '1' then
     redis.call('XADD', KEYS[3], '*', 'event', 'error', 'data', ARGV[7])
   end
   redis.call('XADD', KEYS[3], '*', 'event', 'done', 'data', ARGV[6])
+  if tonumber(ARGV[9]) > 0 then
+    redis.call('ZADD', KEYS[7], ARGV[9], ARGV[3])
+  end
   local ttl = tonumber(ARGV[8])
   if ttl and ttl > 0 then
     for i = 1, 6 do
