@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ FILE_PART = "content"
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
 FLUSH_BYTES = 1024 * 1024
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# type/subtype with optional parameters, no control characters (it becomes a response header)
+_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?:\s*;[^\x00-\x1f\x7f]*)?$")
 
 
 @dataclass
@@ -178,5 +182,9 @@ async def read_upload(content_type: str | None, body: AsyncIterator[bytes], limi
     fields = parts.fields
     filename = fields.get("filename") or parts.filename or "file"
     content_type = fields.get("type") or parts.part_type or "application/octet-stream"
+    if not _MEDIA_TYPE.match(content_type):
+        sink.path.unlink(missing_ok=True)
+        raise InvalidRequest("type" if fields.get("type") else FILE_PART,
+                             f"not a media type: {content_type!r}")
     return Upload(sink.path, filename, content_type, sink.size, sink.sha256.hexdigest(),
                   sink.md5.hexdigest(), fields)

@@ -52,6 +52,21 @@ def test_form_fields_override_filename_and_type():
     assert (up.filename, up.content_type, up.size) == ("x.txt", "text/plain", 2)
 
 
+@pytest.mark.parametrize("field, value", [("type", "text/plain\r\nX-Evil: 1"), ("type", "nonsense")])
+def test_bad_media_type_is_refused(field, value):
+    ctype, body = _encoded({"content": ("a.txt", b"a", "text/plain")}, {field: value})
+    with pytest.raises(InvalidRequest) as e:
+        _parse(ctype, body)
+    assert e.value.field == field
+
+
+def test_media_type_with_parameters():
+    ctype, body = _encoded({"content": ("a.txt", b"a", "text/plain; charset=utf-8")})
+    up = _parse(ctype, body)
+    up.discard()
+    assert up.content_type == "text/plain; charset=utf-8"
+
+
 def test_empty_file():
     ctype, body = _encoded({"content": ("empty.txt", b"", "text/plain")})
     up = _parse(ctype, body)
