@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     router_replicas: int = 1
     hardware_config: Path | None = None
     allow_private_urls: bool = False
+    allow_private_webhooks: bool = Field(
+        default=False, description="accept webhook URLs on loopback/private/link-local/reserved addresses")
+    webhook_retry_base_s: float = Field(
+        default=1.0, description="first retry of a `completed` webhook; each next one doubles the gap")
+    webhook_max_attempts: int = Field(
+        default=7, description="tries of a `completed` webhook (7 at 1 s: the last ~63 s after completion)")
+    webhook_timeout_s: float = Field(default=5.0, description="per-attempt limit of a webhook POST")
+    webhook_claim_idle_s: float = Field(
+        default=30.0, description="a dead router replica's queued webhooks are taken over after this")
     rate_limit_creates_per_min: int = Field(
         default=600, description="prediction creates per token per minute; 0: unlimited")
     rate_limit_requests_per_min: int = Field(

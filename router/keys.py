@@ -37,6 +37,14 @@ class Keys:
         """String: a token's GCRA theoretical arrival time (ms) for one bucket (`creates`, `requests`)."""
         return f"{self.prefix}ratelimit:{token_sha256}:{bucket}"
 
+    def webhook_secret(self, username: str) -> str:
+        """String: the account's `whsec_…` webhook signing secret."""
+        return f"{self.prefix}account:{username}:webhook_secret"
+
+    def webhooks(self) -> str:
+        """Stream + consumer group: pending webhook deliveries (`prediction`, `event` per entry)."""
+        return f"{self.prefix}webhooks"
+
     def running(self) -> str:
         """Sorted set: processing predictions scored by their replica's heartbeat deadline."""
         return f"{self.prefix}running"

@@ -53,7 +53,7 @@ async def _create(rt, request: Request, account: dict, body: dict, model: dict, 
     deadline_s = parse_cancel_after(request.headers.get("cancel-after"))
     base = base_url(request)
     rec = await rt.service.create(account, model, version, body, deadline_s=deadline_s,
-                                  file_url_prefixes=(f"{base}/v1/files/",))
+                                  file_url_prefixes=(f"{base}/v1/files/",), base=base)
     headers = {}
     if wait is not None:
         await rt.service.wait(rec["id"], wait - WAIT_MARGIN_S)

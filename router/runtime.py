@@ -20,6 +20,8 @@ from router.retention import Retention
 from router.service import PredictionService
 from router.storage import ObjectStore, open_store
 from router.store import PredictionStore
+from router.webhook_delivery import WebhookDelivery
+from router.webhooks import WebhookPolicy, WebhookSecrets
 
 log = logging.getLogger("vendo.router")
 ACCOUNT_CACHE_S = 5.0
@@ -39,11 +41,19 @@ class Runtime:
         self.files = Files(self.redis, self.keys, self.objects, expiry_s=settings.file_expiry_s,
                            signing_key=settings.signing_key.encode() if settings.signing_key else None)
         self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
-                                         files=self.files)
+                                         files=self.files,
+                                         webhooks=WebhookPolicy(settings.allow_private_webhooks))
         self.deadlines = Deadlines(self.redis, self.keys, self.service.cancel_now)
         self.retention = Retention(self.redis, self.keys, self.objects)
         self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
                                    requests_per_min=settings.rate_limit_requests_per_min)
+        self.webhook_secrets = WebhookSecrets(self.redis, self.keys)
+        self.webhook_delivery = WebhookDelivery(
+            self.redis, self.keys, self.store, self.webhook_secrets, self.url_for,
+            settings.public_url or f"http://{settings.host}:{settings.port}",
+            allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
+            max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
+            claim_idle_s=settings.webhook_claim_idle_s)
         self._accounts: dict[str, tuple[float, dict]] = {}
         self._tasks: list[asyncio.Task] = []
 
@@ -72,6 +82,7 @@ class Runtime:
             loop.create_task(self._every(s.sweep_interval_s, self.retention.sweep, "retention")),
             loop.create_task(self._every(s.sweep_interval_s, self.files.sweep, "file expiry")),
         ]
+        self._tasks.append(loop.create_task(self.webhook_delivery.run()))
 
     async def _every(self, period_s: float, fn, what: str) -> None:
         while True:
@@ -86,4 +97,5 @@ class Runtime:
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
+        await self.webhook_delivery.close()
         await self.redis.aclose()

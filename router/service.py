@@ -17,6 +17,7 @@ from router.registry import Registry
 from router.status import Status
 from router.store import PredictionStore, now_iso
 from router.validation import validate_input
+from router.webhooks import WebhookPolicy
 
 log = logging.getLogger("vendo.service")
 
@@ -31,9 +32,10 @@ def visible(model: dict[str, Any] | None, account: dict[str, str]) -> bool:
 
 class PredictionService:
     def __init__(self, store: PredictionStore, registry: Registry, apps: AppManager, *,
-                 lease_s: float = 30.0, files: Files | None = None):
+                 lease_s: float = 30.0, files: Files | None = None, webhooks: WebhookPolicy | None = None):
         self.store = store
         self.files = files
+        self.webhooks = webhooks or WebhookPolicy()
         self.registry = registry
         self.apps = apps
         self.lease_s = lease_s
@@ -84,7 +86,8 @@ class PredictionService:
 
     async def create(self, account: dict, model: dict, version: dict, body: dict[str, Any], *,
                      source: str = "api", deployment: str | None = None,
-                     file_url_prefixes: tuple[str, ...] = (), deadline_s: float | None = None) -> dict[str, Any]:
+                     file_url_prefixes: tuple[str, ...] = (), deadline_s: float | None = None,
+                     base: str | None = None) -> dict[str, Any]:
         """Validate the input, write the `starting` record and dispatch it; returns the record.
         Input URLs under `file_url_prefixes` must name the caller's uploaded files; `deadline_s`
         (Cancel-After) cancels the prediction that long after creation."""
@@ -92,6 +95,7 @@ class PredictionService:
                                  file_url_prefixes=file_url_prefixes)
         if self.files is not None and file_url_prefixes:
             await self.files.check_inputs(account, payload, file_url_prefixes)
+        hooks = await self.webhooks.record_fields(body)
         traits = version.get("traits") or {}
         ts = time.time()
         pid = new_prediction_id()
@@ -99,7 +103,7 @@ class PredictionService:
             "id": pid, "account": account["username"], "model": version["model"], "version": version["id"],
             "status": Status.STARTING.value, "input": payload, "created_at": now_iso(ts), "created_ts": ts,
             "source": source, "iterator": bool(traits.get("is_iterator")), "deployment": deployment,
-            "webhook": body.get("webhook"), "webhook_events_filter": body.get("webhook_events_filter"),
+            "base_url": base, **hooks,  # webhooks render the prediction under the create's base
         }
         if deadline_s is not None:
             record.update(deadline=now_iso(ts + deadline_s), deadline_ts=ts + deadline_s)

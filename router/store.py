@@ -161,7 +161,7 @@ class PredictionStore:
         ok, prev = await self._transition(
             keys=[
                 k.prediction(pid), k.running(), k.prediction_events(pid), k.dispatch(),
-                k.prediction_logs(pid), k.prediction_output(pid), k.retention(),
+                k.prediction_logs(pid), k.prediction_output(pid), k.retention(), k.webhooks(),
             ],
             args=[target.value, allowed, pid, "1" if terminal else "0", heartbeat_deadline, done, err,
                   self.ttl_s, purge_at, *flat],

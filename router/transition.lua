@@ -2,6 +2,9 @@
 -- KEYS[1] prediction hash      KEYS[2] running zset     KEYS[3] events stream
 -- KEYS[4] dispatch zset        KEYS[5] logs string      KEYS[6] output list
 -- KEYS[7] retention zset (prediction id scored by when its data is removed)
+-- KEYS[8] webhook delivery stream: gets {prediction, event=start} on the move to processing when
+--         the hash has `webhook`, and {prediction, event=completed} on a terminal move when it has
+--         `webhook` or `webhook_completed`, so no path to a terminal state can miss its webhook
 -- ARGV[1] target status        ARGV[2] allowed current statuses, comma separated
 -- ARGV[3] prediction id        ARGV[4] "1" when the target is terminal
 -- ARGV[5] heartbeat deadline (score in running, for processing)
@@ -24,6 +27,9 @@ end
 if ARGV[1] == 'processing' then
   redis.call('ZREM', KEYS[4], ARGV[3])
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+  if redis.call('HEXISTS', KEYS[1], 'webhook') == 1 then
+    redis.call('XADD', KEYS[8], '*', 'prediction', ARGV[3], 'event', 'start')
+  end
 end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[3])
@@ -32,6 +38,9 @@ if ARGV[4] == '1' then
     redis.call('XADD', KEYS[3], '*', 'event', 'error', 'data', ARGV[7])
   end
   redis.call('XADD', KEYS[3], '*', 'event', 'done', 'data', ARGV[6])
+  if redis.call('HEXISTS', KEYS[1], 'webhook') == 1 or redis.call('HEXISTS', KEYS[1], 'webhook_completed') == 1 then
+    redis.call('XADD', KEYS[8], '*', 'prediction', ARGV[3], 'event', 'completed')
+  end
   if tonumber(ARGV[9]) > 0 then
     redis.call('ZADD', KEYS[7], ARGV[9], ARGV[3])
   end

@@ -1,0 +1,15 @@
+"""Webhooks: the account's signing secret."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from router.http import CurrentAccount, Rt
+
+router = APIRouter(prefix="/v1", tags=["webhooks"])
+
+
+@router.get("/webhooks/default/secret")
+async def default_secret(account: CurrentAccount, rt: Rt):
+    """The secret that signs this account's webhooks (`whsec_…`), created on first use."""
+    return {"key": await rt.webhook_secrets.get(account["username"])}
