@@ -41,5 +41,10 @@ test-unit: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install
+# One run on this machine (~8 min on 2 cores): benchmarks/results/latest.{json,md,png}.
+bench: install $(VENV)/.bench-installed
 	$(PY) -m benchmarks
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[bench]'
+	@touch $@

@@ -1,0 +1,161 @@
+"""Part 3, cold start: a version at zero replicas gets one prediction (`Prefer: wait`); the time to
+its result is split into the router's intake, Serve's scale-up decision (queueing), replica start,
+setup() and predict, and the return trip. Against bare Ray Serve scaling the same model up from zero
+with the same deployment options.
+
+Both deployments use short autoscaling delays (1 s down, 1.5 s look-back) so each falls back to zero
+within seconds. vendo's app for the cold version is created here from the same builder the router
+uses (`cluster.serve_apps.version_app_builder`) with those settings, so the router finds it and
+only the replica is cold; everything else in the run keeps the long delays."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from benchmarks import load
+from benchmarks import stack as stk
+from benchmarks.plan import Plan
+from benchmarks.stats import Figure, ratio
+
+TEXT = "cold"
+BARE_COLD_APP, BARE_COLD_PREFIX = "bare-cold", "/bare-cold"
+SHORT = {"autoscale_downscale_delay_s": 1.0, "autoscale_look_back_period_s": 1.5,
+         "autoscale_upscale_delay_s": 0.0}
+PHASES = ("intake", "queueing", "replica_start", "setup", "predict", "return")
+
+
+class ServeWatch:
+    """Polls Serve's status for one deployment and notes when a replica was first seen (STARTING or
+    later): Serve's view of when it decided to scale up. Good to about one poll (50 ms) plus the
+    status call itself; RUNNING is not used, as the status reports it after the request is served."""
+
+    def __init__(self, app: str, period_s: float = 0.05):
+        self.app, self.period_s = app, period_s
+        self.starting_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> ServeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        last = time.time()
+        while not self._stop.is_set():
+            asked = time.time()
+            if self.starting_at is None and stk.live(stk.replicas(self.app)) > 0:
+                self.starting_at = (last + asked) / 2  # it appeared between the two calls
+            last = asked
+            self._stop.wait(self.period_s)
+
+
+def setup_apps(stack) -> tuple[str, str]:
+    """Push the cold model, create its vendo app with short delays, run the bare one; returns
+    (vendo version id, vendo app name)."""
+    from ray import serve
+
+    from cluster.hardware import hardware
+    from cluster.serve_apps import autoscaling, version_app_builder
+
+    vid = stack.push(stk.MODELS / "cold", "cold")
+    app = stack.app_of(vid)
+    short = stack.settings.model_copy(update=SHORT)
+    version = stack.version_record(vid)
+    build = version_app_builder(short.model_dump(mode="json"), stack.redis_url)
+    serve.run(build(version), name=app, route_prefix=None)
+    skus = hardware(str(short.hardware_config) if short.hardware_config else None)
+    stk.deploy_bare(BARE_COLD_APP, BARE_COLD_PREFIX, stk.MODELS / "cold", max_ongoing_requests=1,
+                    autoscaling_config=autoscaling(short, 1),
+                    ray_actor_options=skus.get(version.get("hardware")).ray_actor_options())
+    return vid, app
+
+
+def _iso(ts: str) -> float:
+    from router.store import parse_iso
+
+    return parse_iso(ts)
+
+
+async def vendo_once(stack, vid: str, app: str) -> dict[str, float]:
+    await asyncio.to_thread(stk.wait_replicas, app, lambda c: stk.live(c) == 0, 90, "zero replicas")
+    async with load.client(1) as http:
+        await http.get(f"{stack.url}/health")  # the connection is warm in both cases
+        with ServeWatch(app) as watch:
+            t0 = time.time()
+            r = await http.post(f"{stack.url}/v1/predictions", headers={**stack.headers, "Prefer": "wait"},
+                                json={"version": vid, "input": {"text": TEXT}})
+            t1 = time.time()
+    body = r.json()
+    if r.status_code != 201 or body.get("status") != "succeeded":
+        raise RuntimeError(f"cold vendo prediction: {r.status_code} {str(body)[:300]}")
+    created, started = _iso(body["created_at"]), _iso(body["started_at"])
+    predict = float(body["metrics"]["predict_time"])
+    setup = float(await asyncio.to_thread(stack.version_field, vid, "setup_time") or 0.0)
+    seen = watch.starting_at or created
+    return {
+        "total": t1 - t0,
+        "intake": created - t0,
+        "queueing": max(0.0, seen - created),
+        "replica_start": max(0.0, started - max(seen, created) - setup),
+        "setup": setup,
+        "predict": predict,
+        "return": t1 - (started + predict),
+    }
+
+
+async def bare_once(stack) -> dict[str, float]:
+    await asyncio.to_thread(stk.wait_replicas, BARE_COLD_APP, lambda c: stk.live(c) == 0, 90, "zero replicas")
+    url = stack.url + BARE_COLD_PREFIX
+    async with load.client(1) as http:
+        await http.get(f"{stack.url}/health")
+        with ServeWatch(BARE_COLD_APP) as watch:
+            t0 = time.time()
+            r = await http.post(f"{url}/predictions", json={"input": {"text": TEXT}})
+            t1 = time.time()
+    body = r.json()
+    if r.status_code != 200 or body.get("output") != TEXT:
+        raise RuntimeError(f"cold bare prediction: {r.status_code} {str(body)[:300]}")
+    seen = watch.starting_at or t0
+    return {
+        "total": t1 - t0,
+        "intake": 0.0,  # the bare ingress keeps no record; its intake is inside queueing
+        "queueing": max(0.0, seen - t0),
+        "replica_start": max(0.0, body["constructed_at"] - seen) + (body["started_at"] - body["ready_at"]),
+        "setup": body["ready_at"] - body["constructed_at"],
+        "predict": body["completed_at"] - body["started_at"],
+        "return": t1 - body["completed_at"],
+    }
+
+
+async def run(stack, plan: Plan) -> dict[str, Any]:
+    from ray import serve
+
+    vid, app = await asyncio.to_thread(setup_apps, stack)
+    trials: dict[str, list[dict[str, float]]] = {"vendo": [], "bare": []}
+    try:
+        for i in range(plan.cold_trials):
+            order = ("vendo", "bare") if i % 2 == 0 else ("bare", "vendo")
+            for who in order:
+                if who == "vendo":
+                    trials["vendo"].append(await vendo_once(stack, vid, app))
+                else:
+                    trials["bare"].append(await bare_once(stack))
+    finally:
+        for name in (app, BARE_COLD_APP):
+            await asyncio.to_thread(serve.delete, name)
+    figs = {who: {k: Figure.of([t[k] * 1e3 for t in ts if t.get(k) is not None], "ms")
+                  for k in ("total", *PHASES)}
+            for who, ts in trials.items()}
+    return {
+        "figures": {who: {k: f.to_json() for k, f in fs.items()} for who, fs in figs.items()},
+        "ratio_total": ratio(figs["vendo"]["total"], figs["bare"]["total"]).to_json(),
+        "trials": trials,
+        "settings": SHORT,
+    }

@@ -1,0 +1,35 @@
+"""How much each part measures: trial counts, request bounds and time limits. `full()` is what
+`make bench` runs (about 8 minutes on a 2-core machine); `quick()` is a fast pass that checks the
+plumbing and publishes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    trials: int = 3
+    concurrencies: tuple[int, ...] = (16, 64)
+    latency_requests: int = 400  # per trial at concurrency 1 (or until latency_max_s)
+    latency_max_s: float = 4.0
+    throughput_requests: int = 50_000  # per trial (or until throughput_max_s)
+    throughput_max_s: float = 4.0
+    warm_requests: int = 30
+    poll_interval_s: float = 0.005
+    cold_trials: int = 3
+    efficiency_replicas: tuple[int, ...] = (1, 2, 4)
+    efficiency_max_s: float = 5.0
+    stream_predictions: int = 6  # per trial
+    stream_items: int = 8
+    file_predictions: int = 6  # per trial and mode
+
+
+def full() -> Plan:
+    return Plan()
+
+
+def quick() -> Plan:
+    return Plan(trials=1, latency_requests=40, latency_max_s=1.0, throughput_requests=400,
+                throughput_max_s=1.0, warm_requests=5, cold_trials=1, efficiency_replicas=(1, 2),
+                efficiency_max_s=1.5, stream_predictions=2, file_predictions=2)

@@ -1,0 +1,313 @@
+"""Results out: `latest.json` (everything measured), `latest.md` (the tables, goals met or missed)
+and `latest.png` (the charts). The markdown and the chart are built from the JSON alone, so
+`python -m benchmarks --report-only` redraws them from a saved run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from benchmarks.stats import Figure
+
+GPU_NOT_MEASURED = "not measured: no GPU in this run"
+TARGET_NAMES = {"vendo": "vendo", "bare": "bare Serve", "cog": "Cog (coglet)"}
+
+
+def F(d: dict | None) -> Figure:
+    return Figure.from_json(d)
+
+
+def fmt(fig: Figure, digits: int | None = None) -> str:
+    return fig.text(digits)
+
+
+def ratio_text(fig: Figure) -> str:
+    return "n/a" if math.isnan(fig.median) else f"{fig.median:.2f}× ({fig.lo:.2f}–{fig.hi:.2f})"
+
+
+# goals
+
+
+def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal of issue 4 with its figure and whether it is met (None: not measured)."""
+    out: list[dict[str, Any]] = []
+    o = res.get("overhead")
+    if o:
+        rb = o["ratios"]["vendo/bare"]
+        r = F(rb["p50_ms"])
+        out.append({"goal": "Overhead: p50 latency at c=1", "target": "≤ 1.15 × bare Serve",
+                    "figure": f"{ratio_text(r)}: vendo {fmt(F(o['figures']['vendo']['p50_ms']))} vs "
+                              f"{fmt(F(o['figures']['bare']['p50_ms']))}",
+                    "met": _cmp(r.median, 1.15, le=True)})
+        for c in (16, 64):
+            key = f"throughput_c{c}"
+            if key in rb:
+                r = F(rb[key])
+                out.append({"goal": f"Overhead: throughput at c={c}", "target": "≥ 0.9 × bare Serve",
+                            "figure": f"{ratio_text(r)}: vendo {fmt(F(o['figures']['vendo'][key]))} vs "
+                                      f"{fmt(F(o['figures']['bare'][key]))}",
+                            "met": _cmp(r.median, 0.9, le=False)})
+    c = res.get("coldstart")
+    if c:
+        r = F(c["ratio_total"])
+        out.append({"goal": "Cold start (scale from zero, first result)", "target": "≤ 1.2 × bare Serve",
+                    "figure": f"{ratio_text(r)}: vendo {fmt(F(c['figures']['vendo']['total']))} vs "
+                              f"{fmt(F(c['figures']['bare']['total']))}",
+                    "met": _cmp(r.median, 1.2, le=True)})
+    e = res.get("efficiency")
+    if e and e.get("vendo"):
+        parts, met = [], True
+        for n, d in e["vendo"].items():
+            f = F(d["efficiency"])
+            parts.append(f"{n}: {f.median:.2f} ({f.lo:.2f}–{f.hi:.2f})")
+            met = met and f.median >= 0.9
+        out.append({"goal": "Efficiency, 50 ms/prediction, by replicas", "target": "≥ 0.9 at every count",
+                    "figure": "; ".join(parts), "met": met})
+    s = res.get("streaming")
+    if s:
+        f = F(s["first_token_ms"])
+        out.append({"goal": "Streaming: first yield → first SSE output", "target": "≤ 20 ms",
+                    "figure": fmt(f), "met": _cmp(f.median, 20.0, le=True)})
+    g = res.get("gpu") or {}
+    out.append({"goal": "GPU: images/s vs a bare torch loop", "target": "≥ 0.85 × bare torch",
+                "figure": g.get("note", GPU_NOT_MEASURED), "met": None})
+    return out
+
+
+def _cmp(x: float, bound: float, *, le: bool) -> bool | None:
+    if x is None or math.isnan(x):
+        return None
+    return x <= bound if le else x >= bound
+
+
+def _met(m: bool | None) -> str:
+    return {True: "**met**", False: "**missed**", None: "not measured"}[m]
+
+
+# markdown
+
+
+def markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [
+        f"# vendo benchmarks: {res['started_at']}",
+        "",
+        f"Machine: {m['cpus']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, {m['kernel']}; "
+        f"{m['note']}. Python {m['python']}, Ray {m['ray']}, Cog {m['cog']} (coglet {m['coglet']}), "
+        f"commit {res.get('commit', '?')}. Run took {res['duration_s']:.0f} s.",
+        "",
+        f"Each figure is the median of {res['plan']['trials']} trials, with the trials' min–max in "
+        "brackets; ratios are the median of per-trial ratios (trials of the compared targets ran "
+        "interleaved).",
+        "",
+        "## Goals",
+        "",
+        "| goal | target | figure | |",
+        "|---|---|---|---|",
+    ]
+    for g in goals(res):
+        lines.append(f"| {g['goal']} | {g['target']} | {g['figure']} | {_met(g['met'])} |")
+    o = res.get("overhead")
+    if o:
+        lines += ["", "## 1. Overhead: no-op model, sync `Prefer: wait` over HTTP", "",
+                  "| | vendo | bare Serve | Cog (coglet) | vendo / bare | vendo / Cog |",
+                  "|---|---|---|---|---|---|"]
+        labels = {"p50_ms": "p50 latency, c=1", "p99_ms": "p99 latency, c=1"}
+        for key in o["figures"]["vendo"]:
+            label = labels.get(key) or f"throughput, c={key.split('_c')[-1]}"
+            row = [fmt(F(o["figures"][t][key])) for t in ("vendo", "bare", "cog")]
+            row += [ratio_text(F(o["ratios"]["vendo/bare"][key])), ratio_text(F(o["ratios"]["vendo/cog"][key]))]
+            lines.append(f"| {label} | " + " | ".join(row) + " |")
+    a = res.get("async_path")
+    if a:
+        lines += ["", "## 2. Async path: no-op model through vendo", "",
+                  "| | p50, c=1 | p99, c=1 | throughput, c=16 | throughput, c=64 |", "|---|---|---|---|---|"]
+        rows = []
+        if o:
+            rows.append(("sync `Prefer: wait` (part 1)", o["figures"]["vendo"]))
+        rows.append((f"create, then poll every {a['poll']['poll_interval_ms']:.0f} ms", a["poll"]["figures"]))
+        for label, figs in rows:
+            lines.append(f"| {label} | " + " | ".join(
+                fmt(F(figs.get(k))) for k in ("p50_ms", "p99_ms", "throughput_c16", "throughput_c64")) + " |")
+        w = a.get("webhook") or {}
+        if w.get("measured"):
+            lines.append("| create, then the `completed` webhook arrives | " + " | ".join(
+                fmt(F(w["figures"].get(k))) for k in ("p50_ms", "p99_ms", "throughput_c16", "throughput_c64")) + " |")
+        else:
+            lines.append(f"| time to webhook | {w.get('note', 'not measured')} | | | |")
+        if a["poll"].get("mean_polls_per_prediction"):
+            lines += ["", f"Polls per prediction (mean): {a['poll']['mean_polls_per_prediction']}."]
+    c = res.get("coldstart")
+    if c:
+        lines += ["", "## 3. Cold start: one prediction on a version at zero replicas", "",
+                  "| phase | vendo | bare Serve |", "|---|---|---|"]
+        names = {"intake": "intake (proxy, router, record written)", "queueing": "queueing (until Serve starts a replica)",
+                 "replica_start": "replica start (process, imports, ready, routed)", "setup": "setup() (vendo: with package fetch)",
+                 "predict": "predict", "return": "return (terminal write to response)", "total": "**total**"}
+        for k, label in names.items():
+            lines.append(f"| {label} | {fmt(F(c['figures']['vendo'].get(k)))} | {fmt(F(c['figures']['bare'].get(k)))} |")
+        lines.append(f"| vendo / bare | {ratio_text(F(c['ratio_total']))} | |")
+    e = res.get("efficiency")
+    if e:
+        lines += ["", f"## 4. Efficiency: {e['wait_s'] * 1e3:.0f} ms per prediction without CPU, saturated (4 clients per replica)", "",
+                  "| replicas | ideal | vendo throughput | vendo efficiency | bare Serve throughput | bare Serve efficiency |",
+                  "|---|---|---|---|---|---|"]
+        for n, d in e["vendo"].items():
+            b = e.get("bare", {}).get(n, {})
+            lines.append(f"| {n} | {d['ideal_per_s']:.0f}/s | {fmt(F(d['throughput']))} | {fmt(F(d['efficiency']), 2)} | "
+                         f"{fmt(F(b.get('throughput')))} | {fmt(F(b.get('efficiency')), 2)} |")
+    s = res.get("streaming")
+    if s:
+        lines += ["", f"## 5. Streaming: model yield → SSE `output` event at the client ({s['items_per_prediction']} items, "
+                  f"{s['gap_s'] * 1e3:.0f} ms apart)", "",
+                  "| first item (median per trial) | first item (worst per trial) | every item p50 | every item p99 |",
+                  "|---|---|---|---|",
+                  f"| {fmt(F(s['first_token_ms']))} | {fmt(F(s['first_token_max_ms']))} | {fmt(F(s['every_token_p50_ms']))} | "
+                  f"{fmt(F(s['every_token_p99_ms']))} |"]
+    f = res.get("files")
+    if f:
+        g = f["figures"]
+        lines += ["", f"## 6. Files: a {f['bytes'] / 1e6:.1f} MB PNG output ({f['storage'].split(':')[0]} storage)", "",
+                  "| returned as a file (upload + URL) | returned nothing (same write) | added by upload + URL | "
+                  "`put_bytes` of the same bytes | added beyond `put_bytes` | GET via expiring URL | read from disk |",
+                  "|---|---|---|---|---|---|---|",
+                  "| " + " | ".join(fmt(F(g.get(k))) for k in ("file", "none", "added_by_upload_and_url", "put_bytes",
+                                                               "added_beyond_put_bytes", "download", "read_disk")) + " |"]
+    lines += ["", "## 7. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
+              " (see benchmarks/README.md, part 7, to run it on a GPU machine)."]
+    if res.get("errors"):
+        lines += ["", "## Parts that failed", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# chart
+
+
+def chart(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    colors = {"vendo": "#3b6fb6", "bare": "#8fb35a", "cog": "#d08b3c"}
+    m = res["machine"]
+    fig.suptitle(f"vendo benchmarks, {res['started_at']} — {m['cpus']} cores, {m['memory_gib']} GiB "
+                 f"(shared-core VM; load generator on the same cores). Bars: median of trials; whiskers: min–max",
+                 fontsize=11)
+
+    def bar(ax, x, fg: Figure, color, label=None, width=0.25):
+        if math.isnan(fg.median):
+            return
+        ax.bar(x, fg.median, width, color=color, label=label,
+               yerr=[[fg.median - fg.lo], [fg.hi - fg.median]], capsize=3)
+
+    o = res.get("overhead")
+    ax = axes[0][0]
+    if o:
+        for i, t in enumerate(("vendo", "bare", "cog")):
+            for j, k in enumerate(("p50_ms", "p99_ms")):
+                bar(ax, j + (i - 1) * 0.27, F(o["figures"][t][k]), colors[t], TARGET_NAMES[t] if j == 0 else None)
+        ax.set_xticks([0, 1], ["p50", "p99"])
+        ax.set_ylabel("ms")
+        ax.set_title("1. No-op latency at concurrency 1")
+        ax.legend()
+    ax = axes[0][1]
+    if o:
+        keys = [k for k in o["figures"]["vendo"] if k.startswith("throughput_c")]
+        for i, t in enumerate(("vendo", "bare", "cog")):
+            for j, k in enumerate(keys):
+                bar(ax, j + (i - 1) * 0.27, F(o["figures"][t][k]), colors[t], TARGET_NAMES[t] if j == 0 else None)
+        ax.set_xticks(range(len(keys)), [f"c={k.split('_c')[-1]}" for k in keys])
+        ax.set_ylabel("predictions / s")
+        ax.set_title("1. No-op throughput")
+        ax.legend()
+    ax = axes[0][2]
+    a = res.get("async_path")
+    if a:
+        rows = []
+        if o:
+            rows.append(("sync wait", o["figures"]["vendo"]))
+        rows.append(("create + poll", a["poll"]["figures"]))
+        if (a.get("webhook") or {}).get("measured"):
+            rows.append(("create + webhook", a["webhook"]["figures"]))
+        for i, (label, figs) in enumerate(rows):
+            bar(ax, i, F(figs["p50_ms"]), ["#3b6fb6", "#7a9fd6", "#b3c8ea"][i], label, width=0.6)
+        ax.set_xticks(range(len(rows)), [r[0] for r in rows])
+        ax.set_ylabel("ms, p50 at c=1")
+        title = "2. vendo async path"
+        if not (a.get("webhook") or {}).get("measured"):
+            title += "\n(webhook: " + (a.get("webhook") or {}).get("note", "not measured") + ")"
+        ax.set_title(title, fontsize=10)
+    ax = axes[1][0]
+    c = res.get("coldstart")
+    if c:
+        phases = ("intake", "queueing", "replica_start", "setup", "predict", "return")
+        shades = ["#444444", "#c85a5a", "#d9a441", "#6aa36a", "#4f86c6", "#9a6fb0"]
+        for row, who in enumerate(("vendo", "bare")):
+            left = 0.0
+            for k, col in zip(phases, shades, strict=False):
+                v = F(c["figures"][who].get(k)).median
+                if math.isnan(v):
+                    continue
+                ax.barh(row, v, left=left, color=col, label=k.replace("_", " ") if row == 0 else None)
+                left += v
+            tot = F(c["figures"][who]["total"])
+            ax.text(left + 20, row, f"{tot.median:.0f} ms", va="center")
+        ax.set_yticks([0, 1], ["vendo", "bare Serve"])
+        ax.set_xlabel("ms (median per phase)")
+        ax.set_title("3. Cold start: scale from zero to first result")
+        ax.legend(fontsize=8, loc="lower right")
+    ax = axes[1][1]
+    e = res.get("efficiency")
+    if e and e.get("vendo"):
+        for who in ("vendo", "bare"):
+            d = e.get(who) or {}
+            if not d:
+                continue
+            ns = [int(n) for n in d]
+            figs = [F(d[n]["efficiency"]) for n in d]
+            ax.errorbar(ns, [f.median for f in figs],
+                        yerr=[[f.median - f.lo for f in figs], [f.hi - f.median for f in figs]],
+                        marker="o", capsize=3, color=colors[who], label=TARGET_NAMES[who])
+        ax.axhline(0.9, ls="--", color="grey", label="goal 0.9")
+        ax.set_ylim(0, 1.05)
+        ax.set_xticks([int(n) for n in e["vendo"]])
+        ax.set_xlabel("replicas")
+        ax.set_ylabel("achieved / ideal throughput")
+        ax.set_title("4. Efficiency, 50 ms per prediction")
+        ax.legend()
+    ax = axes[1][2]
+    labels, figs = [], []
+    s = res.get("streaming")
+    if s:
+        labels.append("stream: first item")
+        figs.append(F(s["first_token_ms"]))
+    f = res.get("files")
+    if f:
+        for k, label in (("added_by_upload_and_url", "file: upload+URL"), ("put_bytes", "file: put_bytes"),
+                         ("download", "file: GET via URL")):
+            labels.append(label)
+            figs.append(F(f["figures"].get(k)))
+    for i, fg in enumerate(figs):
+        bar(ax, i, fg, "#3b6fb6", width=0.6)
+    if s:
+        ax.axhline(20, ls="--", color="grey", label="streaming goal 20 ms")
+        ax.legend()
+    ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_title("5. Streaming and 6. a 10 MB file output\n(7. GPU: " + GPU_NOT_MEASURED + ")", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(res: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "latest.json", "md": out_dir / "latest.md", "png": out_dir / "latest.png"}
+    paths["json"].write_text(json.dumps(res, indent=1, default=str) + "\n")
+    paths["md"].write_text(markdown(res))
+    chart(res, paths["png"])
+    return paths

@@ -1,0 +1,81 @@
+"""The benchmark suite's plumbing, without Ray and without timing anything: statistics, the
+loopback-only load generator (against the suite's own webhook receiver), and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from benchmarks import load, report
+from benchmarks.stats import Figure, percentile, ratio
+from benchmarks.webhook_sink import WebhookSink
+
+
+def test_percentile_interpolates_and_figure_keeps_the_spread():
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
+    assert percentile([0, 10], 90) == 9
+    assert math.isnan(percentile([], 50))
+    f = Figure.of([3.0, 1.0, 2.0], "ms")
+    assert (f.median, f.lo, f.hi) == (2.0, 1.0, 3.0)
+    assert f.text(1) == "2.0 ms (1.0–3.0)"
+    assert Figure.from_json(f.to_json()) == f
+    r = ratio(Figure.of([2.0, 4.0], "ms"), Figure.of([1.0, 1.0], "ms"))
+    assert (r.median, r.lo, r.hi) == (3.0, 2.0, 4.0)
+
+
+def test_only_loopback_targets():
+    assert load.check_loopback("http://127.0.0.1:8000/x")
+    assert load.check_loopback("http://localhost/x")
+    for url in ("http://10.0.0.1/x", "http://example.com/x", "http://192.168.1.1/"):
+        with pytest.raises(ValueError):
+            load.check_loopback(url)
+
+
+def test_closed_loop_stops_at_the_request_bound_and_the_sink_resolves_each_path():
+    async def main():
+        async with WebhookSink() as sink, load.Pool(4) as pool:
+            futures = []
+
+            async def send(http):
+                url, fut = sink.expect(f"/hook/{len(futures)}")
+                futures.append(fut)
+                r = await http.post(url, json={"status": "succeeded"})
+                r.raise_for_status()
+                await fut
+
+            run = await load.closed_loop(pool, send, max_requests=20, max_s=30.0)
+            return run, sink.deliveries
+
+    run, deliveries = asyncio.run(main())
+    assert run.ok == 20 and run.errors == 0 and deliveries == 20
+    assert run.concurrency == 4 and run.summary()["ok"] == 20
+
+
+def test_report_from_a_saved_result(tmp_path):
+    fig = Figure.of([10.0, 11.0, 12.0], "ms").to_json()
+    tp = Figure.of([100.0, 110.0, 120.0], "/s").to_json()
+    one = Figure.of([1.1, 1.2, 1.3], "×").to_json()
+    res = {
+        "started_at": "2026-01-01 00:00 UTC", "commit": "abc", "duration_s": 1.0,
+        "plan": {"trials": 3},
+        "machine": {"cpus": 2, "cpu_model": "x", "memory_gib": 24, "kernel": "Linux", "python": "3.11",
+                    "ray": "2.60.0", "cog": "0.23.1", "coglet": "0.23.1", "note": "a shared-core VM"},
+        "overhead": {
+            "figures": {t: {"p50_ms": fig, "p99_ms": fig, "throughput_c16": tp, "throughput_c64": tp}
+                        for t in ("vendo", "bare", "cog")},
+            "ratios": {r: {"p50_ms": one, "p99_ms": one, "throughput_c16": one, "throughput_c64": one}
+                       for r in ("vendo/bare", "vendo/cog")},
+        },
+        "async_path": {"poll": {"poll_interval_ms": 5, "figures": {"p50_ms": fig}},
+                       "webhook": {"measured": False, "note": "not measured: webhooks not yet landed"}},
+        "gpu": {"measured": False, "note": report.GPU_NOT_MEASURED},
+    }
+    md = report.markdown(res)
+    assert "| Overhead: p50 latency at c=1 | ≤ 1.15 × bare Serve | 1.20×" in md
+    assert "**missed**" in md and "not measured: no GPU in this run" in md
+    assert "not measured: webhooks not yet landed" in md
+    pytest.importorskip("matplotlib")
+    paths = report.write(res, tmp_path)
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
