@@ -56,20 +56,30 @@ class ServeWatch:
             self._stop.wait(self.period_s)
 
 
+def short_app(stack, vid: str) -> str:
+    """Create the Serve app of version `vid` as the router would, but with the short autoscaling
+    delays; the router then finds it and only its replica is ever cold. Returns the app name."""
+    from ray import serve
+
+    from cluster.serve_apps import version_app_builder
+
+    app = stack.app_of(vid)
+    short = stack.settings.model_copy(update=SHORT)
+    build = version_app_builder(short.model_dump(mode="json"), stack.redis_url)
+    serve.run(build(stack.version_record(vid)), name=app, route_prefix=None)
+    return app
+
+
 def setup_apps(stack) -> tuple[str, str]:
     """Push the cold model, create its vendo app with short delays, run the bare one; returns
     (vendo version id, vendo app name)."""
-    from ray import serve
-
     from cluster.hardware import hardware
-    from cluster.serve_apps import autoscaling, version_app_builder
+    from cluster.serve_apps import autoscaling
 
     vid = stack.push(stk.MODELS / "cold", "cold")
-    app = stack.app_of(vid)
-    short = stack.settings.model_copy(update=SHORT)
+    app = short_app(stack, vid)
     version = stack.version_record(vid)
-    build = version_app_builder(short.model_dump(mode="json"), stack.redis_url)
-    serve.run(build(version), name=app, route_prefix=None)
+    short = stack.settings.model_copy(update=SHORT)
     skus = hardware(str(short.hardware_config) if short.hardware_config else None)
     stk.deploy_bare(BARE_COLD_APP, BARE_COLD_PREFIX, stk.MODELS / "cold", max_ongoing_requests=1,
                     autoscaling_config=autoscaling(short, 1),
@@ -83,18 +93,21 @@ def _iso(ts: str) -> float:
     return parse_iso(ts)
 
 
-async def vendo_once(stack, vid: str, app: str) -> dict[str, float]:
+async def vendo_once(stack, vid: str, app: str, payload: dict | None = None) -> dict[str, float]:
+    """One prediction on `app` from zero replicas (waits for zero first), split into phases (s)."""
     await asyncio.to_thread(stk.wait_replicas, app, lambda c: stk.live(c) == 0, 90, "zero replicas")
     async with load.client(1) as http:
         await http.get(f"{stack.url}/health")  # the connection is warm in both cases
         with ServeWatch(app) as watch:
             t0 = time.time()
             r = await http.post(f"{stack.url}/v1/predictions", headers={**stack.headers, "Prefer": "wait"},
-                                json={"version": vid, "input": {"text": TEXT}})
+                                json={"version": vid, "input": payload or {"text": TEXT}})
             t1 = time.time()
     body = r.json()
     if r.status_code != 201 or body.get("status") != "succeeded":
         raise RuntimeError(f"cold vendo prediction: {r.status_code} {str(body)[:300]}")
+    if payload is None and body.get("output") != TEXT:
+        raise RuntimeError(f"cold vendo prediction returned {body.get('output')!r}")
     created, started = _iso(body["created_at"]), _iso(body["started_at"])
     predict = float(body["metrics"]["predict_time"])
     setup = float(await asyncio.to_thread(stack.version_field, vid, "setup_time") or 0.0)

@@ -93,7 +93,8 @@ class Stack:
 
     # models
 
-    def push(self, project: Path, name: str, *, max_replicas: int | None = None, salt: str | None = None) -> str:
+    def push(self, project: Path, name: str, *, max_replicas: int | None = None, salt: str | None = None,
+             hardware: str | None = None) -> str:
         """Push `project` as bench/`name`; `salt` adds a file so the same code gets its own version."""
         from cluster.packaging import pack_project
 
@@ -112,6 +113,8 @@ class Stack:
         params: dict[str, Any] = {"visibility": "private"}
         if max_replicas is not None:
             params["max_replicas"] = max_replicas
+        if hardware is not None:
+            params["hardware"] = hardware
         r = httpx.post(f"{self.url}/v1/models/{USER}/{name}/versions", content=data, params=params,
                        headers={**self.headers, "Content-Type": "application/gzip"}, timeout=300, trust_env=False)
         if r.status_code != 201:
@@ -181,7 +184,7 @@ def live(counts: dict[str, int]) -> int:
 
 
 @contextlib.contextmanager
-def stack(*, autoscale_downscale_delay_s: float = 600.0) -> Iterator[Stack]:
+def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None = None) -> Iterator[Stack]:
     """Bring up Redis, storage, Ray, Serve and the router; yield the Stack; tear it all down."""
     import ray
     from ray import serve
@@ -205,8 +208,9 @@ def stack(*, autoscale_downscale_delay_s: float = 600.0) -> Iterator[Stack]:
         allow_private_urls=True, retention_s=0,
     )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no "deploying/deleting app" lines
+    gpus = {} if num_gpus is None else {"num_gpus": num_gpus}
     ray.init(address="local", num_cpus=NUM_CPUS, include_dashboard=False, logging_level="WARNING",
-             namespace="vendo-bench", log_to_driver=False)
+             namespace="vendo-bench", log_to_driver=False, **gpus)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy_router(settings, redis_url)

@@ -1,0 +1,163 @@
+"""Where a vendo prediction's CPU goes: bring up the benchmark stack, drive the no-op model with sync
+predictions (`Prefer: wait`) at a fixed concurrency, and sample the Serve proxy, the router replica
+and the model replica with py-spy meanwhile (and the bare Serve ingress and model the same way, for
+comparison). Writes collapsed stacks and a summary of the top functions.
+
+    python -m benchmarks.profile [--seconds 15] [--concurrency 16] [--out DIR]
+
+DIR defaults to benchmarks/results/profile/; `summary.md` is the part worth reading."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import load
+from benchmarks import stack as stk
+from benchmarks.overhead import plain_sync, vendo_sync
+
+RESULTS = Path(__file__).resolve().parent / "results" / "profile"
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+def log(msg: str) -> None:
+    print(f"[profile {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def actor_pids() -> dict[str, int]:
+    """pids of the proxy and the Serve replicas, by role, from their process titles."""
+    import psutil
+
+    found: dict[str, int] = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(p.info.get("cmdline") or [])
+        if not title.startswith("ray::"):
+            continue
+        if "ProxyActor" in title:
+            found["proxy"] = p.info["pid"]
+        elif "ServeReplica:vendo:router" in title:
+            found["router"] = p.info["pid"]
+        elif re.search(r"ServeReplica:v-[0-9a-f]+:model", title):
+            found["model"] = p.info["pid"]
+        elif f"ServeReplica:{stk.BARE_APP}:ingress" in title:
+            found["bare_ingress"] = p.info["pid"]
+        elif f"ServeReplica:{stk.BARE_APP}:model" in title:
+            found["bare_model"] = p.info["pid"]
+    return found
+
+
+def short(frame: str) -> str:
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    path = m["file"]
+    for marker in ("site-packages/", "/lib/python3", "/work/main/", "/benchmarks/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{m['fn']} ({path})"
+
+
+def summarize(raw: Path, top: int = 25) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """(samples, top self, top inclusive) from py-spy's collapsed (`raw`) output."""
+    selfc: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack_s, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = [short(f) for f in stack_s.split(";") if f]
+        count = int(n)
+        total += count
+        if frames:
+            selfc[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    return total, selfc.most_common(top), incl.most_common(top)
+
+
+async def drive(send, concurrency: int, seconds: float) -> load.Run:
+    async with load.Pool(concurrency) as pool:
+        await load.warm(pool, send, 2 * concurrency)
+        return await load.closed_loop(pool, send, max_requests=10**7, max_s=seconds)
+
+
+def record(pids: dict[str, int], roles: list[str], seconds: float, out: Path) -> list[subprocess.Popen]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    procs = []
+    for role in roles:
+        if role in pids:
+            procs.append(subprocess.Popen(
+                [spy, "record", "-p", str(pids[role]), "-d", str(int(seconds)), "-r", "100", "-f", "raw",
+                 "--nonblocking", "-o", str(out / f"{role}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ray import serve
+
+    from cluster.hardware import hardware
+    from cluster.serve_apps import autoscaling
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--lock-held", action="store_true")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    with stk.ray_lock(args.lock_held), stk.stack() as st:
+        vid = st.push(stk.MODELS / "noop", "noop")
+        sku = hardware(None).get(None)
+        stk.deploy_bare(stk.BARE_APP, stk.BARE_PREFIX, stk.MODELS / "noop", max_ongoing_requests=128,
+                        autoscaling_config=autoscaling(st.settings, 1), ray_actor_options=sku.ray_actor_options())
+        for who, send, roles in (
+            ("vendo", vendo_sync(st.url, st.headers, vid), ["proxy", "router", "model"]),
+            ("bare", plain_sync(st.bare_url, "bare Serve"), ["proxy", "bare_ingress", "bare_model"]),
+        ):
+            asyncio.run(drive(send, args.concurrency, 2.0))  # replicas up before their pids are read
+            pids = actor_pids()
+            log(f"{who}: sampling {', '.join(f'{r}={pids.get(r)}' for r in roles)} for {args.seconds:.0f}s "
+                f"at concurrency {args.concurrency}")
+            sub = args.out / who
+            sub.mkdir(exist_ok=True)
+            procs = record(pids, roles, args.seconds, sub)
+            run = asyncio.run(drive(send, args.concurrency, args.seconds))
+            for p in procs:
+                p.wait(60)
+            sections.append(f"## {who}: {run.throughput:.0f} predictions/s, p50 {run.p(50) * 1e3:.1f} ms "
+                            f"at concurrency {args.concurrency}\n")
+            for role in roles:
+                raw = sub / f"{role}.txt"
+                if not raw.exists():
+                    sections.append(f"### {role}: no samples\n")
+                    continue
+                total, top_self, top_incl = summarize(raw)
+                per_pred = total / max(run.ok, 1) * 10  # 100 Hz: samples x 10 ms, per prediction
+                sections.append(f"### {role}: {total} samples at 100 Hz while busy "
+                                f"(~{per_pred:.2f} ms of CPU per prediction)\n")
+                sections.append("| inclusive % | function |\n|---|---|")
+                sections += [f"| {n / total * 100:.1f} | `{f}` |" for f, n in top_incl]
+                sections.append("\n| self % | function |\n|---|---|")
+                sections += [f"| {n / total * 100:.1f} | `{f}` |" for f, n in top_self[:15]]
+                sections.append("")
+        serve.delete(stk.BARE_APP)
+    (args.out / "summary.md").write_text("# Where the CPU goes (py-spy, 100 Hz, busy threads only)\n\n"
+                                         + "\n".join(sections) + "\n")
+    print((args.out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
