@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     prediction_ttl_s: int = 30 * 24 * 3600
     router_replicas: int = 1
     hardware_config: Path | None = None
+    collections_config: Path | None = Field(
+        default=None, description="collections YAML (default: configs/collections.yaml)")
     allow_private_urls: bool = False
     allow_private_webhooks: bool = Field(
         default=False, description="accept webhook URLs on loopback/private/link-local/reserved addresses")
