@@ -10,10 +10,11 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from router.errors import VersionNotFound
 from router.keys import Keys
 
 log = logging.getLogger("vendo.apps")
@@ -24,13 +25,16 @@ LOCK_TTL_MS = 60_000
 
 class AppManager:
     """Creates, caches and reaps the Serve apps of versions. `build` returns the Serve Application
-    for a version record; it is only called when the app must be created."""
+    for a version record; it is only called when the app must be created. `version_live(id)` says
+    whether a version is still registered: a deleted version's app is never created again."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, build: Callable[[dict], Any], idle_s: float):
+    def __init__(self, redis: aioredis.Redis, keys: Keys, build: Callable[[dict], Any], idle_s: float, *,
+                 version_live: Callable[[str], Awaitable[bool]] | None = None):
         self.redis = redis
         self.keys = keys
         self.build = build
         self.idle_s = idle_s
+        self.version_live = version_live
         self.handles: dict[str, Any] = {}
         self._known: set[str] = set()
         self._creating: dict[str, asyncio.Future] = {}
@@ -75,6 +79,8 @@ class AppManager:
             async with self._lock(app):
                 await self._apps()
                 if app not in self._known:
+                    if self.version_live is not None and not await self.version_live(version["id"]):
+                        raise VersionNotFound(version["id"])  # deleted: its teardown holds this lock
                     await self.touch(app)  # before it exists, so the reaper never sees it unused
                     t0 = time.monotonic()
                     target = serve.RunTarget(self.build(version), name=app, route_prefix=None)
@@ -116,6 +122,30 @@ class AppManager:
                 deleted.append(name)
                 log.info("deleted idle Serve app %s", name)
         return deleted
+
+    async def delete_when_idle(self, app: str, busy: Callable[[], Awaitable[list[str]]],
+                               wait: Callable[[list[str]], Awaitable[None]]) -> None:
+        """Delete a deleted version's `app` once none of its predictions is starting or processing:
+        `busy()` lists those, `wait(ids)` blocks until they end. Waits outside the app's lock (a
+        queued prediction may need it to create the app), then deletes under it, as the reaper
+        does, after a last look, so a prediction that slipped in meanwhile is waited for too. The
+        version must already be gone from the registry, so `_ensure` cannot bring the app back."""
+        from ray import serve
+
+        while True:
+            pending = await busy()
+            if pending:
+                await wait(pending)
+                continue
+            async with self._lock(app):
+                if await busy():
+                    continue
+                if app in await self._apps():
+                    await asyncio.to_thread(serve.delete, app)
+                    log.info("deleted Serve app %s of a deleted version", app)
+                self.forget(app)
+                await self.redis.zrem(self.keys.app_last_used(), app)
+                return
 
 
 def _replicas(app_status: Any) -> int:

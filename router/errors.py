@@ -88,6 +88,13 @@ class InvalidRequest(VendoError):
         return body
 
 
+class Forbidden(VendoError):
+    """The caller may see the object but not change it (another account's public model)."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class Conflict(VendoError):
     status = 409
     title = "Conflict"

@@ -57,7 +57,14 @@ Rt = Annotated[Runtime, Depends(runtime)]
 
 
 def create_app() -> FastAPI:
-    from router import routes_files, routes_models, routes_predictions, routes_storage, routes_webhooks
+    from router import (
+        routes_admin,
+        routes_files,
+        routes_models,
+        routes_predictions,
+        routes_storage,
+        routes_webhooks,
+    )
 
     app = FastAPI(title="vendo", version="0.1.0", redirect_slashes=False,
                   description="A self-hosted, Replicate-compatible model API on Ray Serve")
@@ -96,6 +103,7 @@ def create_app() -> FastAPI:
 
     app.include_router(routes_predictions.router)
     app.include_router(routes_models.router)
+    app.include_router(routes_admin.router)
     app.include_router(routes_storage.router)
     app.include_router(routes_files.router)
     app.include_router(routes_webhooks.router)

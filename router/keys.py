@@ -60,7 +60,18 @@ class Keys:
         return f"{self.prefix}model:{owner}/{name}:versions"
 
     def models(self) -> str:
+        """Sorted set: every model (`owner/name`) scored by its creation time."""
         return f"{self.prefix}models"
+
+    def models_sorted(self, sort_by: str, private_owner: str | None = None) -> str:
+        """Sorted set: the public models (or one owner's private ones) scored by `sort_by`
+        (`model_created_at`, `latest_version_created_at`), so a listing merges two of them."""
+        scope = f"private:{private_owner}" if private_owner else "public"
+        return f"{self.prefix}models:by:{sort_by}:{scope}"
+
+    def models_indexed(self) -> str:
+        """String: set once the `models_sorted` indexes have been built from `models`."""
+        return f"{self.prefix}models:indexed"
 
     def version(self, version_id: str) -> str:
         return f"{self.prefix}version:{version_id}"

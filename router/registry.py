@@ -6,15 +6,45 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
-from router.errors import Conflict
+from router.errors import Conflict, NotFound
 from router.keys import Keys
-from router.store import now_iso
+from router.store import now_iso, parse_iso
 
 VERSION_JSON = ("openapi_schema", "traits", "runtime_env", "config")
+MODEL_CREATED, LATEST_VERSION_CREATED = "model_created_at", "latest_version_created_at"
+SORT_KEYS = (MODEL_CREATED, LATEST_VERSION_CREATED)
+UNVERSIONED_OFFSET_S = 1e10  # models with no version sort below every versioned one, by creation
+
+
+def _unversioned(created_ts: float) -> float:
+    return created_ts - UNVERSIONED_OFFSET_S
+
+
+def _created_ts(model: dict[str, Any]) -> float:
+    return float(model["created_ts"]) if model.get("created_ts") else parse_iso(model["created_at"])
+
+
+def _model(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """A model record, or None for a missing (or only partly written) hash."""
+    if not raw or "owner" not in raw:
+        return None
+    raw["run_count"] = int(raw.get("run_count", 0))
+    return raw
+
+
+def _version(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """A version record, or None for a missing one (or the setup fields a deleted version's late
+    replica wrote)."""
+    if not raw or "model" not in raw:
+        return None
+    for k in VERSION_JSON:
+        if k in raw:
+            raw[k] = json.loads(raw[k])
+    return raw
 
 
 def token_digest(token: str) -> str:
@@ -29,6 +59,7 @@ class Registry:
     def __init__(self, redis: aioredis.Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
+        self._indexed = False
 
     # accounts and tokens
 
@@ -59,41 +90,165 @@ class Registry:
     # models
 
     async def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(self.keys.model(owner, name))
-        if not raw:
-            return None
-        raw["run_count"] = int(raw.get("run_count", 0))
-        return raw
+        return _model(await self.redis.hgetall(self.keys.model(owner, name)))
+
+    async def model_and_version(self, owner: str, name: str, vid: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the model or None, whether `vid` is a live version of it), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.model(owner, name))
+        pipe.zscore(self.keys.model_versions(owner, name), vid)
+        raw, score = await pipe.execute()
+        return _model(raw), score is not None
+
+    async def version_live(self, vid: str) -> bool:
+        """Whether `vid` is a registered version (not deleted; a late replica's setup fields alone
+        do not make one)."""
+        return bool(await self.redis.hexists(self.keys.version(vid), "model"))
+
+    async def create_model(self, owner: str, name: str, visibility: str, **fields: Any) -> dict[str, Any]:
+        """Create `owner/name` with the optional `fields` (description, hardware, URLs) that are not
+        None, and index it for listing. Raises Conflict when it exists."""
+        key, ref = self.keys.model(owner, name), f"{owner}/{name}"
+        ts = time.time()
+        record = {"owner": owner, "name": name, "visibility": visibility, "created_at": now_iso(ts),
+                  "created_ts": repr(ts), "run_count": 0, **{k: v for k, v in fields.items() if v is not None}}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                if await pipe.hexists(key, "owner"):
+                    raise Conflict(f"model {ref} already exists")
+                pipe.multi()
+                pipe.delete(key)  # a stray run counter left by a deleted model's last prediction
+                pipe.hset(key, mapping=record)
+                pipe.zadd(self.keys.models(), {ref: ts})
+                pipe.zadd(self._index(MODEL_CREATED, record), {ref: ts})
+                pipe.zadd(self._index(LATEST_VERSION_CREATED, record), {ref: _unversioned(ts)})
+                await pipe.execute()
+            except aioredis.WatchError:
+                raise Conflict(f"model {ref} already exists") from None
+        return _model(record)
 
     async def ensure_model(self, owner: str, name: str, visibility: str = "private",
                            description: str | None = None, hardware: str | None = None) -> dict[str, Any]:
-        key = self.keys.model(owner, name)
-        created = now_iso()
-        fields = {"owner": owner, "name": name, "visibility": visibility, "created_at": created,
-                  "run_count": 0}
-        if description:
-            fields["description"] = description
-        if hardware:
-            fields["hardware"] = hardware
-        pipe = self.redis.pipeline(transaction=True)
-        for f, v in fields.items():
-            pipe.hsetnx(key, f, v)
-        pipe.zadd(self.keys.models(), {f"{owner}/{name}": time.time()}, nx=True)
-        await pipe.execute()
-        return await self.get_model(owner, name)
+        """The model, created with these fields when it does not exist yet (a first push)."""
+        try:
+            return await self.create_model(owner, name, visibility, description=description or None,
+                                           hardware=hardware)
+        except Conflict:
+            return await self.get_model(owner, name)
+
+    async def delete_model(self, owner: str, name: str) -> bool:
+        """Delete a model that has no versions; False if it does not exist. Raises Conflict naming
+        how many versions it still has."""
+        key, vkey, ref = self.keys.model(owner, name), self.keys.model_versions(owner, name), f"{owner}/{name}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key, vkey)
+                    model = _model(await pipe.hgetall(key))
+                    if model is None:
+                        return False
+                    n = await pipe.zcard(vkey)
+                    if n:
+                        raise Conflict(f"model {ref} still has {n} version{'s' if n > 1 else ''}; "
+                                       "delete them first")
+                    pipe.multi()
+                    pipe.delete(key, vkey)
+                    pipe.zrem(self.keys.models(), ref)
+                    for sort_by in SORT_KEYS:
+                        pipe.zrem(self._index(sort_by, model), ref)
+                    await pipe.execute()
+                    return True
+                except aioredis.WatchError:
+                    continue
 
     async def list_models(self) -> list[dict[str, Any]]:
+        """Every model, newest first (for operators; the API pages with `page_models`)."""
         refs = await self.redis.zrevrange(self.keys.models(), 0, -1)
+        return [m for m in await self.get_models(refs) if m is not None]
+
+    async def get_models(self, refs: list[str]) -> list[dict[str, Any] | None]:
         pipe = self.redis.pipeline(transaction=False)
         for ref in refs:
             owner, name = ref.split("/", 1)
             pipe.hgetall(self.keys.model(owner, name))
-        out = []
-        for raw in await pipe.execute():
-            if raw:
-                raw["run_count"] = int(raw.get("run_count", 0))
-                out.append(raw)
-        return out
+        return [_model(raw) for raw in await pipe.execute()] if refs else []
+
+    async def page_models(self, viewer: str, sort_by: str, desc: bool, after: tuple[float, str] | None,
+                          limit: int, keep: Callable[[dict[str, Any]], bool]) -> tuple[list[dict], tuple | None]:
+        """One page of the models `viewer` may see (the public index merged with the viewer's
+        private one), ordered by `sort_by`, after the keyset position `after` (score, ref), keeping
+        those `keep` accepts. Returns (models, position of the last one if more follow)."""
+        await self._ensure_indexes()
+        keys = [self.keys.models_sorted(sort_by), self.keys.models_sorted(sort_by, viewer)]
+        out: list[tuple[dict, tuple[float, str]]] = []
+        pos, chunk = after, limit + 1
+        while len(out) <= limit:
+            rows = await self._merged_after(keys, pos, desc, chunk)
+            for (ref, score), model in zip(rows, await self.get_models([r for r, _ in rows]), strict=True):
+                pos = (score, ref)
+                if model is not None and keep(model):
+                    out.append((model, pos))
+                    if len(out) > limit:
+                        break
+            if len(rows) < chunk:
+                break
+            chunk = min(chunk * 2, 1000)  # a filter (search) that rejects most rows
+        page = out[:limit]
+        return [m for m, _ in page], (page[-1][1] if len(out) > limit else None)
+
+    async def _merged_after(self, keys: list[str], pos, desc: bool, n: int) -> list[tuple[str, float]]:
+        """The first `n` (ref, score) after `pos` across the sorted sets `keys`, in order."""
+        rows = [r for key in keys for r in await self._after(key, pos, desc, n)]
+        rows.sort(key=lambda r: (r[1], r[0]), reverse=desc)
+        return rows[:n]
+
+    async def _after(self, key: str, pos, desc: bool, n: int) -> list[tuple[str, float]]:
+        """Up to `n` (ref, score) of one sorted set strictly after `pos` (ties by ref, as Redis orders)."""
+        out: list[tuple[str, float]] = []
+        offset = 0
+        while len(out) < n:
+            bound = repr(pos[0]) if pos else None
+            if desc:
+                rows = await self.redis.zrevrangebyscore(key, bound or "+inf", "-inf", start=offset, num=n,
+                                                         withscores=True)
+            else:
+                rows = await self.redis.zrangebyscore(key, bound or "-inf", "+inf", start=offset, num=n,
+                                                      withscores=True)
+            offset += len(rows)
+            for ref, score in rows:
+                if pos and score == pos[0] and (ref >= pos[1] if desc else ref <= pos[1]):
+                    continue  # at or before the position within the same score
+                out.append((ref, score))
+            if len(rows) < n:
+                break
+        return out[:n]
+
+    def _index(self, sort_by: str, model: dict[str, Any]) -> str:
+        private = None if model.get("visibility") == "public" else model["owner"]
+        return self.keys.models_sorted(sort_by, private)
+
+    async def _ensure_indexes(self) -> None:
+        """Build the listing indexes once for models registered before they existed."""
+        if self._indexed or await self.redis.exists(self.keys.models_indexed()):
+            self._indexed = True
+            return
+        rows = await self.redis.zrange(self.keys.models(), 0, -1, withscores=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for ref, _ in rows:
+            owner, name = ref.split("/", 1)
+            pipe.hgetall(self.keys.model(owner, name))
+            pipe.zrevrange(self.keys.model_versions(owner, name), 0, 0, withscores=True)
+        found = await pipe.execute() if rows else []
+        pipe = self.redis.pipeline(transaction=False)
+        for i, (ref, created) in enumerate(rows):
+            model, top = _model(found[2 * i]), found[2 * i + 1]
+            if model is not None:
+                pipe.zadd(self._index(MODEL_CREATED, model), {ref: created})
+                pipe.zadd(self._index(LATEST_VERSION_CREATED, model), {ref: top[0][1] if top else _unversioned(created)})
+        pipe.set(self.keys.models_indexed(), "1")
+        await pipe.execute()
+        self._indexed = True
 
     async def count_run(self, owner: str, name: str) -> None:
         await self.redis.hincrby(self.keys.model(owner, name), "run_count", 1)
@@ -101,33 +256,76 @@ class Registry:
     # versions
 
     async def add_version(self, owner: str, name: str, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Register a version of `owner/name`. Returns (record, created). Re-pushing the same
-        contents to the same model is a no-op; the same contents under another model is a conflict."""
-        vid = record["id"]
-        existing = await self.get_version(vid)
-        if existing:
-            if existing["model"] != f"{owner}/{name}":
-                raise Conflict(f"version {vid} already belongs to {existing['model']}")
-            return existing, False
+        """Register a version of the existing model `owner/name` and make it the latest. Returns
+        (record, created). Re-pushing the same contents to the same model is a no-op; the same
+        contents under another model is a conflict."""
+        vid, ref = record["id"], f"{owner}/{name}"
+        mkey, key = self.keys.model(owner, name), self.keys.version(vid)
         flat = {k: (json.dumps(v) if k in VERSION_JSON else v) for k, v in record.items() if v is not None}
-        flat["model"] = f"{owner}/{name}"
-        ts = time.time()
-        flat.setdefault("created_at", now_iso(ts))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.version(vid), mapping=flat)
-        pipe.zadd(self.keys.model_versions(owner, name), {vid: ts})
-        pipe.hset(self.keys.model(owner, name), "latest_version", vid)
-        await pipe.execute()
+        flat["model"] = ref
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(mkey, key)
+                    existing = _version(await pipe.hgetall(key))
+                    if existing:
+                        await pipe.unwatch()
+                        if existing["model"] != ref:
+                            raise Conflict(f"version {vid} already belongs to {existing['model']}")
+                        return existing, False
+                    model = _model(await pipe.hgetall(mkey))
+                    if model is None:
+                        raise NotFound("Model", ref)
+                    ts = time.time()
+                    flat.setdefault("created_at", now_iso(ts))
+                    pipe.multi()
+                    pipe.delete(key)  # setup fields a deleted version's last replica may have left
+                    pipe.hset(key, mapping=flat)
+                    pipe.zadd(self.keys.model_versions(owner, name), {vid: ts})
+                    pipe.hset(mkey, "latest_version", vid)
+                    pipe.zadd(self._index(LATEST_VERSION_CREATED, model), {ref: ts})
+                    await pipe.execute()
+                    break
+                except aioredis.WatchError:
+                    continue
         return await self.get_version(vid), True
 
+    async def delete_version(self, owner: str, name: str, vid: str) -> bool:
+        """Remove `vid` from the registry (no new prediction can use it) and move the model's
+        latest version to the previous one. False when it is not a version of `owner/name`."""
+        ref, mkey, vkey = f"{owner}/{name}", self.keys.model(owner, name), self.keys.model_versions(owner, name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(mkey, vkey)
+                    model = _model(await pipe.hgetall(mkey))
+                    if model is None or await pipe.zscore(vkey, vid) is None:
+                        await pipe.unwatch()
+                        return False
+                    rest = [r for r in await pipe.zrevrange(vkey, 0, 1, withscores=True) if r[0] != vid]
+                    pipe.multi()
+                    pipe.zrem(vkey, vid)
+                    pipe.delete(self.keys.version(vid))
+                    latest = self._index(LATEST_VERSION_CREATED, model)
+                    if rest:
+                        pipe.hset(mkey, "latest_version", rest[0][0])
+                        pipe.zadd(latest, {ref: rest[0][1]})
+                    else:
+                        pipe.hdel(mkey, "latest_version")
+                        pipe.zadd(latest, {ref: _unversioned(_created_ts(model))})
+                    await pipe.execute()
+                    return True
+                except aioredis.WatchError:
+                    continue
+
     async def get_version(self, vid: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(self.keys.version(vid))
-        if not raw:
-            return None
-        for k in VERSION_JSON:
-            if k in raw:
-                raw[k] = json.loads(raw[k])
-        return raw
+        return _version(await self.redis.hgetall(self.keys.version(vid)))
+
+    async def get_versions(self, vids: list[str]) -> list[dict[str, Any] | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for vid in vids:
+            pipe.hgetall(self.keys.version(vid))
+        return [_version(raw) for raw in await pipe.execute()] if vids else []
 
     async def list_version_ids(self, owner: str, name: str, limit: int = 100) -> list[str]:
         return await self.redis.zrevrange(self.keys.model_versions(owner, name), 0, limit - 1)

@@ -38,14 +38,6 @@ async def get_account(account: CurrentAccount):
     return wire.account(account)
 
 
-@router.get("/models")
-async def list_models(request: Request, account: CurrentAccount, rt: Rt):
-    """Models the caller can see: public ones and its own."""
-    base = base_url(request)
-    models = [m for m in await rt.registry.list_models() if visible(m, account)]
-    return wire.page([await _model_json(rt, m, base) for m in models])
-
-
 @router.get("/models/{owner}/{name}")
 async def get_model(owner: str, name: str, request: Request, account: CurrentAccount, rt: Rt):
     """Get a model."""
@@ -68,7 +60,7 @@ async def list_versions(owner: str, name: str, account: CurrentAccount, rt: Rt):
 async def get_version(owner: str, name: str, vid: str, account: CurrentAccount, rt: Rt):
     """Get one version of a model."""
     await _visible_model(rt, account, owner, name)
-    v = await rt.service.version(vid)
+    v = await rt.registry.get_version(vid)  # not the cache: the version may have been deleted
     if v is None or v["model"] != f"{owner}/{name}":
         raise NotFound("Version", f"{owner}/{name}:{vid}")
     return wire.version(v)
@@ -94,13 +86,14 @@ async def push_version(owner: str, name: str, request: Request, account: Current
         raise InvalidRequest("max_replicas", "must be between 1 and 100")
     data = await _read_limited(request, rt.settings.max_package_bytes)
     vid = await asyncio.to_thread(package_id, data)
-    existing = await rt.service.version(vid)
+    existing = await rt.registry.get_version(vid)  # not the cache: it may have been deleted
     if existing is None:
         info = await _introspect(data)
         key = f"packages/{vid}.tar.gz"
         await asyncio.to_thread(rt.objects.put_bytes, key, data, "application/gzip")
-        sku = hardware or skus.default
-        await rt.registry.ensure_model(owner, name, visibility=visibility, hardware=sku)
+        model = await rt.registry.ensure_model(owner, name, visibility=visibility,
+                                               hardware=hardware or skus.default)
+        sku = hardware or model.get("hardware") or skus.default  # `models.create` may have chosen one
         record = {"id": vid, "cog_version": wire.COG_VERSION, "package_key": key, "hardware": sku,
                   "package_sha256": hashlib.sha256(data).hexdigest(), "max_replicas": max_replicas, **info}
         existing, _ = await rt.registry.add_version(owner, name, record)

@@ -8,8 +8,11 @@ import logging
 import time
 from typing import Any, Callable
 
+from cluster.hardware import hardware
 from cluster.settings import Settings
 from router.apps import AppManager
+from router.catalogue import Catalogue
+from router.collections import collections
 from router.deadlines import Deadlines
 from router.files import Files
 from router.keys import Keys
@@ -37,7 +40,8 @@ class Runtime:
                                      retention_s=settings.retention_s)
         self.registry = Registry(self.redis, self.keys)
         self.objects: ObjectStore = open_store(settings)
-        self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s)
+        self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s,
+                               version_live=self.registry.version_live)
         self.files = Files(self.redis, self.keys, self.objects, expiry_s=settings.file_expiry_s,
                            signing_key=settings.signing_key.encode() if settings.signing_key else None)
         self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
@@ -54,6 +58,11 @@ class Runtime:
             allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
             max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
             claim_idle_s=settings.webhook_claim_idle_s)
+        self.catalogue = Catalogue(
+            self.registry, self.store, self.apps,
+            skus=lambda: hardware(str(settings.hardware_config) if settings.hardware_config else None),
+            collections=lambda: collections(str(settings.collections_config) if settings.collections_config
+                                            else None))
         self._accounts: dict[str, tuple[float, dict]] = {}
         self._tasks: list[asyncio.Task] = []
 

@@ -23,6 +23,7 @@ log = logging.getLogger("vendo.service")
 
 REPLICA_DIED = "The model replica died while running this prediction ({})"
 HEARTBEAT_LOST = "The model replica stopped responding while running this prediction"
+VERSION_DELETED = "Its version was deleted before it could run"
 DISPATCH_ATTEMPTS = 3
 
 
@@ -65,18 +66,27 @@ class PredictionService:
                 if v is None:
                     raise VersionNotFound(version_field)
                 owner, name = v["model"].split("/", 1)
-                model = await self.registry.get_model(owner, name)
-                if not visible(model, account):
+                model, live = await self.registry.model_and_version(owner, name, v["id"])
+                if not live:
+                    self._versions.pop(v["id"], None)  # deleted (perhaps by another router replica)
+                if not visible(model, account) or not live:
                     raise VersionNotFound(version_field)
                 return model, v
             model_ref = ModelRef.parse(version_field)
         assert model_ref is not None
-        model = await self.registry.get_model(model_ref.owner, model_ref.name)
+        if model_ref.version:  # a named version is checked against the registry, not the cache
+            model, live = await self.registry.model_and_version(model_ref.owner, model_ref.name,
+                                                                model_ref.version)
+        else:
+            model, live = await self.registry.get_model(model_ref.owner, model_ref.name), True
         if not visible(model, account):
             raise ModelNotFound(model_ref.model)
         vid = model_ref.version or model.get("latest_version")
         if not vid:
             raise VersionNotFound(f"{model_ref.model} has no versions")
+        if not live:
+            self._versions.pop(vid, None)
+            raise VersionNotFound(str(model_ref))
         v = await self.version(vid)
         if v is None or v["model"] != model_ref.model:
             raise VersionNotFound(str(model_ref))
@@ -134,6 +144,9 @@ class PredictionService:
                     resp = handle.predict.remote(request)
                     self.responses[pid] = resp
                     await resp
+                    return
+                except VersionNotFound:
+                    await self.fail(pid, VERSION_DELETED)  # its app is torn down, not recreated
                     return
                 except (DeploymentUnavailableError, KeyError):
                     # deleted under us (a cached handle, or a lookup racing the reaper): recreate
@@ -226,7 +239,7 @@ class PredictionService:
                 continue
             version = await self.version(rec["version"])
             if version is None:
-                await self.fail(pid, "Its version was deleted before it could run")
+                await self.fail(pid, VERSION_DELETED)
                 continue
             log.info("prediction %s: re-dispatching after a lapsed lease", pid)
             self.dispatch(pid, version, rec["input"], float(rec.get("created_ts") or now))

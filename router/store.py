@@ -261,3 +261,23 @@ class PredictionStore:
 
     async def set_fields(self, pid: str, fields: dict[str, Any]) -> None:
         await self.redis.hset(self.keys.prediction(pid), mapping=_encode(fields))
+
+    async def live_of_version(self, version_id: str) -> list[str]:
+        """Ids of the version's predictions still starting or processing. The dispatch and running
+        indexes between them hold every non-terminal prediction (the transition script moves them),
+        so this reads both at once and then each one's version: a pass over what is in flight, for
+        rare operations such as deleting a version, never for a prediction's own path."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrange(self.keys.dispatch(), 0, -1)
+        pipe.zrange(self.keys.running(), 0, -1)
+        starting, processing = await pipe.execute()
+        pids, out = list(dict.fromkeys(starting + processing)), []
+        for i in range(0, len(pids), 1000):
+            chunk = pids[i:i + 1000]
+            pipe = self.redis.pipeline(transaction=False)
+            for pid in chunk:
+                pipe.hmget(self.keys.prediction(pid), "version", "status")
+            for pid, (vid, status) in zip(chunk, await pipe.execute(), strict=True):
+                if vid == version_id and status in (Status.STARTING.value, Status.PROCESSING.value):
+                    out.append(pid)
+        return out

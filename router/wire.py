@@ -3,7 +3,9 @@ Replicate's; required fields are never null (the official client validates them)
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 COG_VERSION = "0.23.1"
 FILE_MARKER = "vendo+file://"
@@ -89,3 +91,36 @@ def file(f: dict[str, Any], base: str, download_url: str | None = None) -> dict[
             "etag": f["md5"], "checksums": {"sha256": f["sha256"], "md5": f["md5"]},
             "metadata": f.get("metadata") or {}, "created_at": f["created_at"],
             "expires_at": f.get("expires_at"), "urls": urls}
+
+
+def hardware(sku: str, name: str) -> dict[str, str]:
+    return {"sku": sku, "name": name}
+
+
+def collection(c: Any, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A collection; the list view leaves `models` out, the detail view lists the visible ones."""
+    out = {"slug": c.slug, "name": c.name, "description": c.description, "full_description": c.full_description}
+    if models is not None:
+        out["models"] = models
+    return out
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class ModelCreate(BaseModel):
+    """The body of `POST /v1/models`, as `models.create` sends it; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    owner: str
+    name: str
+    visibility: Literal["public", "private"]
+    hardware: str = Field(description="a SKU from `GET /v1/hardware`")
+    description: str | None = Field(default=None, max_length=5000)
+    github_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
+    paper_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
+    license_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
+    cover_image_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)

@@ -106,6 +106,7 @@ def cluster():
             autoscale_look_back_period_s=2.0, autoscale_upscale_delay_s=0.0, sweep_interval_s=2.0,
             heartbeat_s=2.0, allow_private_urls=True, package_cache_dir=data_dir / "packages",
             max_prediction_s=120.0, hardware_config=ROOT / "tests" / "fixtures" / "hardware.yaml",
+            collections_config=ROOT / "tests" / "fixtures" / "collections.yaml",
             allow_private_webhooks=True, webhook_retry_base_s=0.2,
         )
         import boto3

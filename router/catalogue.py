@@ -1,0 +1,159 @@
+"""Model administration and the catalogue: create and delete models, list and search them with
+keyset cursors, delete versions (their Serve app goes once their predictions finish), hardware SKUs
+and collections. The HTTP layer calls this; this calls the registry, the prediction store and the
+Serve app manager."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from cluster.hardware import HardwareConfig
+from router.apps import AppManager
+from router.collections import Collection, CollectionsConfig
+from router.errors import Forbidden, InvalidRequest, ModelNotFound, NotFound, VersionNotFound
+from router.refs import ModelRef, app_name
+from router.registry import LATEST_VERSION_CREATED, SORT_KEYS, Registry
+from router.service import visible
+from router.store import PredictionStore, decode_cursor, encode_cursor
+from router.wire import ModelCreate
+
+log = logging.getLogger("vendo.catalogue")
+
+PAGE_SIZE = 100
+DIRECTIONS = ("asc", "desc")
+MAX_QUERY_CHARS = 1000
+WAIT_SLICE_S = 60.0  # how long one wait on a running prediction blocks before looking again
+
+ModelWithLatest = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+class Catalogue:
+    def __init__(self, registry: Registry, store: PredictionStore, apps: AppManager, *,
+                 skus: Callable[[], HardwareConfig], collections: Callable[[], CollectionsConfig]):
+        """`skus()` and `collections()` return the hardware and collections configs."""
+        self.registry = registry
+        self.store = store
+        self.apps = apps
+        self.skus = skus
+        self.collections_config = collections
+        self._teardowns: set[asyncio.Task] = set()
+
+    # models
+
+    async def create_model(self, account: dict, body: ModelCreate) -> ModelWithLatest:
+        """Create a model of the caller's. 404 for another owner (as for a model one cannot
+        see), 409 when it exists, 422 naming the field on bad input."""
+        if body.owner != account["username"]:
+            raise NotFound("Account", body.owner)
+        ModelRef(body.owner, body.name).check_names("name")
+        skus = self.skus()
+        if body.hardware not in skus.skus:
+            raise InvalidRequest("hardware", f"unknown SKU {body.hardware!r}; one of {list(skus.skus)}")
+        fields = body.model_dump(exclude={"owner", "name", "visibility"})
+        return await self.registry.create_model(body.owner, body.name, body.visibility, **fields), None
+
+    async def owned_model(self, account: dict, owner: str, name: str) -> dict[str, Any]:
+        """The model if the caller owns it; 404 when the caller cannot see it, 403 when it can
+        but does not own it."""
+        ModelRef(owner, name).check_names()
+        model = await self.registry.get_model(owner, name)
+        if not visible(model, account):
+            raise ModelNotFound(f"{owner}/{name}")
+        if owner != account["username"]:
+            raise Forbidden(f"only {owner} can change {owner}/{name}")
+        return model
+
+    async def delete_model(self, account: dict, owner: str, name: str) -> None:
+        """Delete a model with no versions (409 naming how many it still has)."""
+        await self.owned_model(account, owner, name)
+        if not await self.registry.delete_model(owner, name):
+            raise ModelNotFound(f"{owner}/{name}")
+
+    async def page(self, account: dict, *, sort_by: str | None, direction: str | None,
+                   cursor: str | None, query: str | None = None) -> tuple[list[ModelWithLatest], str | None]:
+        """A page of the models the caller can see (public ones and its own), sorted by `sort_by`
+        (default: latest version first), matching every word of `query` in owner/name or
+        description, case-insensitively. Returns (models with their latest versions, next cursor)."""
+        sort_by = sort_by or LATEST_VERSION_CREATED
+        direction = direction or "desc"
+        if sort_by not in SORT_KEYS:
+            raise InvalidRequest("sort_by", f"must be one of {list(SORT_KEYS)}")
+        if direction not in DIRECTIONS:
+            raise InvalidRequest("sort_direction", f"must be one of {list(DIRECTIONS)}")
+        try:
+            after = decode_cursor(cursor) if cursor else None
+        except ValueError as e:
+            raise InvalidRequest("cursor", str(e)) from e
+        terms = _terms(query) if query is not None else None
+
+        def keep(model: dict[str, Any]) -> bool:
+            return visible(model, account) and (terms is None or _matches(model, terms))
+
+        models, last = await self.registry.page_models(account["username"], sort_by, direction == "desc", after,
+                                                       PAGE_SIZE, keep)
+        return await self.with_latest(models), (encode_cursor(*last) if last else None)
+
+    async def with_latest(self, models: list[dict[str, Any]]) -> list[ModelWithLatest]:
+        """Each model with its latest version record (fetched in one round trip)."""
+        vids = [m.get("latest_version") for m in models]
+        found = iter(await self.registry.get_versions([v for v in vids if v]))
+        return [(m, next(found) if vid else None) for m, vid in zip(models, vids, strict=True)]
+
+    # versions
+
+    async def delete_version(self, account: dict, owner: str, name: str, vid: str) -> None:
+        """Remove a version: at once no new prediction can use it and the model's latest version
+        is the previous one; its Serve app is deleted in the background once every prediction
+        of it that is starting or processing has finished (those finish normally)."""
+        await self.owned_model(account, owner, name)
+        if not await self.registry.delete_version(owner, name, vid):
+            raise VersionNotFound(f"{owner}/{name}:{vid}")
+        task = asyncio.get_running_loop().create_task(self._teardown(vid))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def _teardown(self, vid: str) -> None:
+        app = app_name(vid)
+        try:
+            await self.apps.delete_when_idle(app, lambda: self.store.live_of_version(vid), self._wait_ended)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the idle reaper removes the app later anyway
+            log.exception("deleting the Serve app %s of deleted version %s failed", app, vid)
+
+    async def _wait_ended(self, pids: list[str]) -> None:
+        for pid in pids:  # one at a time: each wait holds a Redis connection while it blocks
+            await self.store.wait_terminal(pid, WAIT_SLICE_S)
+
+    # hardware and collections
+
+    def hardware(self) -> list[tuple[str, str]]:
+        """(sku, name) of every hardware SKU, in the config's order."""
+        return [(sku, s.name) for sku, s in self.skus().skus.items()]
+
+    def collections(self) -> list[Collection]:
+        return list(self.collections_config().collections)
+
+    async def collection(self, account: dict, slug: str) -> tuple[Collection, list[ModelWithLatest]]:
+        """A collection with those of its models that exist and the caller can see, in order."""
+        c = self.collections_config().get(slug)
+        if c is None:
+            raise NotFound("Collection", slug)
+        models = [m for m in await self.registry.get_models(list(c.models)) if visible(m, account)]
+        return c, await self.with_latest(models)
+
+
+def _terms(query: str) -> list[str]:
+    terms = query.lower().split()
+    if not terms:
+        raise InvalidRequest("query", "must not be empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequest("query", f"must be at most {MAX_QUERY_CHARS} characters")
+    return terms
+
+
+def _matches(model: dict[str, Any], terms: list[str]) -> bool:
+    text = f"{model['owner']}/{model['name']} {model.get('description') or ''}".lower()
+    return all(t in text for t in terms)

@@ -1,0 +1,185 @@
+"""The model registry on a real Redis (private logical database, flushed per test): creating and
+deleting models, keyset pages over the listing indexes, deleting versions. No Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from router.errors import Conflict, NotFound
+from router.keys import Keys
+from router.redisconn import connect
+from router.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry
+from router.status import Status
+from router.store import PredictionStore
+
+DB = int(os.environ.get("VENDO_TEST_REGISTRY_DB", "11"))
+KEYS = Keys("vendo:")
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    import redis
+
+    url = os.environ.get("VENDO_TEST_REDIS_URL_REGISTRY", f"redis://127.0.0.1:6379/{DB}")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        from cluster.embedded import ensure_redis
+        from cluster.settings import Settings
+
+        url = ensure_redis(Settings(data_dir=tmp_path))
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+def run(redis_url, fn):
+    async def go():
+        r = connect(redis_url)
+        try:
+            return await fn(Registry(r, KEYS), r)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(go())
+
+
+def _version(vid: str) -> dict:
+    return {"id": vid, "cog_version": "0.23.1", "openapi_schema": {"components": {}}}
+
+
+async def _all_pages(reg: Registry, viewer: str, sort_by: str, desc: bool, limit: int, keep=lambda m: True):
+    out, after, pages = [], None, 0
+    while True:
+        models, after = await reg.page_models(viewer, sort_by, desc, after, limit, keep)
+        out += [f"{m['owner']}/{m['name']}" for m in models]
+        pages += 1
+        if after is None:
+            return out, pages
+
+
+def test_create_conflict_and_delete(redis_url):
+    async def go(reg: Registry, r):
+        m = await reg.create_model("alice", "m", "private", hardware="cpu", description=None)
+        assert m["run_count"] == 0 and m["hardware"] == "cpu" and "description" not in m
+        with pytest.raises(Conflict):
+            await reg.create_model("alice", "m", "public")
+        assert (await reg.ensure_model("alice", "m", visibility="public"))["visibility"] == "private"
+        await reg.add_version("alice", "m", _version("a" * 64))
+        with pytest.raises(Conflict, match="1 version"):
+            await reg.delete_model("alice", "m")
+        assert await reg.delete_version("alice", "m", "a" * 64)
+        assert await reg.delete_model("alice", "m")
+        assert await reg.get_model("alice", "m") is None
+        assert not await reg.delete_model("alice", "m")
+        for sort_by in (MODEL_CREATED, LATEST_VERSION_CREATED):
+            assert await r.zcard(KEYS.models_sorted(sort_by, "alice")) == 0
+        # a run counter left behind by a deleted model's last prediction does not block re-creation
+        await reg.count_run("alice", "m")
+        assert await reg.get_model("alice", "m") is None
+        assert (await reg.create_model("alice", "m", "public"))["run_count"] == 0
+        with pytest.raises(NotFound):
+            await reg.add_version("alice", "nope", _version("b" * 64))
+
+    run(redis_url, go)
+
+
+def test_pages_merge_public_and_own_private_in_order(redis_url):
+    async def go(reg: Registry, r):
+        expected = []
+        for i in range(57):
+            owner = ("alice", "bob")[i % 2]
+            vis = "public" if i % 3 else "private"
+            await reg.create_model(owner, f"m{i:03d}", vis)
+            if vis == "public" or owner == "alice":
+                expected.append(f"{owner}/m{i:03d}")
+        for desc in (True, False):
+            for limit in (1, 7, 100):
+                seen, pages = await _all_pages(reg, "alice", MODEL_CREATED, desc, limit)
+                assert seen == (expected[::-1] if desc else expected)
+                assert pages == max(1, -(-len(expected) // limit))
+        # a filter that rejects most rows still fills pages and ends
+        seen, _ = await _all_pages(reg, "alice", MODEL_CREATED, True, 3, keep=lambda m: m["name"].endswith("7"))
+        assert seen == [e for e in expected[::-1] if e.endswith("7")]
+
+    run(redis_url, go)
+
+
+def test_ties_on_score_are_broken_by_name(redis_url):
+    async def go(reg: Registry, r):
+        names = [f"t{i:02d}" for i in range(25)]
+        for n in names:
+            await reg.create_model("alice", n, "public")
+        key = KEYS.models_sorted(MODEL_CREATED)
+        await r.zadd(key, {f"alice/{n}": 1000.0 for n in names})  # every score the same
+        for desc in (True, False):
+            seen, _ = await _all_pages(reg, "bob", MODEL_CREATED, desc, 4)
+            assert seen == sorted((f"alice/{n}" for n in names), reverse=desc)
+
+    run(redis_url, go)
+
+
+def test_latest_version_order_and_version_delete(redis_url):
+    async def go(reg: Registry, r):
+        for n in ("a", "b", "c"):
+            await reg.create_model("alice", n, "public")
+        await reg.add_version("alice", "a", _version("1" * 64))
+        await reg.add_version("alice", "b", _version("2" * 64))
+        await reg.add_version("alice", "a", _version("3" * 64))
+        seen, _ = await _all_pages(reg, "bob", LATEST_VERSION_CREATED, True, 100)
+        assert seen == ["alice/a", "alice/b", "alice/c"]  # no version: last, newest model first
+        seen, _ = await _all_pages(reg, "bob", LATEST_VERSION_CREATED, False, 100)
+        assert seen == ["alice/c", "alice/b", "alice/a"]
+        assert await reg.delete_version("alice", "a", "3" * 64)
+        assert (await reg.get_model("alice", "a"))["latest_version"] == "1" * 64
+        assert await reg.get_version("3" * 64) is None and not await reg.version_live("3" * 64)
+        assert await reg.model_and_version("alice", "a", "3" * 64) == (await reg.get_model("alice", "a"), False)
+        seen, _ = await _all_pages(reg, "bob", LATEST_VERSION_CREATED, True, 100)
+        assert seen == ["alice/b", "alice/a", "alice/c"]
+        assert not await reg.delete_version("alice", "a", "3" * 64)
+        assert not await reg.delete_version("alice", "b", "1" * 64)  # not a version of that model
+        assert await reg.delete_version("alice", "a", "1" * 64)
+        assert "latest_version" not in await reg.get_model("alice", "a")
+        # a late replica's setup fields do not bring a deleted version back, and a re-push works
+        await r.hset(KEYS.version("1" * 64), mapping={"setup_status": "succeeded"})
+        assert await reg.get_version("1" * 64) is None
+        v, created = await reg.add_version("alice", "a", _version("1" * 64))
+        assert created and v["model"] == "alice/a" and "setup_status" not in v
+
+    run(redis_url, go)
+
+
+def test_indexes_are_built_for_models_registered_before_them(redis_url):
+    async def go(reg: Registry, r):
+        await reg.create_model("alice", "old", "public")
+        await reg.add_version("alice", "old", _version("4" * 64))
+        await reg.create_model("alice", "secret", "private")
+        for sort_by in (MODEL_CREATED, LATEST_VERSION_CREATED):
+            await r.delete(KEYS.models_sorted(sort_by), KEYS.models_sorted(sort_by, "alice"))
+        fresh = Registry(r, KEYS)
+        assert (await _all_pages(fresh, "alice", LATEST_VERSION_CREATED, True, 10))[0] == \
+            ["alice/old", "alice/secret"]
+        assert (await _all_pages(fresh, "bob", MODEL_CREATED, True, 10))[0] == ["alice/old"]
+
+    run(redis_url, go)
+
+
+def test_live_predictions_of_a_version(redis_url):
+    async def go(reg: Registry, r):
+        store = PredictionStore(r, KEYS, ttl_s=60)
+        now = time.time()
+        for pid, vid in (("p1", "v1"), ("p2", "v1"), ("p3", "v2")):
+            await store.create({"id": pid, "account": "alice", "model": "a/b", "version": vid,
+                                "status": "starting", "created_ts": now}, now + 30)
+        await store.transition("p2", Status.PROCESSING, heartbeat_deadline=now + 30)
+        assert sorted(await store.live_of_version("v1")) == ["p1", "p2"]
+        await store.transition("p1", Status.CANCELED)
+        assert await store.live_of_version("v1") == ["p2"]
+        await store.transition("p2", Status.SUCCEEDED)
+        assert await store.live_of_version("v1") == [] and await store.live_of_version("v2") == ["p3"]
+
+    run(redis_url, go)
