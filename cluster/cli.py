@@ -101,7 +101,9 @@ def push(directory: Path = typer.Argument(..., exists=True, file_okay=False, hel
          model: str = typer.Argument(..., help="owner/name"),
          hardware: Optional[str] = typer.Option(None, help="hardware SKU (see configs/hardware.yaml)"),
          visibility: str = typer.Option("private", help="public or private"),
-         max_replicas: Optional[int] = typer.Option(None, help="autoscaling ceiling for this version")):
+         max_replicas: Optional[int] = typer.Option(None, help="autoscaling ceiling for this version"),
+         downscale_delay_s: Optional[float] = typer.Option(None, help="idle seconds before scaling down"),
+         upscale_delay_s: Optional[float] = typer.Option(None, help="busy seconds before scaling up")):
     """Package a Cog project and push it as a new version; prints the version id."""
     from cluster.client import ApiError
     from cluster.packaging import pack_project
@@ -116,8 +118,10 @@ def push(directory: Path = typer.Argument(..., exists=True, file_okay=False, hel
     params: dict[str, Any] = {"visibility": visibility}
     if hardware:
         params["hardware"] = hardware
-    if max_replicas:
-        params["max_replicas"] = max_replicas
+    for key, value in (("max_replicas", max_replicas), ("downscale_delay_s", downscale_delay_s),
+                       ("upscale_delay_s", upscale_delay_s)):
+        if value is not None:
+            params[key] = value
     c = _client()
     try:
         v = c.json("POST", f"/v1/models/{model}/versions", content=data, params=params,

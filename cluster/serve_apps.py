@@ -13,24 +13,34 @@ from cluster.settings import Settings
 ROUTER_APP = "vendo"
 
 
-def autoscaling(settings: Settings, max_replicas: int) -> dict[str, Any]:
-    """Scale to zero by default; every field set so Ray's defaults (min 1, 600 s) never apply."""
+def autoscaling(settings: Settings, max_replicas: int, min_replicas: int = 0,
+                version: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scale to zero by default; every field set so Ray's defaults (min 1, 600 s) never apply.
+    A version may carry its own `downscale_delay_s` / `upscale_delay_s`."""
+    version = version or {}
+    def pick(field: str, default: float) -> float:
+        value = version.get(field)
+        return float(value) if value not in (None, "") else default
+
+    down = pick("downscale_delay_s", settings.autoscale_downscale_delay_s)
+    up = pick("upscale_delay_s", settings.autoscale_upscale_delay_s)
     return {
-        "min_replicas": 0,
-        "initial_replicas": 0,
+        "min_replicas": min_replicas,
+        "initial_replicas": min_replicas,
         "max_replicas": max_replicas,
         "target_ongoing_requests": 1,
         "metrics_interval_s": 1.0,
         "look_back_period_s": settings.autoscale_look_back_period_s,
         "smoothing_factor": 1.0,
-        "upscale_delay_s": settings.autoscale_upscale_delay_s,
-        "downscale_delay_s": settings.autoscale_downscale_delay_s,
-        "downscale_to_zero_delay_s": settings.autoscale_downscale_delay_s,
+        "upscale_delay_s": up,
+        "downscale_delay_s": down,
+        "downscale_to_zero_delay_s": down,
     }
 
 
 def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: str):
-    """The Serve application for one version: deployment `model` running `ModelReplica`."""
+    """The Serve application for one version: deployment `model` running `ModelReplica`. A named
+    deployment passes its version with its own `hardware`, `min_replicas` and `max_replicas`."""
     from deployments.model import ModelReplica
 
     s = Settings(**settings)
@@ -39,6 +49,7 @@ def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: st
     traits = version.get("traits") or {}
     concurrency = int(traits.get("concurrency_max") or 1)
     max_replicas = int(version.get("max_replicas") or s.autoscale_max_replicas)
+    min_replicas = int(version.get("min_replicas") or 0)
     opts = sku.ray_actor_options()
     if version.get("runtime_env"):
         opts["runtime_env"] = version["runtime_env"]
@@ -48,7 +59,7 @@ def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: st
         ray_actor_options=opts,
         max_ongoing_requests=concurrency,
         max_queued_requests=-1,
-        autoscaling_config=autoscaling(s, max_replicas),
+        autoscaling_config=autoscaling(s, max_replicas, min_replicas, version),
         graceful_shutdown_timeout_s=s.max_prediction_s + 10,
         graceful_shutdown_wait_loop_s=1.0,
         health_check_period_s=10.0,

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     file_expiry_s: int = Field(default=86400, description="uploaded files are deleted this long after upload")
     retention_s: int = Field(default=3600, description="a finished prediction's input, output and files "
                              "are removed this long after completion; 0 keeps them")
-    max_prediction_s: float = 1800.0
+    max_prediction_s: float = Field(default=1800.0, description="longest a prediction may run")
+    max_queue_s: float = Field(default=1800.0, description="longest a prediction may wait for a replica")
     prediction_ttl_s: int = 30 * 24 * 3600
     router_replicas: int = 1
     hardware_config: Path | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import mimetypes
@@ -69,13 +70,14 @@ def cap_gpu_memory(num_gpus: float) -> None:
 
 
 class _Running:
-    __slots__ = ("sink", "thread_id", "task", "canceled")
+    __slots__ = ("sink", "thread_id", "task", "canceled", "timed_out")
 
     def __init__(self, sink: logs.LogSink):
         self.sink = sink
         self.thread_id: int | None = None
         self.task: asyncio.Task | None = None
         self.canceled = False
+        self.timed_out = False
 
 
 class ModelReplica:
@@ -120,6 +122,7 @@ class ModelReplica:
             "setup_error": self.setup_error or "",
             "setup_logs": self.setup_logs[-20000:],
             "setup_time": f"{time.time() - started:.3f}",
+            "setup_completed_at": f"{time.time():.6f}",
         })
         self._bg = [asyncio.get_running_loop().create_task(self._heartbeat_loop()),
                     asyncio.get_running_loop().create_task(self._cancel_listener())]
@@ -139,14 +142,18 @@ class ModelReplica:
             except Exception:  # noqa: BLE001 - a missed beat is retried on the next tick
                 log.exception("heartbeat failed")
 
-    def _interrupt(self, pid: str) -> None:
+    def _interrupt(self, pid: str, timed_out: bool = False) -> None:
         from deployments.cog_runtime import raise_in_thread
 
         run = self.running.get(pid)
-        if run is None or run.canceled:
+        if run is None or run.canceled or run.timed_out:
             return
-        run.canceled = True
-        log.info("prediction %s: cancel requested", pid)
+        if timed_out:
+            run.timed_out = True
+            log.warning("prediction %s: over the %.0fs limit, stopping it", pid, self.settings.max_prediction_s)
+        else:
+            run.canceled = True
+            log.info("prediction %s: cancel requested", pid)
         if run.task is not None:
             run.task.cancel()
         if run.thread_id is not None:
@@ -189,14 +196,20 @@ class ModelReplica:
             return {"status": prev.value if prev else None}
         run = _Running(logs.LogSink())
         self.running[pid] = run
-        flusher = asyncio.get_running_loop().create_task(self._flush_logs(pid, run.sink))
+        loop = asyncio.get_running_loop()
+        flusher = loop.create_task(self._flush_logs(pid, run.sink))
+        # no prediction outlives max_prediction_s: graceful shutdowns are sized on it
+        watchdog = loop.call_later(self.settings.max_prediction_s, self._interrupt, pid, True)
         status, fields, error = Status.SUCCEEDED, {}, None
         try:
             output, metrics = await self._run(pid, request["input"], run)
             fields["output"] = output
         except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
             metrics = {}
-            if run.canceled:
+            if run.timed_out:
+                status = Status.FAILED
+                error = f"Prediction ran longer than the {self.settings.max_prediction_s:g}s limit"
+            elif run.canceled:
                 status = Status.CANCELED
             elif isinstance(e, asyncio.CancelledError):
                 status = Status.CANCELED
@@ -204,6 +217,7 @@ class ModelReplica:
                 status, error = Status.FAILED, _describe(e)
                 run.sink.write(traceback.format_exc())
         finally:
+            watchdog.cancel()
             flusher.cancel()
             self.running.pop(pid, None)
         rest = run.sink.drain()
@@ -233,11 +247,12 @@ class ModelReplica:
         p = self.predictor
         loop = asyncio.get_running_loop()
         token = logs.bind(run.sink)
-        inputs_dir = Path(tempfile.mkdtemp(prefix=f"vendo-inputs-{pid[:12]}-"))
+        inputs_dir: list[Path] = []  # made only when the input names our own files
+        downloaded: list[str] = []  # http(s)/data: inputs fetched to temp files
         try:
             local = await self._local_files(pid, payload, inputs_dir)
             kwargs = await loop.run_in_executor(
-                self.pool, contextvars.copy_context().run, self._prepare, payload, local.get)
+                self.pool, contextvars.copy_context().run, self._prepare, payload, local.get, downloaded)
             with cog_runtime.metric_scope() as metrics:
                 if p.is_async:
                     run.task = asyncio.current_task()
@@ -256,20 +271,28 @@ class ModelReplica:
             return result, dict(metrics)
         finally:
             logs.unbind(token)
-            shutil.rmtree(inputs_dir, ignore_errors=True)
+            for d in inputs_dir:
+                shutil.rmtree(d, ignore_errors=True)
+            for f in downloaded:
+                with contextlib.suppress(OSError):
+                    os.unlink(f)
 
-    async def _local_files(self, pid: str, payload: dict[str, Any], dest: Path) -> dict[str, str]:
+    async def _local_files(self, pid: str, payload: dict[str, Any], dirs: list[Path]) -> dict[str, str]:
         """The platform's own file URLs in the input, copied from storage (never fetched over HTTP)."""
         if not any(file_id_of(u) for v in payload.values() for u in file_urls_in(v)):
             return {}
         owner = await self.files.prediction_owner(pid)
-        return await self.files.localize(owner, payload, dest) if owner else {}
+        if not owner:
+            return {}
+        dirs.append(Path(tempfile.mkdtemp(prefix=f"vendo-inputs-{pid[:12]}-")))
+        return await self.files.localize(owner, payload, dirs[0])
 
-    def _prepare(self, payload: dict[str, Any], resolve_url=None) -> dict[str, Any]:
+    def _prepare(self, payload: dict[str, Any], resolve_url=None, downloaded: list | None = None) -> dict:
         from deployments import cog_runtime
 
         return cog_runtime.prepare_input(self.predictor, payload, resolve_url,
-                                         allow_private_urls=self.settings.allow_private_urls)
+                                         allow_private_urls=self.settings.allow_private_urls,
+                                         temp_files=downloaded)
 
     def _call_sync(self, pid: str, run: _Running, kwargs: dict, loop: asyncio.AbstractEventLoop) -> Any:
         """Runs in a worker thread; iterator items are encoded here and shipped to the loop."""

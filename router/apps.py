@@ -38,6 +38,7 @@ class AppManager:
         self.handles: dict[str, Any] = {}
         self._known: set[str] = set()
         self._creating: dict[str, asyncio.Future] = {}
+        self._touched: dict[str, float] = {}
 
     async def _apps(self) -> dict[str, Any]:
         from ray import serve
@@ -81,7 +82,7 @@ class AppManager:
                 if app not in self._known:
                     if self.version_live is not None and not await self.version_live(version["id"]):
                         raise VersionNotFound(version["id"])  # deleted: its teardown holds this lock
-                    await self.touch(app)  # before it exists, so the reaper never sees it unused
+                    await self.touch(app, force=True)  # before it exists: the reaper never sees it unused
                     t0 = time.monotonic()
                     target = serve.RunTarget(self.build(version), name=app, route_prefix=None)
                     await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
@@ -92,8 +93,14 @@ class AppManager:
     def _lock(self, app: str) -> _RedisLock:
         return _RedisLock(self.redis, self.keys.app_lock(app))
 
-    async def touch(self, app: str) -> None:
-        await self.redis.zadd(self.keys.app_last_used(), {app: time.time()})
+    async def touch(self, app: str, force: bool = False) -> None:
+        """Record that `app` is in use. Written at most every `idle_s / 20` (≤ 5 s) per app unless
+        forced, so the hot path rarely pays a round trip; the reaper's horizon is far longer."""
+        now = time.time()
+        if not force and now - self._touched.get(app, 0.0) < min(5.0, self.idle_s / 20):
+            return
+        self._touched[app] = now
+        await self.redis.zadd(self.keys.app_last_used(), {app: now})
 
     async def reap_idle(self, now: float | None = None) -> list[str]:
         """Delete version apps idle at zero replicas for `idle_s`; returns the names deleted."""
@@ -122,6 +129,31 @@ class AppManager:
                 deleted.append(name)
                 log.info("deleted idle Serve app %s", name)
         return deleted
+
+    async def exists(self, app: str) -> bool:
+        await self._apps()
+        return app in self._known
+
+    async def deploy(self, app: str, spec: dict) -> None:
+        """Create `app`, or roll it to a new configuration (a named deployment's update). Serve
+        replaces the replicas gracefully, so running predictions finish on the old ones."""
+        from ray import serve
+
+        async with self._lock(app):
+            await self.touch(app, force=True)
+            target = serve.RunTarget(self.build(spec), name=app, route_prefix=None)
+            await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
+            self._known.add(app)
+        self.handles.pop(app, None)
+
+    async def delete(self, app: str) -> None:
+        """Delete `app` (Serve drains its running requests first)."""
+        from ray import serve
+
+        async with self._lock(app):
+            await asyncio.to_thread(serve.delete, app)
+            self.forget(app)
+            await self.redis.zrem(self.keys.app_last_used(), app)
 
     async def delete_when_idle(self, app: str, busy: Callable[[], Awaitable[list[str]]],
                                wait: Callable[[list[str]], Awaitable[None]]) -> None:

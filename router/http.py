@@ -59,6 +59,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 def create_app() -> FastAPI:
     from router import (
         routes_admin,
+        routes_deployments,
         routes_files,
         routes_models,
         routes_predictions,
@@ -104,6 +105,7 @@ def create_app() -> FastAPI:
     app.include_router(routes_predictions.router)
     app.include_router(routes_models.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_deployments.router)
     app.include_router(routes_storage.router)
     app.include_router(routes_files.router)
     app.include_router(routes_webhooks.router)

@@ -111,3 +111,15 @@ class Keys:
     def signing_secret(self) -> str:
         """The HMAC key for signed file download links, shared by every router replica."""
         return f"{self.prefix}secret:file-links"
+
+    def deployment(self, owner: str, name: str) -> str:
+        """Hash: a named deployment's current release (model, version, hardware, instances)."""
+        return f"{self.prefix}deployment:{owner}/{name}"
+
+    def account_deployments(self, username: str) -> str:
+        """Sorted set: an account's deployments by creation time."""
+        return f"{self.prefix}account:{username}:deployments"
+
+    def deployments(self) -> str:
+        """Set: every deployment (owner/name), for the reconcile loop."""
+        return f"{self.prefix}deployments"

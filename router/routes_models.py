@@ -69,7 +69,8 @@ async def get_version(owner: str, name: str, vid: str, account: CurrentAccount, 
 @router.post("/models/{owner}/{name}/versions", status_code=201)
 async def push_version(owner: str, name: str, request: Request, account: CurrentAccount, rt: Rt,
                        hardware: str | None = None, visibility: str = "private",
-                       max_replicas: int | None = None):
+                       max_replicas: int | None = None, downscale_delay_s: float | None = None,
+                       upscale_delay_s: float | None = None):
     """Push a Cog project (a tar.gz body, as `vendo push` sends it) as a new version."""
     from cluster.hardware import hardware as hw_config
     from cluster.packaging import package_id
@@ -84,6 +85,9 @@ async def push_version(owner: str, name: str, request: Request, account: Current
         raise InvalidRequest("hardware", f"unknown SKU {hardware!r}; one of {sorted(skus.skus)}")
     if max_replicas is not None and not 1 <= max_replicas <= 100:
         raise InvalidRequest("max_replicas", "must be between 1 and 100")
+    for field, value in (("downscale_delay_s", downscale_delay_s), ("upscale_delay_s", upscale_delay_s)):
+        if value is not None and not 0 <= value <= 86400:
+            raise InvalidRequest(field, "must be between 0 and 86400 seconds")
     data = await _read_limited(request, rt.settings.max_package_bytes)
     vid = await asyncio.to_thread(package_id, data)
     existing = await rt.registry.get_version(vid)  # not the cache: it may have been deleted
@@ -95,7 +99,8 @@ async def push_version(owner: str, name: str, request: Request, account: Current
                                                hardware=hardware or skus.default)
         sku = hardware or model.get("hardware") or skus.default  # `models.create` may have chosen one
         record = {"id": vid, "cog_version": wire.COG_VERSION, "package_key": key, "hardware": sku,
-                  "package_sha256": hashlib.sha256(data).hexdigest(), "max_replicas": max_replicas, **info}
+                  "package_sha256": hashlib.sha256(data).hexdigest(), "max_replicas": max_replicas,
+                  "downscale_delay_s": downscale_delay_s, "upscale_delay_s": upscale_delay_s, **info}
         existing, _ = await rt.registry.add_version(owner, name, record)
     elif existing["model"] != f"{owner}/{name}":
         await rt.registry.add_version(owner, name, existing)  # raises Conflict with the owner named

@@ -48,11 +48,12 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _create(rt, request: Request, account: dict, body: dict, model: dict, version: dict) -> JSONResponse:
+async def _create(rt, request: Request, account: dict, body: dict, model: dict, version: dict,
+                  deployment: str | None = None) -> JSONResponse:
     wait = prefer_wait(request.headers.get("prefer"))
     deadline_s = parse_cancel_after(request.headers.get("cancel-after"))
     base = base_url(request)
-    rec = await rt.service.create(account, model, version, body, deadline_s=deadline_s,
+    rec = await rt.service.create(account, model, version, body, deadline_s=deadline_s, deployment=deployment,
                                   file_url_prefixes=(f"{base}/v1/files/",), base=base)
     headers = {}
     if wait is not None:

@@ -14,6 +14,7 @@ from router.apps import AppManager
 from router.catalogue import Catalogue
 from router.collections import collections
 from router.deadlines import Deadlines
+from router.deployments import DeploymentService
 from router.files import Files
 from router.keys import Keys
 from router.ratelimit import RateLimiter
@@ -45,6 +46,7 @@ class Runtime:
         self.files = Files(self.redis, self.keys, self.objects, expiry_s=settings.file_expiry_s,
                            signing_key=settings.signing_key.encode() if settings.signing_key else None)
         self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
+                                         max_queue_s=settings.max_queue_s,
                                          files=self.files,
                                          webhooks=WebhookPolicy(settings.allow_private_webhooks))
         self.deadlines = Deadlines(self.redis, self.keys, self.service.cancel_now)
@@ -58,6 +60,10 @@ class Runtime:
             allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
             max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
             claim_idle_s=settings.webhook_claim_idle_s)
+        self.deployments = DeploymentService(
+            self.redis, self.keys, self.apps,
+            lambda account, ref: self.service.resolve(account, model_ref=ref),
+            lambda: hardware(str(settings.hardware_config) if settings.hardware_config else None))
         self.catalogue = Catalogue(
             self.registry, self.store, self.apps,
             skus=lambda: hardware(str(settings.hardware_config) if settings.hardware_config else None),
@@ -87,15 +93,19 @@ class Runtime:
             loop.create_task(self._every(s.sweep_interval_s, self.service.sweep, "sweep")),
             loop.create_task(self._every(s.lease_s / 3, self.service.renew_leases, "lease renewal")),
             loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
+            loop.create_task(self._every(s.reaper_interval_s, self.deployments.reconcile, "reconcile",
+                                         first_s=0.0)),
             loop.create_task(self._every(min(1.0, s.sweep_interval_s), self.deadlines.sweep, "deadlines")),
             loop.create_task(self._every(s.sweep_interval_s, self.retention.sweep, "retention")),
             loop.create_task(self._every(s.sweep_interval_s, self.files.sweep, "file expiry")),
         ]
         self._tasks.append(loop.create_task(self.webhook_delivery.run()))
 
-    async def _every(self, period_s: float, fn, what: str) -> None:
+    async def _every(self, period_s: float, fn, what: str, first_s: float | None = None) -> None:
+        delay = period_s if first_s is None else first_s
         while True:
-            await asyncio.sleep(period_s)
+            await asyncio.sleep(delay)
+            delay = period_s
             try:
                 await fn()
             except asyncio.CancelledError:

@@ -33,7 +33,8 @@ def visible(model: dict[str, Any] | None, account: dict[str, str]) -> bool:
 
 class PredictionService:
     def __init__(self, store: PredictionStore, registry: Registry, apps: AppManager, *,
-                 lease_s: float = 30.0, files: Files | None = None, webhooks: WebhookPolicy | None = None):
+                 lease_s: float = 30.0, files: Files | None = None, webhooks: WebhookPolicy | None = None,
+                 max_queue_s: float = 1800.0):
         self.store = store
         self.files = files
         self.webhooks = webhooks or WebhookPolicy()
@@ -42,6 +43,8 @@ class PredictionService:
         self.lease_s = lease_s
         self.inflight: dict[str, asyncio.Task] = {}
         self.responses: dict[str, Any] = {}
+        self.max_queue_s = max_queue_s
+        self._queued_since: dict[str, float] = {}
         self._versions: dict[str, dict] = {}
 
     # resolution
@@ -114,6 +117,7 @@ class PredictionService:
             "status": Status.STARTING.value, "input": payload, "created_at": now_iso(ts), "created_ts": ts,
             "source": source, "iterator": bool(traits.get("is_iterator")), "deployment": deployment,
             "base_url": base, **hooks,  # webhooks render the prediction under the create's base
+            "app": version.get("app") or app_name(version["id"]),  # a named deployment's own app
         }
         if deadline_s is not None:
             record.update(deadline=now_iso(ts + deadline_s), deadline_ts=ts + deadline_s)
@@ -126,13 +130,14 @@ class PredictionService:
     def dispatch(self, pid: str, version: dict, payload: dict, created_ts: float) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(self._dispatch(pid, version, payload, created_ts))
         self.inflight[pid] = task
+        self._queued_since[pid] = created_ts
         return task
 
     async def _dispatch(self, pid: str, version: dict, payload: dict, created_ts: float) -> None:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
-        app = app_name(version["id"])
+        app = version.get("app") or app_name(version["id"])
         # the retention rides along: a replica made under older settings still applies today's
         request = {"id": pid, "input": payload, "created_ts": created_ts,
                    "retention_s": self.store.retention_s}
@@ -165,6 +170,7 @@ class PredictionService:
         finally:
             self.inflight.pop(pid, None)
             self.responses.pop(pid, None)
+            self._queued_since.pop(pid, None)
             try:
                 await self.apps.touch(app)
             except Exception:  # noqa: BLE001
@@ -222,7 +228,19 @@ class PredictionService:
     # keeping every accepted prediction moving
 
     async def renew_leases(self) -> None:
-        await self.store.renew_leases(list(self.inflight), time.time() + self.lease_s)
+        """Keep the dispatch leases of what this router holds, and give up on predictions that
+        waited `max_queue_s` without a replica taking them (no capacity): none waits forever."""
+        now = time.time()
+        await self.store.renew_leases(list(self.inflight), now + self.lease_s)
+        old = [pid for pid, ts in self._queued_since.items() if now - ts > self.max_queue_s]
+        for pid, status in zip(old, await self.store.statuses(old), strict=True):
+            if status == Status.STARTING.value:
+                resp = self.responses.get(pid)
+                if resp is not None:
+                    resp.cancel()
+                await self.fail(pid, f"No capacity: no replica took it within {self.max_queue_s:g}s")
+            else:
+                self._queued_since.pop(pid, None)
 
     async def sweep(self) -> None:
         """Fail processing predictions whose replica stopped heartbeating; re-dispatch starting
@@ -242,4 +260,6 @@ class PredictionService:
                 await self.fail(pid, VERSION_DELETED)
                 continue
             log.info("prediction %s: re-dispatching after a lapsed lease", pid)
+            if rec.get("app"):
+                version = {**version, "app": rec["app"]}
             self.dispatch(pid, version, rec["input"], float(rec.get("created_ts") or now))

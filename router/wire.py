@@ -93,6 +93,19 @@ def file(f: dict[str, Any], base: str, download_url: str | None = None) -> dict[
             "expires_at": f.get("expires_at"), "urls": urls}
 
 
+def deployment(d: dict[str, Any], creator: dict[str, str]) -> dict[str, Any]:
+    return {
+        "owner": d["owner"], "name": d["name"],
+        "current_release": {
+            "number": int(d["number"]), "model": d["model"], "version": d["version"],
+            "created_at": d.get("release_created_at") or d.get("created_at"),
+            "created_by": {**account(creator), "avatar_url": None},
+            "configuration": {"hardware": d["hardware"], "min_instances": int(d["min_instances"]),
+                              "max_instances": int(d["max_instances"])},
+        },
+    }
+
+
 def hardware(sku: str, name: str) -> dict[str, str]:
     return {"sku": sku, "name": name}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
+from tests.redisdb import flush, private_db
 from tests.s3server import TEST_CREDENTIALS, s3_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,15 +26,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _machine_redis() -> str | None:
-    url = os.environ.get("VENDO_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_DB}")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        return url
-    except redis.RedisError:
-        return None
 
 
 class Cluster:
@@ -89,14 +80,8 @@ def cluster():
     from cluster.up import _ensure_account
 
     data_dir = Path(tempfile.mkdtemp(prefix="vendo-test-"))
-    redis_url = _machine_redis()
+    redis_url = private_db(TEST_DB)
     settings_env = {"VENDO_DATA_DIR": str(data_dir)}
-    if redis_url is None:
-        from cluster.embedded import ensure_redis
-
-        redis_url = ensure_redis(Settings(data_dir=data_dir))
-    r = redis.Redis.from_url(redis_url)
-    r.flushdb()
     with s3_server() as endpoint:
         os.environ.update(TEST_CREDENTIALS)
         os.environ.update(settings_env)
@@ -127,7 +112,7 @@ def cluster():
         finally:
             serve.shutdown()
             ray.shutdown()
-            r.flushdb()
+            flush(redis_url)
 
 
 def _wait_health(url: str, timeout_s: float = 60) -> None:

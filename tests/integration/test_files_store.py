@@ -20,6 +20,7 @@ from router.retention import Retention
 from router.status import Status
 from router.storage import FileStore
 from router.store import PredictionStore
+from tests.redisdb import flush, private_db
 
 DB = int(os.environ.get("VENDO_TEST_FILES_DB", "9"))
 ALICE, BOB = {"username": "alice"}, {"username": "bob"}
@@ -27,17 +28,7 @@ ALICE, BOB = {"username": "alice"}, {"username": "bob"}
 
 @pytest.fixture
 def env(tmp_path):
-    import redis
-
-    url = os.environ.get("VENDO_TEST_REDIS_URL_FILES", f"redis://127.0.0.1:6379/{DB}")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        from cluster.embedded import ensure_redis
-        from cluster.settings import Settings
-
-        url = ensure_redis(Settings(data_dir=tmp_path))
-    redis.Redis.from_url(url).flushdb()
+    url = private_db(DB)
     objects = FileStore(tmp_path / "objects", b"k" * 32)
 
     def make(expiry_s: int = 3600):
@@ -45,7 +36,7 @@ def env(tmp_path):
         return Files(r, Keys("vendo:"), objects, expiry_s=expiry_s), r
 
     yield make, objects, tmp_path
-    redis.Redis.from_url(url).flushdb()
+    flush(url)
 
 
 def _upload(tmp: Path, data: bytes, name: str = "a.txt") -> Upload:

@@ -139,3 +139,47 @@ def test_failed_setup_fails_predictions_and_shows_in_status(cluster):
         rows = h.get("/v1/status").json()["versions"]
     row = next(r for r in rows if r["version"] == vid)
     assert row["state"] == "setup failed" and "weights are missing" in row["setup_error"]
+
+
+def test_no_prediction_waits_or_runs_forever(cluster, tmp_path):
+    """A prediction nobody can place fails after max_queue_s; one that runs past max_prediction_s
+    is stopped and fails. Both limits come from the router's settings."""
+    c = cluster.client()
+    cluster.deploy_router(max_queue_s=3.0, lease_s=3.0, max_prediction_s=3.0)
+    try:
+        stuck = cluster.push(variant(EXAMPLES / "hello-world", tmp_path / "q", "no room"), "alice/no-room",
+                             hardware="gpu-x8")
+        p = c.predictions.create(version=stuck, input={})
+        long = cluster.push(variant(FIXTURES / "cancel", tmp_path / "l", "too long"), "alice/too-long")
+        q = c.predictions.create(version=long, input={"seconds": 60})
+        wait_status(p, ("failed",), timeout_s=60)
+        assert "No capacity" in p.error
+        wait_status(q, ("failed",), timeout_s=60)
+        assert "longer than the 3s limit" in q.error
+    finally:
+        serve.delete(app_name(stuck))
+        cluster.deploy_router()
+
+
+def test_two_routers_creating_one_app_at_once(cluster, tmp_path):
+    """Two router replicas both see a never-deployed version at the same moment: one creates its
+    app, the other waits on the lock and uses it; every prediction succeeds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cluster.deploy_router(router_replicas=2)
+    try:
+        vid = cluster.push(variant(EXAMPLES / "hello-world", tmp_path / "two", "two routers"), "alice/two")
+
+        def create(i: int) -> dict:
+            with cluster.http() as h:
+                return h.post("/v1/predictions", json={"version": vid, "input": {"text": str(i)}},
+                              headers={"Prefer": "wait"}).json()
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(create, range(8)))
+        assert [r["status"] for r in results] == ["succeeded"] * 8, [r.get("error") for r in results]
+        assert sorted(r["output"] for r in results) == sorted(f"hello {i}" for i in range(8))
+        st = serve.status().applications[app_name(vid)]
+        assert list(st.deployments) == ["model"]
+    finally:
+        cluster.deploy_router()

@@ -10,6 +10,8 @@ import secrets
 import pytest
 from replicate.exceptions import ReplicateError
 
+from tests.redisdb import flush, private_db
+
 pytestmark = pytest.mark.integration
 
 DB = int(os.environ.get("VENDO_TEST_RATELIMIT_DB", "10"))
@@ -17,19 +19,9 @@ DB = int(os.environ.get("VENDO_TEST_RATELIMIT_DB", "10"))
 
 @pytest.fixture
 def redis_url(tmp_path):
-    import redis
-
-    url = os.environ.get("VENDO_TEST_REDIS_URL_RATELIMIT", f"redis://127.0.0.1:6379/{DB}")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        from cluster.embedded import ensure_redis
-        from cluster.settings import Settings
-
-        url = ensure_redis(Settings(data_dir=tmp_path))
-    redis.Redis.from_url(url).flushdb()
+    url = private_db(DB)
     yield url
-    redis.Redis.from_url(url).flushdb()
+    flush(url)
 
 
 def test_gcra_allows_the_limit_then_says_when(redis_url):

@@ -15,26 +15,17 @@ from router.redisconn import connect
 from router.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry
 from router.status import Status
 from router.store import PredictionStore
+from tests.redisdb import flush, private_db
 
-DB = int(os.environ.get("VENDO_TEST_REGISTRY_DB", "11"))
+DB = int(os.environ.get("VENDO_TEST_REGISTRY_DB", "7"))
 KEYS = Keys("vendo:")
 
 
 @pytest.fixture
 def redis_url(tmp_path):
-    import redis
-
-    url = os.environ.get("VENDO_TEST_REDIS_URL_REGISTRY", f"redis://127.0.0.1:6379/{DB}")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        from cluster.embedded import ensure_redis
-        from cluster.settings import Settings
-
-        url = ensure_redis(Settings(data_dir=tmp_path))
-    redis.Redis.from_url(url).flushdb()
+    url = private_db(DB)
     yield url
-    redis.Redis.from_url(url).flushdb()
+    flush(url)
 
 
 def run(redis_url, fn):

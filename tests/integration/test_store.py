@@ -13,30 +13,21 @@ from router.keys import Keys
 from router.redisconn import connect
 from router.status import Status
 from router.store import PredictionStore
+from tests.redisdb import flush, private_db
 
 DB = int(os.environ.get("VENDO_TEST_STORE_DB", "12"))
 
 
 @pytest.fixture
 def store(tmp_path):
-    import redis
-
-    url = os.environ.get("VENDO_TEST_REDIS_URL_STORE", f"redis://127.0.0.1:6379/{DB}")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        from cluster.embedded import ensure_redis
-        from cluster.settings import Settings
-
-        url = ensure_redis(Settings(data_dir=tmp_path))
-    redis.Redis.from_url(url).flushdb()
+    url = private_db(DB)
 
     def make():
         r = connect(url)
         return PredictionStore(r, Keys("vendo:"), ttl_s=3600)
 
     yield make
-    redis.Redis.from_url(url).flushdb()
+    flush(url)
 
 
 def _record(pid: str, account: str = "alice", ts: float | None = None) -> dict:

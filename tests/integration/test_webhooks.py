@@ -15,6 +15,7 @@ from replicate.exceptions import ReplicateError
 from replicate.webhook import WebhookSigningSecret
 
 from tests.integration.webhook_receiver import Receiver
+from tests.redisdb import flush, private_db
 
 pytestmark = pytest.mark.integration
 
@@ -154,24 +155,14 @@ def test_private_webhooks_refused_unless_allowed(cluster, examples, receiver):
 
 # the delivery queue on a real Redis, no Ray
 
-DB = int(os.environ.get("VENDO_TEST_WEBHOOK_DB", "11"))
+DB = int(os.environ.get("VENDO_TEST_WEBHOOK_DB", "8"))
 
 
 @pytest.fixture
 def redis_url(tmp_path):
-    import redis
-
-    url = os.environ.get("VENDO_TEST_REDIS_URL_WEBHOOKS", f"redis://127.0.0.1:6379/{DB}")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        from cluster.embedded import ensure_redis
-        from cluster.settings import Settings
-
-        url = ensure_redis(Settings(data_dir=tmp_path))
-    redis.Redis.from_url(url).flushdb()
+    url = private_db(DB)
     yield url
-    redis.Redis.from_url(url).flushdb()
+    flush(url)
 
 
 def _parts(url: str):

@@ -1,0 +1,191 @@
+"""Named deployments (keep-warm endpoints): `owner/name` pinned to a version with its own hardware
+and min/max instances, each its own Serve application. `min_instances ≥ 1` keeps replicas warm;
+every update bumps the release number and rolls the app to the new configuration (Serve replaces
+replicas gracefully, so predictions already running finish)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.apps import AppManager
+from router.errors import Conflict, InvalidRequest, NotFound
+from router.keys import Keys
+from router.refs import ModelRef
+from router.store import now_iso
+
+log = logging.getLogger("vendo.deployments")
+
+DEPLOYMENT_APP_PREFIX = "d-"
+MIN_INSTANCES = (0, 5)
+MAX_INSTANCES = (1, 20)
+FIELDS = ("version", "hardware", "min_instances", "max_instances")
+
+
+def deployment_app(owner: str, name: str) -> str:
+    return f"{DEPLOYMENT_APP_PREFIX}{owner}--{name}"
+
+
+def check_instances(min_i: Any, max_i: Any) -> tuple[int, int]:
+    for field, value, (lo, hi) in (("min_instances", min_i, MIN_INSTANCES),
+                                    ("max_instances", max_i, MAX_INSTANCES)):
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise InvalidRequest(field, f"must be an integer from {lo} to {hi}")
+    if min_i > max_i:
+        raise InvalidRequest("min_instances", "must not exceed max_instances")
+    return min_i, max_i
+
+
+class DeploymentService:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, apps: AppManager, resolve_version, skus):
+        """`resolve_version(account, model_ref) -> (model, version)` applies visibility rules;
+        `skus()` returns the hardware config."""
+        self.redis = redis
+        self.keys = keys
+        self.apps = apps
+        self.resolve_version = resolve_version
+        self.skus = skus
+
+    async def get_record(self, owner: str, name: str) -> dict[str, Any] | None:
+        raw = await self.redis.hgetall(self.keys.deployment(owner, name))
+        if not raw:
+            return None
+        for k in ("number", "min_instances", "max_instances"):
+            raw[k] = int(raw[k])
+        return raw
+
+    async def get(self, account: dict, owner: str, name: str) -> dict[str, Any]:
+        d = await self.get_record(owner, name)
+        if d is None or d["owner"] != account["username"]:
+            raise NotFound("Deployment", f"{owner}/{name}")
+        return d
+
+    async def list(self, account: dict) -> list[dict[str, Any]]:
+        refs = await self.redis.zrange(self.keys.account_deployments(account["username"]), 0, -1)
+        out = []
+        for ref in refs:
+            o, n = ref.split("/", 1)
+            d = await self.get_record(o, n)
+            if d:
+                out.append(d)
+        return out
+
+    def _hardware(self, value: Any) -> str:
+        skus = self.skus()
+        if value is None:
+            return skus.default
+        if not isinstance(value, str) or value not in skus.skus:
+            raise InvalidRequest("hardware", f"unknown SKU {value!r}; one of {sorted(skus.skus)}")
+        return value
+
+    async def _version(self, account: dict, model: str, version: Any) -> dict:
+        if not isinstance(model, str):
+            raise InvalidRequest("model", "must be owner/name")
+        ref = ModelRef.parse(model, field="model")
+        if version is not None and not isinstance(version, str):
+            raise InvalidRequest("version", "must be a version id")
+        _, v = await self.resolve_version(account, ModelRef(ref.owner, ref.name, version))
+        return v
+
+    async def create(self, account: dict, body: dict) -> dict[str, Any]:
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("name", "is required")
+        owner = account["username"]
+        ModelRef(owner, name).check_names("name")
+        v = await self._version(account, body.get("model"), body.get("version"))
+        min_i, max_i = check_instances(body.get("min_instances", 0), body.get("max_instances", 1))
+        now = now_iso()
+        record = {"owner": owner, "name": name, "model": v["model"], "version": v["id"],
+                  "hardware": self._hardware(body.get("hardware")), "min_instances": min_i,
+                  "max_instances": max_i, "number": 1, "created_at": now, "release_created_at": now,
+                  "created_by": owner}
+        key = self.keys.deployment(owner, name)
+        if not await self.redis.hsetnx(key, "owner", owner):
+            raise Conflict(f"deployment {owner}/{name} already exists")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={k: str(v_) for k, v_ in record.items()})
+        pipe.zadd(self.keys.account_deployments(owner), {f"{owner}/{name}": time.time()})
+        pipe.sadd(self.keys.deployments(), f"{owner}/{name}")
+        await pipe.execute()
+        await self.roll(record, v)
+        return await self.get_record(owner, name)
+
+    async def update(self, account: dict, owner: str, name: str, body: dict) -> dict[str, Any]:
+        d = await self.get(account, owner, name)
+        unknown = [k for k in body if k not in FIELDS]
+        if unknown:
+            raise InvalidRequest(unknown[0], f"cannot be updated; one of {list(FIELDS)}")
+        if not body:
+            raise InvalidRequest("body", f"give at least one of {list(FIELDS)}")
+        changes: dict[str, Any] = {}
+        if "version" in body:
+            v = await self._version(account, d["model"], body["version"])
+            changes["version"] = v["id"]
+        if "hardware" in body:
+            changes["hardware"] = self._hardware(body["hardware"])
+        min_i, max_i = check_instances(body.get("min_instances", d["min_instances"]),
+                                       body.get("max_instances", d["max_instances"]))
+        changes.update(min_instances=min_i, max_instances=max_i, release_created_at=now_iso())
+        key = self.keys.deployment(owner, name)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={k: str(v_) for k, v_ in changes.items()})
+        pipe.hincrby(key, "number", 1)
+        await pipe.execute()
+        d = await self.get_record(owner, name)
+        await self.roll(d, await self.apps_version(d["version"]))
+        return d
+
+    async def apps_version(self, vid: str) -> dict:
+        from router.registry import Registry
+
+        v = await Registry(self.redis, self.keys).get_version(vid)
+        if v is None:
+            raise NotFound("Version", vid)
+        return v
+
+    def spec(self, d: dict, version: dict) -> dict[str, Any]:
+        """What the Serve app of a deployment is built from: its version with the deployment's
+        hardware and instance counts."""
+        return {**version, "hardware": d["hardware"], "min_replicas": int(d["min_instances"]),
+                "max_replicas": int(d["max_instances"]), "deployment": f"{d['owner']}/{d['name']}",
+                "release": int(d["number"])}
+
+    async def roll(self, d: dict, version: dict) -> None:
+        await self.apps.deploy(deployment_app(d["owner"], d["name"]), self.spec(d, version))
+
+    async def delete(self, account: dict, owner: str, name: str) -> None:
+        await self.get(account, owner, name)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.deployment(owner, name))
+        pipe.zrem(self.keys.account_deployments(owner), f"{owner}/{name}")
+        pipe.srem(self.keys.deployments(), f"{owner}/{name}")
+        await pipe.execute()
+        # Serve waits for running predictions (graceful shutdown) while it tears the app down
+        asyncio.get_running_loop().create_task(self.apps.delete(deployment_app(owner, name)))
+
+    async def target(self, account: dict, owner: str, name: str) -> tuple[dict, dict, str]:
+        """(deployment, version spec, app) for a prediction through a deployment."""
+        d = await self.get(account, owner, name)
+        v = await self.apps_version(d["version"])
+        return d, self.spec(d, v), deployment_app(owner, name)
+
+    async def reconcile(self) -> list[str]:
+        """Recreate the apps of deployments that must stay up (min_instances ≥ 1) when Serve lacks
+        them, e.g. after a head restart; the rest come back on demand."""
+        created = []
+        for ref in await self.redis.smembers(self.keys.deployments()):
+            o, n = ref.split("/", 1)
+            d = await self.get_record(o, n)
+            if not d or d["min_instances"] < 1:
+                continue
+            app = deployment_app(o, n)
+            if not await self.apps.exists(app):
+                await self.apps.handle(app, self.spec(d, await self.apps_version(d["version"])))
+                created.append(app)
+                log.info("reconcile: recreated %s", app)
+        return created

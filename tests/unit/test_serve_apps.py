@@ -1,0 +1,25 @@
+"""Serve options come from vendo's settings and the version, never Ray's defaults."""
+
+from cluster.serve_apps import autoscaling
+from cluster.settings import Settings
+
+
+def test_every_autoscaling_field_is_set_and_scales_to_zero():
+    a = autoscaling(Settings(autoscale_downscale_delay_s=60, autoscale_upscale_delay_s=2), 3)
+    assert a["min_replicas"] == 0 and a["initial_replicas"] == 0 and a["max_replicas"] == 3
+    assert a["downscale_delay_s"] == a["downscale_to_zero_delay_s"] == 60
+    assert a["upscale_delay_s"] == 2
+    from ray.serve.config import AutoscalingConfig
+
+    unset = set(AutoscalingConfig.model_fields) - set(a) - {"policy", "aggregation_function",
+                                                            "upscale_smoothing_factor",
+                                                            "downscale_smoothing_factor",
+                                                            "upscaling_factor", "downscaling_factor"}
+    assert not unset, f"left to Ray's defaults: {unset}"
+    AutoscalingConfig(**a)  # valid for this Ray
+
+
+def test_per_version_delays_and_keep_warm():
+    a = autoscaling(Settings(), 2, 1, {"downscale_delay_s": 5, "upscale_delay_s": 0})
+    assert a["min_replicas"] == a["initial_replicas"] == 1
+    assert a["downscale_delay_s"] == 5 and a["upscale_delay_s"] == 0
