@@ -77,7 +77,7 @@ async def _one_shape(send: load.Send, plan: Plan) -> dict[str, list[load.Run]]:
                 pool, send, max_requests=plan.latency_requests, max_s=plan.latency_max_s))
         for c in plan.concurrencies:
             async with load.Pool(c) as pool:
-                await load.warm(pool, send, 2 * c)
+                await load.warm(pool, send, c)
                 runs.setdefault(f"c{c}", []).append(await load.closed_loop(
                     pool, send, max_requests=plan.throughput_requests, max_s=plan.throughput_max_s))
     return runs

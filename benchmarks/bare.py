@@ -19,16 +19,24 @@ api = FastAPI(title="bare Serve")
 class BareModel:
     """One Cog predictor, set up in the constructor, called with a prediction's input."""
 
-    async def __init__(self, project_dir: str):
+    async def __init__(self, project_dir: str, slots: int | None = None):
         from deployments import cog_runtime
 
         self.constructed_at = time.time()
+        # `slots` < max_ongoing_requests: the extra requests wait here, already routed (experiment)
+        self.slots = asyncio.Semaphore(slots) if slots else None
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
         self.predictor = await asyncio.to_thread(cog_runtime.load, project_dir)
         await self.predictor.asetup(self.pool)
         self.ready_at = time.time()
 
     async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.slots is None:
+            return await self._predict(payload)
+        async with self.slots:
+            return await self._predict(payload)
+
+    async def _predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         from deployments import cog_runtime
 
         p = self.predictor
@@ -59,7 +67,8 @@ class BareIngress:
 
 
 def bare_app(project_dir: str, *, max_ongoing_requests: int, autoscaling_config: dict[str, Any],
-             ray_actor_options: dict[str, Any], graceful_shutdown_timeout_s: float = 20.0):
+             ray_actor_options: dict[str, Any], graceful_shutdown_timeout_s: float = 20.0,
+             slots: int | None = None):
     """The Serve application: ingress (as vendo's router: no CPU reserved, 1000 in flight) and the
     model deployment with the options vendo would give this project's version."""
     model = serve.deployment(
@@ -67,7 +76,7 @@ def bare_app(project_dir: str, *, max_ongoing_requests: int, autoscaling_config:
         max_ongoing_requests=max_ongoing_requests, max_queued_requests=-1,
         autoscaling_config=autoscaling_config, graceful_shutdown_timeout_s=graceful_shutdown_timeout_s,
         graceful_shutdown_wait_loop_s=1.0, health_check_period_s=10.0, health_check_timeout_s=30.0,
-    ).bind(project_dir)
+    ).bind(project_dir, slots)
     ingress = serve.deployment(BareIngress, name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
                                max_ongoing_requests=1000)
     return ingress.bind(model)

@@ -74,7 +74,7 @@ async def measure(senders: dict[str, load.Send], plan: Plan, *, rotate: bool = T
             runs[name].setdefault("c1", []).append(run)
             for c in plan.concurrencies:
                 async with load.Pool(c) as pool:
-                    await load.warm(pool, send, 2 * c)
+                    await load.warm(pool, send, c)
                     run = await load.closed_loop(pool, send, max_requests=plan.throughput_requests,
                                                  max_s=plan.throughput_max_s)
                 runs[name].setdefault(f"c{c}", []).append(run)

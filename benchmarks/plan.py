@@ -15,11 +15,12 @@ class Plan:
     latency_max_s: float = 4.0
     throughput_requests: int = 50_000  # per trial (or until throughput_max_s)
     throughput_max_s: float = 4.0
-    warm_requests: int = 30
+    warm_requests: int = 30  # at concurrency 1; at higher ones, one per connection
     poll_interval_s: float = 0.005
-    cold_trials: int = 3
+    cold_trials: int = 5  # replica start varies by seconds on 2 busy cores: more trials than the rest
+    cold_settle_s: float = 3.0  # at zero replicas this long before the prediction
     efficiency_replicas: tuple[int, ...] = (1, 2, 4)
-    efficiency_max_s: float = 5.0
+    efficiency_max_s: float = 4.0
     stream_predictions: int = 6  # per trial
     stream_items: int = 8
     file_predictions: int = 6  # per trial and mode
@@ -31,5 +32,5 @@ def full() -> Plan:
 
 def quick() -> Plan:
     return Plan(trials=1, latency_requests=40, latency_max_s=1.0, throughput_requests=400,
-                throughput_max_s=1.0, warm_requests=5, cold_trials=1, efficiency_replicas=(1, 2),
+                throughput_max_s=1.0, warm_requests=5, cold_trials=1, cold_settle_s=0.5, efficiency_replicas=(1, 2),
                 efficiency_max_s=1.5, stream_predictions=2, file_predictions=2)

@@ -245,14 +245,16 @@ def _wait_health(url: str, timeout_s: float = 90.0) -> None:
 
 
 def deploy_bare(name: str, prefix: str, project: Path, *, max_ongoing_requests: int,
-                autoscaling_config: dict[str, Any], ray_actor_options: dict[str, Any]) -> None:
+                autoscaling_config: dict[str, Any], ray_actor_options: dict[str, Any],
+                slots: int | None = None) -> None:
     """Run a bare Serve app (ingress + model) for `project` at `prefix` on the same proxy."""
     from ray import serve
 
     from benchmarks.bare import bare_app
 
     serve.run(bare_app(str(project), max_ongoing_requests=max_ongoing_requests,
-                       autoscaling_config=autoscaling_config, ray_actor_options=ray_actor_options),
+                       autoscaling_config=autoscaling_config, ray_actor_options=ray_actor_options,
+                       slots=slots),
               name=name, route_prefix=prefix)
 
 
