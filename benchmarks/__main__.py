@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lock-held", action="store_true",
                     help="the caller already holds /tmp/vendo-ray.lock (e.g. under flock(1))")
     ap.add_argument("--report-only", action="store_true", help="redraw latest.md/png from latest.json")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="also put the goals and overhead tables in README.md's Performance section")
     args = ap.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="vendo-bench-quick-")) if args.quick else RESULTS)
     if args.report_only:
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         res = run(parts, plans.quick() if args.quick else plans.full(), args.lock_held)
     paths = report.write(res, out)
     print(report.markdown(res))
+    if args.update_readme:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        log("README.md updated" if report.update_readme(res, readme) else "README.md has no benchmark markers")
     log(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 1 if res.get("errors") else 0
 

@@ -158,6 +158,13 @@ def markdown(res: dict[str, Any]) -> str:
             b = e.get("bare", {}).get(n, {})
             lines.append(f"| {n} | {d['ideal_per_s']:.0f}/s | {fmt(F(d['throughput']))} | {fmt(F(d['efficiency']), 2)} | "
                          f"{fmt(F(b.get('throughput')))} | {fmt(F(b.get('efficiency')), 2)} |")
+        if o and "throughput_c16" in o["figures"]["bare"]:
+            cap = F(o["figures"]["bare"]["throughput_c16"]).median
+            over = [n for n, d in e["vendo"].items() if d["ideal_per_s"] > cap]
+            if over:
+                lines += ["", f"On this machine bare Serve pushes at most ~{cap:.0f} no-op predictions/s (part 1, c=16): "
+                          f"the ideal at {', '.join(over)} replicas is above that, so there the figure is bound by the "
+                          "CPU, not by scheduling."]
     s = res.get("streaming")
     if s:
         lines += ["", f"## 5. Streaming: model yield → SSE `output` event at the client ({s['items_per_prediction']} items, "
@@ -180,6 +187,45 @@ def markdown(res: dict[str, Any]) -> str:
     if res.get("errors"):
         lines += ["", "## Parts that failed", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()]
     return "\n".join(lines) + "\n"
+
+
+# README
+
+README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def readme_section(res: dict[str, Any]) -> str:
+    """The Performance section's body: the machine, the goals and the overhead table."""
+    m = res["machine"]
+    md = markdown(res)
+    goals_table = md.split("## Goals\n\n", 1)[1].split("\n\n", 1)[0]
+    overhead = md.split("## 1. Overhead: no-op model, sync `Prefer: wait` over HTTP\n\n", 1)
+    lines = [
+        README_START,
+        f"Latest run ({res['started_at']}, commit {res.get('commit', '?')}): a **{m['cpus']}-core, {m['memory_gib']} GiB "
+        f"shared-core VM** ({m['cpu_model']}), with the load generator running on the same two cores as "
+        f"everything it measures; Ray {m['ray']}, Cog {m['cog']}. Medians of {res['plan']['trials']} trials "
+        "(min–max). All parts, the chart and the profile: [benchmarks/results/latest.md]"
+        "(benchmarks/results/latest.md), [latest.png](benchmarks/results/latest.png), "
+        "[benchmarks/README.md](benchmarks/README.md).",
+        "",
+        goals_table,
+    ]
+    if len(overhead) == 2:
+        lines += ["", "No-op model, sync predictions over HTTP:", "", overhead[1].split("\n\n", 1)[0]]
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def update_readme(res: dict[str, Any], readme: Path) -> bool:
+    """Replace the text between the benchmark markers in `readme`; False if it has none."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + readme_section(res) + tail)
+    return True
 
 
 # chart
