@@ -1,7 +1,9 @@
 """Where a vendo prediction's CPU goes: bring up the benchmark stack, drive the no-op model with sync
-predictions (`Prefer: wait`) at a fixed concurrency, and sample the Serve proxy, the router replica
-and the model replica with py-spy meanwhile (and the bare Serve ingress and model the same way, for
-comparison). Writes collapsed stacks and a summary of the top functions.
+predictions (`Prefer: wait`) at a fixed concurrency, and (1) count the CPU time each process used
+per prediction (psutil: the proxy, the router or bare ingress, the model replica, Redis, the Serve
+controller, the load generator, and the rest of the machine), then (2) sample the proxy, the router
+and the model replica with py-spy (and the bare Serve ingress and model the same way, for
+comparison). Writes collapsed stacks and a summary.
 
     python -m benchmarks.profile [--seconds 15] [--concurrency 16] [--out DIR]
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import re
 import shutil
 import subprocess
@@ -32,13 +35,21 @@ def log(msg: str) -> None:
 
 
 def actor_pids() -> dict[str, int]:
-    """pids of the proxy and the Serve replicas, by role, from their process titles."""
+    """pids of the proxy, the controller, the Serve replicas and redis-server, by role."""
+    import os
+
     import psutil
 
-    found: dict[str, int] = {}
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    found: dict[str, int] = {"load generator": os.getpid()}
+    for p in psutil.process_iter(["pid", "cmdline", "name"]):
         title = " ".join(p.info.get("cmdline") or [])
+        if p.info.get("name") == "redis-server" or title.startswith("redis-server"):
+            found["redis"] = p.info["pid"]
+            continue
         if not title.startswith("ray::"):
+            continue
+        if "ServeController" in title:
+            found["controller"] = p.info["pid"]
             continue
         if "ProxyActor" in title:
             found["proxy"] = p.info["pid"]
@@ -51,6 +62,27 @@ def actor_pids() -> dict[str, int]:
         elif f"ServeReplica:{stk.BARE_APP}:model" in title:
             found["bare_model"] = p.info["pid"]
     return found
+
+
+def cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process, and by the whole machine."""
+    import psutil
+
+    out = {}
+    for role, pid in pids.items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[role] = t.user + t.system
+        except psutil.Error:
+            pass
+    t = psutil.cpu_times()
+    out["machine"] = t.user + t.system + getattr(t, "nice", 0) + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+    return out
+
+
+VENDO_FRAMES = ("(router/", "(deployments/", "(cluster/", "redis/asyncio/client.py", "fastapi/routing.py",
+                "starlette/middleware/base.py", "starlette/concurrency.py", "ray/serve/handle.py",
+                "ActorHandle._actor_method_call")
 
 
 def short(frame: str) -> str:
@@ -66,7 +98,9 @@ def short(frame: str) -> str:
 
 
 def summarize(raw: Path, top: int = 25) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """(samples, top self, top inclusive) from py-spy's collapsed (`raw`) output."""
+    """(samples, top self, top inclusive among the frames that name vendo's own code and the
+    request-path pieces it chooses: FastAPI routing, Starlette middleware, redis-py, Serve handles)
+    from py-spy's collapsed (`raw`) output."""
     selfc: collections.Counter = collections.Counter()
     incl: collections.Counter = collections.Counter()
     total = 0
@@ -80,7 +114,8 @@ def summarize(raw: Path, top: int = 25) -> tuple[int, list[tuple[str, int]], lis
         if frames:
             selfc[frames[-1]] += count
         for f in set(frames):
-            incl[f] += count
+            if any(k in f for k in VENDO_FRAMES):
+                incl[f] += count
     return total, selfc.most_common(top), incl.most_common(top)
 
 
@@ -122,12 +157,21 @@ def main(argv: list[str] | None = None) -> int:
         sku = hardware(None).get(None)
         stk.deploy_bare(stk.BARE_APP, stk.BARE_PREFIX, stk.MODELS / "noop", max_ongoing_requests=128,
                         autoscaling_config=autoscaling(st.settings, 1), ray_actor_options=sku.ray_actor_options())
+        cpu_table: dict[str, dict[str, float]] = {}
+        rates: dict[str, float] = {}
         for who, send, roles in (
             ("vendo", vendo_sync(st.url, st.headers, vid), ["proxy", "router", "model"]),
             ("bare", plain_sync(st.bare_url, "bare Serve"), ["proxy", "bare_ingress", "bare_model"]),
         ):
             asyncio.run(drive(send, args.concurrency, 2.0))  # replicas up before their pids are read
             pids = actor_pids()
+            counted = {r: pids[r] for r in (*roles, "controller", "redis", "load generator") if r in pids}
+            before = cpu_s(counted)
+            run = asyncio.run(drive(send, args.concurrency, args.seconds))
+            after = cpu_s(counted)
+            rates[who] = run.throughput
+            cpu_table[who] = {k: (after[k] - before[k]) / max(run.ok, 1) * 1e3 for k in after if k in before}
+            log(f"{who}: CPU per prediction {cpu_table[who]}")
             log(f"{who}: sampling {', '.join(f'{r}={pids.get(r)}' for r in roles)} for {args.seconds:.0f}s "
                 f"at concurrency {args.concurrency}")
             sub = args.out / who
@@ -144,17 +188,32 @@ def main(argv: list[str] | None = None) -> int:
                     sections.append(f"### {role}: no samples\n")
                     continue
                 total, top_self, top_incl = summarize(raw)
-                per_pred = total / max(run.ok, 1) * 10  # 100 Hz: samples x 10 ms, per prediction
-                sections.append(f"### {role}: {total} samples at 100 Hz while busy "
-                                f"(~{per_pred:.2f} ms of CPU per prediction)\n")
-                sections.append("| inclusive % | function |\n|---|---|")
+                sections.append(f"### {role}: {total} thread samples at 100 Hz\n")
+                sections.append("| inclusive % of samples | vendo's code and the request-path pieces it picks |\n|---|---|")
                 sections += [f"| {n / total * 100:.1f} | `{f}` |" for f, n in top_incl]
                 sections.append("\n| self % | function |\n|---|---|")
                 sections += [f"| {n / total * 100:.1f} | `{f}` |" for f, n in top_self[:15]]
                 sections.append("")
         serve.delete(stk.BARE_APP)
-    (args.out / "summary.md").write_text("# Where the CPU goes (py-spy, 100 Hz, busy threads only)\n\n"
-                                         + "\n".join(sections) + "\n")
+    roles_all = ["proxy", "router", "bare_ingress", "model", "bare_model", "redis", "controller", "load generator"]
+    head = ["| process | vendo, ms CPU per prediction | bare Serve, ms CPU per prediction |", "|---|---|---|"]
+    pairs = [("proxy", "proxy", "proxy"), ("router / bare ingress", "router", "bare_ingress"),
+             ("model replica", "model", "bare_model"), ("redis-server", "redis", "redis"),
+             ("Serve controller", "controller", "controller"), ("load generator", "load generator", "load generator")]
+    for label, v, b in pairs:
+        head.append(f"| {label} | {cpu_table['vendo'].get(v, float('nan')):.2f} | {cpu_table['bare'].get(b, float('nan')):.2f} |")
+    for who in ("vendo", "bare"):
+        named = sum(x for k, x in cpu_table[who].items() if k in roles_all)
+        cpu_table[who]["other"] = cpu_table[who]["machine"] - named
+    head.append(f"| everything else on the machine | {cpu_table['vendo']['other']:.2f} | {cpu_table['bare']['other']:.2f} |")
+    head.append(f"| **whole machine** | **{cpu_table['vendo']['machine']:.2f}** | **{cpu_table['bare']['machine']:.2f}** |")
+    head.append(f"| predictions/s while counted | {rates['vendo']:.0f} | {rates['bare']:.0f} |")
+    (args.out / "cpu.json").write_text(json.dumps({"cpu_ms_per_prediction": cpu_table, "per_s": rates}, indent=1))
+    (args.out / "summary.md").write_text(
+        "# Where the CPU goes: no-op model, sync predictions, concurrency "
+        f"{args.concurrency}\n\n## CPU time per prediction, by process (psutil, {args.seconds:.0f} s of load)\n\n"
+        + "\n".join(head) + "\n\n## py-spy samples (100 Hz, a separate window of the same load)\n\n"
+        + "\n".join(sections) + "\n")
     print((args.out / "summary.md").read_text())
     return 0
 
