@@ -174,6 +174,15 @@ class DeploymentService:
         v = await self.apps_version(d["version"])
         return d, self.spec(d, v), deployment_app(owner, name)
 
+    async def using_version(self, vid: str) -> list[str]:
+        """The deployments (owner/name) whose current release runs version `vid`."""
+        refs = sorted(await self.redis.smembers(self.keys.deployments()))
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            o, n = ref.split("/", 1)
+            pipe.hget(self.keys.deployment(o, n), "version")
+        return [ref for ref, v in zip(refs, await pipe.execute(), strict=True) if v == vid]
+
     async def reconcile(self) -> list[str]:
         """Recreate the apps of deployments that must stay up (min_instances ≥ 1) when Serve lacks
         them, e.g. after a head restart; the rest come back on demand."""

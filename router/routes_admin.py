@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from router import wire
 from router.catalogue import ModelWithLatest
-from router.errors import InvalidRequest
+from router.errors import Conflict, InvalidRequest
 from router.http import CurrentAccount, Rt, base_url
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -66,6 +66,11 @@ async def search_models(request: Request, account: CurrentAccount, rt: Rt, sort_
 @router.delete("/models/{owner}/{name}/versions/{vid}", status_code=204)
 async def delete_version(owner: str, name: str, vid: str, account: CurrentAccount, rt: Rt):
     """Delete a version; its Serve application goes once its running predictions finish."""
+    await rt.catalogue.owned_model(account, owner, name)
+    used_by = await rt.deployments.using_version(vid)
+    if used_by:
+        raise Conflict(f"version {vid} is the current release of deployment(s) {', '.join(used_by)}; "
+                       "update or delete them first")
     await rt.catalogue.delete_version(account, owner, name, vid)
     return Response(status_code=204)
 

@@ -56,6 +56,11 @@ def test_deployment_lifecycle_with_the_client(cluster, warm_versions):
     q.wait()
     assert q.status == "succeeded" and q.version == warm_versions[1]
 
+    # the version a deployment runs cannot be deleted from under it
+    with cluster.http() as h:
+        r = h.delete(f"/v1/models/alice/warm/versions/{warm_versions[1]}")
+    assert r.status_code == 409 and "alice/warm-one" in r.json()["detail"]
+
     assert c.deployments.delete("alice", "warm-one") is True
     wait_for(lambda: replicas(app) is None, 90, "the deployment's app to be deleted")
     with pytest.raises(ReplicateError) as e:
