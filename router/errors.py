@@ -54,38 +54,32 @@ class VersionNotFound(NotFound):
         super().__init__("Version", ref)
 
 
-class InvalidInput(VendoError):
+class FieldError(VendoError):
+    """A 422 that names the offending field and says why."""
+
+    status = 422
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+    def problem(self) -> dict:
+        body = super().problem()
+        body["invalid_fields"] = [{"field": self.field, "reason": self.reason}]
+        return body
+
+
+class InvalidInput(FieldError):
     """A prediction input that fails the version's schema; `field` names the input."""
 
-    status = 422
     title = "Input validation failed"
 
-    def __init__(self, field: str, reason: str):
-        super().__init__(f"{field}: {reason}" if field else reason)
-        self.field = field
-        self.reason = reason
 
-    def problem(self) -> dict:
-        body = super().problem()
-        body["invalid_fields"] = [{"field": self.field, "reason": self.reason}]
-        return body
-
-
-class InvalidRequest(VendoError):
+class InvalidRequest(FieldError):
     """A request body or parameter that is malformed (not a model input)."""
 
-    status = 422
     title = "Invalid request"
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(f"{field}: {reason}" if field else reason)
-        self.field = field
-        self.reason = reason
-
-    def problem(self) -> dict:
-        body = super().problem()
-        body["invalid_fields"] = [{"field": self.field, "reason": self.reason}]
-        return body
 
 
 class Forbidden(VendoError):

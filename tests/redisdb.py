@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import redis
 
 _embedded: str | None = None
@@ -48,3 +49,15 @@ def private_db(db: int) -> str:
 
 def flush(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
+
+
+def fixture(db: int):
+    """A pytest fixture giving the URL of private database `db`, flushed before and after."""
+
+    @pytest.fixture
+    def redis_url():
+        url = private_db(db)
+        yield url
+        flush(url)
+
+    return redis_url

@@ -10,18 +10,13 @@ import secrets
 import pytest
 from replicate.exceptions import ReplicateError
 
-from tests.redisdb import flush, private_db
+from tests import redisdb
 
 pytestmark = pytest.mark.integration
 
 DB = int(os.environ.get("VENDO_TEST_RATELIMIT_DB", "10"))
 
-
-@pytest.fixture
-def redis_url(tmp_path):
-    url = private_db(DB)
-    yield url
-    flush(url)
+redis_url = redisdb.fixture(DB)
 
 
 def test_gcra_allows_the_limit_then_says_when(redis_url):

@@ -15,6 +15,7 @@ import redis
 from router.keys import Keys
 from router.store import parse_iso
 from tests.integration.conftest import FIXTURES
+from tests.integration.test_lifecycle import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +34,7 @@ def short_lived(cluster):
 
 
 def _poll(fn, timeout_s: float = 30):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+    return wait_for(fn, timeout_s, "the retention sweep")
 
 
 def _stored_keys(cluster, prefix: str) -> list[str]:

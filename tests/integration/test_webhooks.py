@@ -14,8 +14,8 @@ import replicate
 from replicate.exceptions import ReplicateError
 from replicate.webhook import WebhookSigningSecret
 
+from tests import redisdb
 from tests.integration.webhook_receiver import Receiver
-from tests.redisdb import flush, private_db
 
 pytestmark = pytest.mark.integration
 
@@ -157,12 +157,7 @@ def test_private_webhooks_refused_unless_allowed(cluster, examples, receiver):
 
 DB = int(os.environ.get("VENDO_TEST_WEBHOOK_DB", "8"))
 
-
-@pytest.fixture
-def redis_url(tmp_path):
-    url = private_db(DB)
-    yield url
-    flush(url)
+redis_url = redisdb.fixture(DB)
 
 
 def _parts(url: str):
