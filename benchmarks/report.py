@@ -205,9 +205,9 @@ def readme_section(res: dict[str, Any]) -> str:
         f"Latest run ({res['started_at']}, commit {res.get('commit', '?')}): a **{m['cpus']}-core, {m['memory_gib']} GiB "
         f"shared-core VM** ({m['cpu_model']}), with the load generator running on the same two cores as "
         f"everything it measures; Ray {m['ray']}, Cog {m['cog']}. Medians of {res['plan']['trials']} trials "
-        "(min–max). All parts, the chart and the profile: [benchmarks/results/latest.md]"
-        "(benchmarks/results/latest.md), [latest.png](benchmarks/results/latest.png), "
-        "[benchmarks/README.md](benchmarks/README.md).",
+        "(min–max). Every part: [benchmarks/results/latest.md](benchmarks/results/latest.md); the chart: "
+        "[latest.png](benchmarks/results/latest.png); the profile: "
+        "[profile.md](benchmarks/results/profile.md).",
         "",
         goals_table,
     ]
@@ -292,6 +292,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
     if c:
         phases = ("intake", "queueing", "replica_start", "setup", "predict", "return")
         shades = ["#444444", "#c85a5a", "#d9a441", "#6aa36a", "#4f86c6", "#9a6fb0"]
+        widest = 0.0
         for row, who in enumerate(("vendo", "bare")):
             left = 0.0
             for k, col in zip(phases, shades, strict=False):
@@ -301,11 +302,13 @@ def chart(res: dict[str, Any], path: Path) -> None:
                 ax.barh(row, v, left=left, color=col, label=k.replace("_", " ") if row == 0 else None)
                 left += v
             tot = F(c["figures"][who]["total"])
-            ax.text(left + 20, row, f"{tot.median:.0f} ms", va="center")
+            ax.text(left + 20, row, f"total {tot.median:.0f} ms", va="center")
+            widest = max(widest, left)
+        ax.set_xlim(0, widest * 1.6)
         ax.set_yticks([0, 1], ["vendo", "bare Serve"])
         ax.set_xlabel("ms (median per phase)")
         ax.set_title("3. Cold start: scale from zero to first result")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="center right")
     ax = axes[1][1]
     e = res.get("efficiency")
     if e and e.get("vendo"):
