@@ -5,7 +5,7 @@ controller, the load generator, and the rest of the machine), then (2) sample th
 and the model replica with py-spy (and the bare Serve ingress and model the same way, for
 comparison). Writes collapsed stacks and a summary.
 
-    python -m benchmarks.profile [--seconds 15] [--concurrency 16] [--out DIR]
+    python -m benchmarks.profile [--seconds 10] [--rounds 3] [--concurrency 16] [--out DIR]
 
 DIR defaults to benchmarks/results/profile/; `summary.md` is the part worth reading."""
 
@@ -17,6 +17,7 @@ import collections
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -145,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved accounting windows per target")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--lock-held", action="store_true")
     args = ap.parse_args(argv)
@@ -157,21 +159,33 @@ def main(argv: list[str] | None = None) -> int:
         sku = hardware(None).get(None)
         stk.deploy_bare(stk.BARE_APP, stk.BARE_PREFIX, stk.MODELS / "noop", max_ongoing_requests=128,
                         autoscaling_config=autoscaling(st.settings, 1), ray_actor_options=sku.ray_actor_options())
-        cpu_table: dict[str, dict[str, float]] = {}
-        rates: dict[str, float] = {}
-        for who, send, roles in (
-            ("vendo", vendo_sync(st.url, st.headers, vid), ["proxy", "router", "model"]),
-            ("bare", plain_sync(st.bare_url, "bare Serve"), ["proxy", "bare_ingress", "bare_model"]),
-        ):
+        targets = {
+            "vendo": (vendo_sync(st.url, st.headers, vid), ["proxy", "router", "model"]),
+            "bare": (plain_sync(st.bare_url, "bare Serve"), ["proxy", "bare_ingress", "bare_model"]),
+        }
+        for send, _ in targets.values():
             asyncio.run(drive(send, args.concurrency, 2.0))  # replicas up before their pids are read
-            pids = actor_pids()
-            counted = {r: pids[r] for r in (*roles, "controller", "redis", "load generator") if r in pids}
-            before = cpu_s(counted)
-            run = asyncio.run(drive(send, args.concurrency, args.seconds))
-            after = cpu_s(counted)
-            rates[who] = run.throughput
-            cpu_table[who] = {k: (after[k] - before[k]) / max(run.ok, 1) * 1e3 for k in after if k in before}
-            log(f"{who}: CPU per prediction {cpu_table[who]}")
+        pids = actor_pids()
+        # (1) CPU accounting, vendo and bare interleaved, `rounds` windows each
+        per: dict[str, dict[str, list[float]]] = {w: collections.defaultdict(list) for w in targets}
+        rate_runs: dict[str, list[float]] = {w: [] for w in targets}
+        for i in range(args.rounds):
+            for who, (send, roles) in targets.items():
+                counted = {r: pids[r] for r in (*roles, "controller", "redis", "load generator") if r in pids}
+                before = cpu_s(counted)
+                run = asyncio.run(drive(send, args.concurrency, args.seconds))
+                after = cpu_s(counted)
+                rate_runs[who].append(run.throughput)
+                for k in after:
+                    if k in before:
+                        per[who][k].append((after[k] - before[k]) / max(run.ok, 1) * 1e3)
+                log(f"round {i + 1}: {who} {run.throughput:.0f}/s, "
+                    f"{per[who]['machine'][-1]:.1f} ms CPU per prediction on the machine")
+        cpu_table = {w: {k: statistics.median(v) for k, v in d.items()} for w, d in per.items()}
+        spread = {w: {k: (min(v), max(v)) for k, v in d.items()} for w, d in per.items()}
+        rates = {w: statistics.median(v) for w, v in rate_runs.items()}
+        # (2) py-spy, one window each
+        for who, (send, roles) in targets.items():
             log(f"{who}: sampling {', '.join(f'{r}={pids.get(r)}' for r in roles)} for {args.seconds:.0f}s "
                 f"at concurrency {args.concurrency}")
             sub = args.out / who
@@ -200,18 +214,26 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [("proxy", "proxy", "proxy"), ("router / bare ingress", "router", "bare_ingress"),
              ("model replica", "model", "bare_model"), ("redis-server", "redis", "redis"),
              ("Serve controller", "controller", "controller"), ("load generator", "load generator", "load generator")]
+    def cell(who: str, k: str) -> str:
+        if k not in cpu_table[who]:
+            return "n/a"
+        lo, hi = spread[who][k]
+        return f"{cpu_table[who][k]:.2f} ({lo:.2f}–{hi:.2f})"
+
     for label, v, b in pairs:
-        head.append(f"| {label} | {cpu_table['vendo'].get(v, float('nan')):.2f} | {cpu_table['bare'].get(b, float('nan')):.2f} |")
+        head.append(f"| {label} | {cell('vendo', v)} | {cell('bare', b)} |")
     for who in ("vendo", "bare"):
         named = sum(x for k, x in cpu_table[who].items() if k in roles_all)
         cpu_table[who]["other"] = cpu_table[who]["machine"] - named
     head.append(f"| everything else on the machine | {cpu_table['vendo']['other']:.2f} | {cpu_table['bare']['other']:.2f} |")
-    head.append(f"| **whole machine** | **{cpu_table['vendo']['machine']:.2f}** | **{cpu_table['bare']['machine']:.2f}** |")
+    head.append(f"| **whole machine** | **{cell('vendo', 'machine')}** | **{cell('bare', 'machine')}** |")
     head.append(f"| predictions/s while counted | {rates['vendo']:.0f} | {rates['bare']:.0f} |")
-    (args.out / "cpu.json").write_text(json.dumps({"cpu_ms_per_prediction": cpu_table, "per_s": rates}, indent=1))
+    (args.out / "cpu.json").write_text(json.dumps({"cpu_ms_per_prediction": cpu_table, "per_s": rates,
+                                                   "windows": per}, indent=1))
     (args.out / "summary.md").write_text(
         "# Where the CPU goes: no-op model, sync predictions, concurrency "
-        f"{args.concurrency}\n\n## CPU time per prediction, by process (psutil, {args.seconds:.0f} s of load)\n\n"
+        f"{args.concurrency}\n\n## CPU time per prediction, by process (psutil; median (min–max) of "
+        f"{args.rounds} windows of {args.seconds:.0f} s each, vendo and bare Serve interleaved)\n\n"
         + "\n".join(head) + "\n\n## py-spy samples (100 Hz, a separate window of the same load)\n\n"
         + "\n".join(sections) + "\n")
     print((args.out / "summary.md").read_text())
