@@ -251,10 +251,14 @@ class ModelReplica:
         downloaded: list[str] = []  # http(s)/data: inputs fetched to temp files
         try:
             local = await self._local_files(pid, payload, inputs_dir)
-            kwargs = await loop.run_in_executor(
-                self.pool, contextvars.copy_context().run, self._prepare, payload, local.get, downloaded)
             with cog_runtime.metric_scope() as metrics:
                 if p.is_async:
+                    # thread hops cost more than the work unless it downloads or uploads files
+                    if _fetches(payload):
+                        kwargs = await loop.run_in_executor(self.pool, contextvars.copy_context().run,
+                                                            self._prepare, payload, local.get, downloaded)
+                    else:
+                        kwargs = self._prepare(payload, local.get, downloaded)
                     run.task = asyncio.current_task()
                     if p.is_iterator:
                         out = []
@@ -263,11 +267,15 @@ class ModelReplica:
                         result = out
                     else:
                         result = await p.call(kwargs)
+                        if _plain(result):
+                            result = self._encode(pid, result)
+                        else:
+                            result = await loop.run_in_executor(self.pool, self._encode, pid, result)
                 else:
+                    # one thread hop for a sync predictor: inputs, the predictor, outputs
                     result = await loop.run_in_executor(
-                        self.pool, contextvars.copy_context().run, self._call_sync, pid, run, kwargs, loop)
-                if not p.is_iterator:
-                    result = await loop.run_in_executor(self.pool, self._encode, pid, result)
+                        self.pool, contextvars.copy_context().run, self._sync_path,
+                        pid, run, payload, local.get, downloaded, loop)
             return result, dict(metrics)
         finally:
             logs.unbind(token)
@@ -293,6 +301,12 @@ class ModelReplica:
         return cog_runtime.prepare_input(self.predictor, payload, resolve_url,
                                          allow_private_urls=self.settings.allow_private_urls,
                                          temp_files=downloaded)
+
+    def _sync_path(self, pid: str, run: _Running, payload: dict, resolve_url, downloaded: list,
+                   loop: asyncio.AbstractEventLoop) -> Any:
+        kwargs = self._prepare(payload, resolve_url, downloaded)
+        result = self._call_sync(pid, run, kwargs, loop)
+        return result if self.predictor.is_iterator else self._encode(pid, result)
 
     def _call_sync(self, pid: str, run: _Running, kwargs: dict, loop: asyncio.AbstractEventLoop) -> Any:
         """Runs in a worker thread; iterator items are encoded here and shipped to the loop."""
@@ -329,6 +343,28 @@ class ModelReplica:
             return FILE_MARKER + key
 
         return cog_runtime.encode_output(value, put_file, index=index)
+
+
+def _fetches(value: Any) -> bool:
+    """Whether preparing this input may download or decode files (so it belongs in a thread)."""
+    if isinstance(value, str):
+        return value.startswith(("http://", "https://", "data:"))
+    if isinstance(value, dict):
+        return any(_fetches(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_fetches(v) for v in value)
+    return False
+
+
+def _plain(value: Any) -> bool:
+    """JSON-native output: encoding it uploads nothing."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
 
 
 def _compact(value: Any) -> str:

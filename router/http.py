@@ -52,8 +52,13 @@ async def current_account(request: Request) -> dict:
     return acct
 
 
+async def _runtime_dep() -> Runtime:
+    # async on purpose: FastAPI runs a sync dependency in a thread pool, on every request
+    return runtime()
+
+
 CurrentAccount = Annotated[dict, Depends(current_account)]
-Rt = Annotated[Runtime, Depends(runtime)]
+Rt = Annotated[Runtime, Depends(_runtime_dep)]
 
 
 def create_app() -> FastAPI:
@@ -89,14 +94,7 @@ def create_app() -> FastAPI:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail))
 
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        limit = _limit_for(request)
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse(PayloadTooLarge(limit).problem(), status_code=413,
-                                media_type="application/problem+json")
-        return await call_next(request)
+    app.add_middleware(_BodyLimit)
 
     @app.get("/health", include_in_schema=False)
     async def health():
@@ -112,10 +110,30 @@ def create_app() -> FastAPI:
     return app
 
 
-def _limit_for(request: Request) -> int:
+class _BodyLimit:
+    """Refuses a declared Content-Length over the route's limit before anything reads the body.
+    Plain ASGI: Starlette's `@app.middleware("http")` costs a task and a stream per request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for k, v in scope["headers"]:
+                if k == b"content-length":
+                    limit = _limit_for(scope["method"], scope["path"])
+                    if v.isdigit() and int(v) > limit:
+                        resp = JSONResponse(PayloadTooLarge(limit).problem(), status_code=413,
+                                            media_type="application/problem+json")
+                        return await resp(scope, receive, send)
+                    break
+        await self.app(scope, receive, send)
+
+
+def _limit_for(method: str, path: str) -> int:
     s = runtime().settings
-    if request.method == "POST" and request.url.path.endswith("/versions"):
+    if method == "POST" and path.endswith("/versions"):
         return s.max_package_bytes
-    if request.url.path.startswith("/v1/files"):
+    if path.startswith("/v1/files"):
         return s.max_upload_bytes
     return s.max_body_bytes
