@@ -57,7 +57,9 @@ def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: st
         ModelReplica,
         name="model",
         ray_actor_options=opts,
-        max_ongoing_requests=concurrency,
+        # one request more than the predictor's slots waits inside the replica (still `starting`),
+        # so a slot that frees is taken at once instead of after Serve's routing backoff
+        max_ongoing_requests=concurrency + 1,
         max_queued_requests=-1,
         autoscaling_config=autoscaling(s, max_replicas, min_replicas, version),
         graceful_shutdown_timeout_s=s.max_prediction_s + 10,
@@ -67,6 +69,7 @@ def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: st
     )
     slim = {k: version.get(k) for k in ("id", "package_key", "hardware")}
     slim["num_gpus"] = sku.num_gpus
+    slim["concurrency"] = concurrency
     return deployment.bind(slim, settings, redis_url)
 
 

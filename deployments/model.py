@@ -98,6 +98,8 @@ class ModelReplica:
         self.files = Files(self.redis, self.keys, self.objects)
         self.running: dict[str, _Running] = {}
         self.setup_error: str | None = None
+        # the predictor's own slots; Serve admits one request more, which waits here
+        self.slots = asyncio.Semaphore(int(version.get("concurrency") or 1))
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
         logs.install()
         cap_gpu_memory(float(version.get("num_gpus") or 0))
@@ -181,6 +183,10 @@ class ModelReplica:
 
     async def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run prediction `request["id"]` on `request["input"]`; returns its terminal status."""
+        async with self.slots:
+            return await self._predict(request)
+
+    async def _predict(self, request: dict[str, Any]) -> dict[str, Any]:
         pid = request["id"]
         if self.setup_error:
             await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
