@@ -130,9 +130,9 @@ class AppManager:
                 log.info("deleted idle Serve app %s", name)
         return deleted
 
-    async def exists(self, app: str) -> bool:
-        await self._apps()
-        return app in self._known
+    async def running_apps(self) -> set[str]:
+        """The names of every Serve application, read from the controller once."""
+        return set(await self._apps())
 
     async def deploy(self, app: str, spec: dict) -> None:
         """Create `app`, or roll it to a new configuration (a named deployment's update). Serve

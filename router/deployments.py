@@ -187,13 +187,17 @@ class DeploymentService:
         """Recreate the apps of deployments that must stay up (min_instances ≥ 1) when Serve lacks
         them, e.g. after a head restart; the rest come back on demand."""
         created = []
-        for ref in await self.redis.smembers(self.keys.deployments()):
+        refs = await self.redis.smembers(self.keys.deployments())
+        if not refs:
+            return created
+        running = await self.apps.running_apps()  # one controller read per round, not per deployment
+        for ref in refs:
             o, n = ref.split("/", 1)
             d = await self.get_record(o, n)
             if not d or d["min_instances"] < 1:
                 continue
             app = deployment_app(o, n)
-            if not await self.apps.exists(app):
+            if app not in running:
                 await self.apps.handle(app, self.spec(d, await self.apps_version(d["version"])))
                 created.append(app)
                 log.info("reconcile: recreated %s", app)
