@@ -23,8 +23,8 @@ up: install
 	done
 	@$(VENDO) status
 	@echo
-	@echo "Base URL:  $$($(PY) -c 'from cluster.settings import Settings; from cluster.up import read_state; print(read_state(Settings())["url"])')"
-	@echo "API token: $$($(PY) -c 'from cluster.settings import Settings; from cluster.up import first_token; print(first_token(Settings()))')"
+	@echo "Base URL:  $$($(PY) -c 'from vendo_core.settings import Settings; from cluster.up import read_state; print(read_state(Settings())["url"])')"
+	@echo "API token: $$($(PY) -c 'from vendo_core.settings import Settings; from cluster.up import first_token; print(first_token(Settings()))')"
 
 down: install
 	$(VENDO) down

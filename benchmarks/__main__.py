@@ -80,8 +80,8 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
     from benchmarks import async_path, coldstart, efficiency, files, overhead, streaming
     from benchmarks import stack as stk
     from benchmarks.cogserver import CogServer
-    from cluster.hardware import hardware
-    from cluster.serve_apps import autoscaling
+    from router.serve_apps import autoscaling
+    from vendo_core.hardware import hardware
 
     res: dict[str, Any] = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                            "machine": machine(), "commit": commit(), "plan": dataclasses.asdict(plan)}

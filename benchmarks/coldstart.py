@@ -5,7 +5,7 @@ with the same deployment options.
 
 Both deployments use short autoscaling delays (1 s down, 1.5 s look-back) so each falls back to zero
 within seconds. vendo's app for the cold version is created here from the same builder the router
-uses (`cluster.serve_apps.version_app_builder`) with those settings, so the router finds it and
+uses (`router.serve_apps.version_app_builder`) with those settings, so the router finds it and
 only the replica is cold; everything else in the run keeps the long delays."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def short_app(stack, vid: str) -> str:
     delays; the router then finds it and only its replica is ever cold. Returns the app name."""
     from ray import serve
 
-    from cluster.serve_apps import version_app_builder
+    from router.serve_apps import version_app_builder
 
     app = stack.app_of(vid)
     short = stack.settings.model_copy(update=SHORT)
@@ -73,8 +73,8 @@ def short_app(stack, vid: str) -> str:
 def setup_apps(stack) -> tuple[str, str]:
     """Push the cold model, create its vendo app with short delays, run the bare one; returns
     (vendo version id, vendo app name)."""
-    from cluster.hardware import hardware
-    from cluster.serve_apps import autoscaling
+    from router.serve_apps import autoscaling
+    from vendo_core.hardware import hardware
 
     vid = stack.push(stk.MODELS / "cold", "cold")
     app = short_app(stack, vid)
@@ -88,7 +88,7 @@ def setup_apps(stack) -> tuple[str, str]:
 
 
 def _iso(ts: str) -> float:
-    from router.store import parse_iso
+    from vendo_core.store import parse_iso
 
     return parse_iso(ts)
 

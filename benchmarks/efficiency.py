@@ -56,8 +56,8 @@ def _figures(runs: list[load.Run], n: int) -> dict[str, Any]:
 async def run(stack, plan: Plan, *, bare: bool = True) -> dict[str, Any]:
     from ray import serve
 
-    from cluster.hardware import hardware
-    from cluster.serve_apps import autoscaling
+    from router.serve_apps import autoscaling
+    from vendo_core.hardware import hardware
 
     out: dict[str, Any] = {"wait_s": WAIT_S, "vendo": {}, "bare": {}}
     skus = hardware(str(stack.settings.hardware_config) if stack.settings.hardware_config else None)

@@ -43,8 +43,8 @@ def log(msg: str) -> None:
 async def _bare(st, n: int, plan: Plan, *, max_ongoing: int = 1, slots: int | None = None) -> dict[str, Any]:
     from ray import serve
 
-    from cluster.hardware import hardware
-    from cluster.serve_apps import autoscaling
+    from router.serve_apps import autoscaling
+    from vendo_core.hardware import hardware
 
     name, prefix = f"bare-x-{n}-{max_ongoing}", f"/bare-x-{n}-{max_ongoing}"
     await asyncio.to_thread(stk.deploy_bare, name, prefix, stk.MODELS / "sleep", max_ongoing_requests=max_ongoing,

@@ -27,7 +27,7 @@ async def _timed(send, http, n: int) -> list[float]:
 
 
 async def run(stack, plan: Plan) -> dict[str, Any]:
-    from router.storage import open_store
+    from vendo_core.storage import open_store
 
     vid = stack.versions["file"]
     urls: list[str] = []

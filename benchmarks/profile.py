@@ -141,8 +141,8 @@ def record(pids: dict[str, int], roles: list[str], seconds: float, out: Path) ->
 def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
-    from cluster.hardware import hardware
-    from cluster.serve_apps import autoscaling
+    from router.serve_apps import autoscaling
+    from vendo_core.hardware import hardware
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

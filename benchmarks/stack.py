@@ -66,7 +66,7 @@ def redis_url_for(data_dir: Path) -> tuple[str, bool]:
         return url, False
     except redis.RedisError:
         from cluster.embedded import ensure_redis
-        from cluster.settings import Settings
+        from vendo_core.settings import Settings
 
         return ensure_redis(Settings(data_dir=data_dir)), True
 
@@ -96,7 +96,8 @@ class Stack:
     def push(self, project: Path, name: str, *, max_replicas: int | None = None, salt: str | None = None,
              hardware: str | None = None) -> str:
         """Push `project` as bench/`name`; `salt` adds a file so the same code gets its own version."""
-        from cluster.packaging import pack_project
+        from vendo_core.ids import version_id
+        from vendo_core.packaging import pack_project
 
         src = project
         tmp = None
@@ -106,7 +107,8 @@ class Stack:
             shutil.copytree(project, src)
             (src / "SALT").write_text(salt + "\n")
         try:
-            data, vid = pack_project(src)
+            data, digest = pack_project(src)
+            vid = version_id(f"{USER}/{name}", digest)
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -123,9 +125,9 @@ class Stack:
         return vid
 
     def version_record(self, vid: str) -> dict[str, Any]:
-        from router.keys import Keys
-        from router.redisconn import connect
-        from router.registry import Registry
+        from vendo_core.keys import Keys
+        from vendo_core.redisconn import connect
+        from vendo_core.registry import Registry
 
         async def get():
             r = connect(self.redis_url)
@@ -137,7 +139,7 @@ class Stack:
         return asyncio.run(get())
 
     def version_field(self, vid: str, name: str) -> str | None:
-        from router.keys import Keys
+        from vendo_core.keys import Keys
 
         r = redis.Redis.from_url(self.redis_url, decode_responses=True)
         try:
@@ -148,7 +150,7 @@ class Stack:
     # Serve
 
     def app_of(self, vid: str) -> str:
-        from router.refs import app_name
+        from vendo_core.ids import app_name
 
         return app_name(vid)
 
@@ -190,8 +192,8 @@ def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None 
     from ray import serve
 
     from cluster.serve_apps import deploy_router
-    from cluster.settings import Settings
     from cluster.up import _ensure_account
+    from vendo_core.settings import Settings
 
     os.chdir(ROOT)  # Ray puts the driver's cwd on the workers' sys.path: `benchmarks` imports there
     data_dir = Path(tempfile.mkdtemp(prefix="vendo-bench-"))

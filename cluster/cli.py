@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import mimetypes
@@ -16,7 +17,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from cluster.settings import Settings
+from cluster import up as up_mod
+from cluster.client import ApiError, Client, ClusterNotFound
+from cluster.up import read_state
+from vendo_core.errors import VendoError
+from vendo_core.keys import Keys
+from vendo_core.packaging import pack_project
+from vendo_core.redisconn import connect
+from vendo_core.registry import Registry
+from vendo_core.settings import Settings
 
 app = typer.Typer(help="vendo: run open models on your own GPUs, the Replicate way.", no_args_is_help=True)
 predictions_app = typer.Typer(help="List, inspect and cancel predictions.", no_args_is_help=True)
@@ -30,8 +39,6 @@ TQDM = re.compile(r"(\d+)%\|.*\| (\d+)/(\d+)")
 
 
 def _client():
-    from cluster.client import Client, ClusterNotFound
-
     try:
         return Client.from_env()
     except ClusterNotFound as e:
@@ -50,7 +57,6 @@ def up(host: str = typer.Option(None, help="interface the API listens on"),
        address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
        detach: bool = typer.Option(False, help="return once the API answers and leave it running")):
     """Start Ray (or join a cluster), Serve and the router."""
-    from cluster import up as up_mod
 
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = Settings(**overrides)
@@ -69,7 +75,6 @@ def up(host: str = typer.Option(None, help="interface the API listens on"),
 @app.command()
 def down():
     """Stop the cluster started by `vendo up` for this data directory."""
-    from cluster import up as up_mod
 
     if up_mod.stop(Settings()):
         out.print("vendo stopped")
@@ -80,8 +85,6 @@ def down():
 @app.command()
 def status():
     """Versions with their state, and where state and files live."""
-    from cluster.client import ApiError
-
     c = _client()
     try:
         st = c.json("GET", "/v1/status")
@@ -105,14 +108,10 @@ def push(directory: Path = typer.Argument(..., exists=True, file_okay=False, hel
          downscale_delay_s: Optional[float] = typer.Option(None, help="idle seconds before scaling down"),
          upscale_delay_s: Optional[float] = typer.Option(None, help="busy seconds before scaling up")):
     """Package a Cog project and push it as a new version; prints the version id."""
-    from cluster.client import ApiError
-    from cluster.packaging import pack_project
-    from router.errors import VendoError
-
     if not re.match(r"^[^/:]+/[^/:]+$", model):
         _fail(ValueError(f"expected owner/name, got {model!r}"))
     try:
-        data, vid = pack_project(directory)
+        data, _ = pack_project(directory)
     except VendoError as e:
         _fail(e)
     params: dict[str, Any] = {"visibility": visibility}
@@ -153,8 +152,6 @@ def run(ref: str = typer.Argument(..., help="owner/name or owner/name:version"),
         inputs: list[str] = typer.Option([], "-i", "--input", help="key=value; key=@file for files"),
         output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="download file outputs here")):
     """Run a prediction, showing logs and progress, and print its output."""
-    from cluster.client import ApiError
-
     m = re.match(r"^(?P<owner>[^/]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$", ref)
     if not m:
         _fail(ValueError(f"expected owner/name[:version], got {ref!r}"))
@@ -239,8 +236,6 @@ def predictions_list(limit: int = typer.Option(20, help="how many to show")):
 @predictions_app.command("get")
 def predictions_get(pid: str):
     """One prediction as JSON."""
-    from cluster.client import ApiError
-
     try:
         out.print_json(data=_client().json("GET", f"/v1/predictions/{pid}"))
     except ApiError as e:
@@ -250,8 +245,6 @@ def predictions_get(pid: str):
 @predictions_app.command("cancel")
 def predictions_cancel(pid: str):
     """Cancel a prediction."""
-    from cluster.client import ApiError
-
     try:
         p = _client().json("POST", f"/v1/predictions/{pid}/cancel")
     except ApiError as e:
@@ -262,12 +255,6 @@ def predictions_cancel(pid: str):
 @accounts_app.command("create")
 def accounts_create(username: str, name: Optional[str] = typer.Option(None)):
     """Create an account (or add a token to one) and print its new API token."""
-    import asyncio
-
-    from cluster.up import read_state
-    from router.keys import Keys
-    from router.redisconn import connect
-    from router.registry import Registry
 
     settings = Settings()
     state = read_state(settings) or {}

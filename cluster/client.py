@@ -7,8 +7,8 @@ import os
 
 import httpx
 
-from cluster.settings import Settings
 from cluster.up import first_token, read_state
+from vendo_core.settings import Settings
 
 
 class ClusterNotFound(Exception):

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from cluster.settings import Settings
+from cluster.embedded import ensure_redis, stop_redis
+from vendo_core.keys import Keys
+from vendo_core.redisconn import connect
+from vendo_core.registry import Registry
+from vendo_core.settings import Settings
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "token"
@@ -49,10 +53,6 @@ def first_token(settings: Settings) -> str:
 
 
 async def _ensure_account(settings: Settings, redis_url: str, username: str, token: str) -> None:
-    from router.keys import Keys
-    from router.redisconn import connect
-    from router.registry import Registry
-
     r = connect(redis_url)
     try:
         await Registry(r, Keys(settings.redis_prefix)).create_account(username, token)
@@ -67,11 +67,10 @@ def ensure_account(settings: Settings, redis_url: str, username: str, token: str
 def start(settings: Settings, address: str | None = None, num_cpus: float | None = None,
           num_gpus: float | None = None) -> tuple[str, str, str]:
     """Start (or join) Ray, Serve and the router. Returns (base URL, token, redis URL)."""
-    import ray
+    import ray  # heavy: only starting or stopping a cluster needs it
     from ray import serve
 
-    from cluster.embedded import ensure_redis
-    from cluster.serve_apps import deploy_router
+    from cluster.serve_apps import deploy_router  # imports Ray Serve and the router: only `up` needs them
 
     data = settings.resolved_data_dir()
     data.mkdir(parents=True, exist_ok=True)
@@ -97,7 +96,7 @@ def _display_host(host: str) -> str:
 
 def run_foreground(settings: Settings, address: str | None) -> None:
     """`vendo up` without --detach: start, write the state file, block until a signal."""
-    import ray
+    import ray  # heavy: only starting or stopping a cluster needs it
     from ray import serve
 
     url, token, redis_url = start(settings, address)
@@ -152,8 +151,6 @@ def _answers(url: str) -> bool:
 
 def stop(settings: Settings, timeout_s: float = 60.0) -> bool:
     """Stop the cluster that `vendo up` started for this data directory, and its embedded Redis."""
-    from cluster.embedded import stop_redis
-
     state = read_state(settings)
     stopped = False
     if state:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from router.errors import PackageInvalid
+from vendo_core.errors import PackageInvalid
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

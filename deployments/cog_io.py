@@ -11,15 +11,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
-import ipaddress
 import os
 import pathlib
 import shutil
-import socket
 import tempfile
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import cog
 import requests
@@ -27,10 +25,14 @@ from cog import _adt as adt
 from cog import _inspector
 from cog.types import URLPath
 
-from router.errors import InvalidInput
+from vendo_core.errors import InvalidInput
+from vendo_core.netpolicy import NonPublicAddress, check_public_sync
 
-if TYPE_CHECKING:
-    from deployments.cog_runtime import LoadedPredictor
+
+class Loaded(Protocol):
+    """What input preparation needs of a loaded predictor (`cog_runtime.LoadedPredictor`)."""
+
+    inputs: dict[str, adt.InputField]
 
 _FILE_PRIMITIVES = (adt.PrimitiveType.PATH, adt.PrimitiveType.FILE)
 _REPEATED = (adt.Repetition.REPEATED, adt.Repetition.OPTIONAL_REPEATED)
@@ -52,28 +54,15 @@ def _type_name(ft: adt.FieldType) -> str:
 
 
 def _check_public(name: str, url: str) -> None:
-    parsed = urllib.parse.urlsplit(url)
-    host = parsed.hostname
+    host = urllib.parse.urlsplit(url).hostname
     if not host:
         raise InvalidInput(name, "Invalid value for type Path")
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        check_public_sync(url)
+    except NonPublicAddress:
+        raise PrivateURLRefused(name, f"URL host {host!r} resolves to a non-public address") from None
     except (OSError, ValueError):
         raise InvalidInput(name, f"cannot resolve host {host!r}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if (
-            ip.is_private
-            or ip.is_loopback
-            or ip.is_link_local
-            or ip.is_reserved
-            or ip.is_multicast
-            or ip.is_unspecified
-        ):
-            raise PrivateURLRefused(name, f"URL host {host!r} resolves to a non-public address")
 
 
 def _file_value(name: str, primitive: adt.PrimitiveType, value: Any, resolve_url: Any, allow_private: bool) -> Any:
@@ -167,7 +156,7 @@ def _download(name: str, value: Any, temp_files: list[str] | None, allow_private
 
 
 def prepare_input(
-    loaded: LoadedPredictor,
+    loaded: Loaded,
     payload: dict,
     resolve_url: Callable[[str], str | None] | None = None,
     *,

@@ -38,7 +38,7 @@ from deployments import cog_schema
 from deployments.cog_config import CogConfig, read_cog_config, runtime_env_for
 from deployments.cog_io import PrivateURLRefused, encode_output, prepare_input
 from deployments.cog_metrics import CollectedMetrics, PredictionScope, metric_scope
-from router.errors import PackageInvalid
+from vendo_core.errors import PackageInvalid
 
 __all__ = [
     "CogConfig",

@@ -14,12 +14,12 @@ from typing import Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from router.errors import VersionNotFound
-from router.keys import Keys
+from vendo_core.errors import VersionNotFound
+from vendo_core.ids import VERSION_APP_PREFIX
+from vendo_core.keys import Keys
 
 log = logging.getLogger("vendo.apps")
 
-VERSION_APP_PREFIX = "v-"
 LOCK_TTL_MS = 60_000
 
 
@@ -129,6 +129,10 @@ class AppManager:
                 deleted.append(name)
                 log.info("deleted idle Serve app %s", name)
         return deleted
+
+    async def statuses(self) -> dict[str, Any]:
+        """Serve's status of every application by name, read from the controller once."""
+        return await self._apps()
 
     async def running_apps(self) -> set[str]:
         """The names of every Serve application, read from the controller once."""

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from router.errors import InvalidRequest
-from router.keys import Keys
+from vendo_core.errors import InvalidRequest
+from vendo_core.keys import Keys
 
 log = logging.getLogger("vendo.deadlines")
 

@@ -1,4 +1,4 @@
-"""The router ingress deployment: the FastAPI app under Ray Serve."""
+"""The router ingress deployment: one runtime per replica, and the FastAPI app built over it."""
 
 from __future__ import annotations
 
@@ -6,23 +6,21 @@ import logging
 
 from ray import serve
 
-from router.http import create_app, set_runtime
+from router.app import create_app
+from router.runtime import Runtime
+from router.serve_apps import version_app_builder
+from vendo_core.settings import Settings
 
-app = create_app()
 
-
-@serve.ingress(app)
+@serve.ingress()
 class Router:
     async def __init__(self, settings: dict, redis_url: str):
-        from cluster.serve_apps import version_app_builder
-        from cluster.settings import Settings
-        from router.runtime import Runtime
-
         logging.basicConfig(level=logging.INFO)
-        s = Settings(**settings)
-        self.rt = Runtime(s, redis_url, version_app_builder(settings, redis_url))
-        set_runtime(self.rt)
+        self.rt = Runtime(Settings(**settings), redis_url, version_app_builder(settings, redis_url))
         self.rt.start_background()
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.rt)
 
     def check_health(self) -> None:
         return None

@@ -12,13 +12,13 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from router.errors import InvalidRequest, PayloadTooLarge
+from vendo_core.errors import InvalidRequest, PayloadTooLarge
+from vendo_core.files import Upload
 
 FILE_PART = "content"
 MAX_FIELD_BYTES = 64 * 1024
@@ -27,22 +27,6 @@ FLUSH_BYTES = 1024 * 1024
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # type/subtype with optional parameters, no control characters (it becomes a response header)
 _MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?:\s*;[^\x00-\x1f\x7f]*)?$")
-
-
-@dataclass
-class Upload:
-    """One received file, in a temporary file the caller must `discard()`."""
-
-    path: Path
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-    md5: str
-    fields: dict[str, str] = field(default_factory=dict)
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 class _Sink:

@@ -8,9 +8,9 @@ from importlib import resources
 
 import redis.asyncio as aioredis
 
-from router.errors import RateLimited
-from router.keys import Keys
-from router.registry import token_digest
+from vendo_core.errors import RateLimited
+from vendo_core.keys import Keys
+from vendo_core.registry import token_digest
 
 PERIOD_MS = 60_000
 CREATES, REQUESTS = "creates", "requests"

@@ -15,8 +15,8 @@ import time
 
 import redis.asyncio as aioredis
 
-from router.keys import Keys
-from router.storage import ObjectStore
+from vendo_core.keys import Keys, prediction_files
+from vendo_core.storage import ObjectStore
 
 log = logging.getLogger("vendo.retention")
 
@@ -45,11 +45,6 @@ _DONE = json.dumps({"succeeded": "{}", "failed": json.dumps({"reason": "error"})
                     "canceled": json.dumps({"reason": "canceled"})})
 
 
-def storage_prefix(pid: str) -> str:
-    """Where a prediction's own files live (its outputs)."""
-    return f"predictions/{pid}/"
-
-
 class Retention:
     def __init__(self, redis: aioredis.Redis, keys: Keys, objects: ObjectStore):
         self.redis = redis
@@ -60,7 +55,7 @@ class Retention:
     async def purge(self, pid: str) -> bool:
         """Remove one prediction's data now; False if there was no record left."""
         # files first: if this fails the id stays in the set and the next sweep tries again
-        await asyncio.to_thread(self.objects.delete_prefix, storage_prefix(pid))
+        await asyncio.to_thread(self.objects.delete_prefix, prediction_files(pid))
         k = self.keys
         done = await self._purge(
             keys=[k.prediction(pid), k.prediction_logs(pid), k.prediction_output(pid),

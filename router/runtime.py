@@ -1,31 +1,35 @@
-"""Everything one router replica holds: settings, Redis, stores, the Serve app manager, the
-prediction service and its background loops. Built once per replica (or per test app)."""
+"""The composition root: everything one router replica holds (settings, Redis, stores, the Serve
+app manager, the services every door calls, and their background loops), each collaborator built
+once and handed to the others through their constructors."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any, Callable
 
-from cluster.hardware import hardware
-from cluster.settings import Settings
 from router.apps import AppManager
-from router.catalogue import Catalogue
-from router.collections import collections
 from router.deadlines import Deadlines
-from router.deployments import DeploymentService
-from router.files import Files
-from router.keys import Keys
 from router.ratelimit import RateLimiter
-from router.redisconn import connect
-from router.registry import Registry
 from router.retention import Retention
-from router.service import PredictionService
-from router.storage import ObjectStore, open_store
-from router.store import PredictionStore
+from router.services.catalogue import Catalogue
+from router.services.deployments import DeploymentService
+from router.services.predictions import PredictionService
+from router.services.resolve import Resolver
+from router.services.versions import VersionService
 from router.webhook_delivery import WebhookDelivery
 from router.webhooks import WebhookPolicy, WebhookSecrets
+from vendo_core.collections import collections_for
+from vendo_core.files import Files
+from vendo_core.hardware import skus_for
+from vendo_core.keys import Keys
+from vendo_core.redisconn import connect
+from vendo_core.registry import Registry
+from vendo_core.settings import Settings
+from vendo_core.storage import ObjectStore, open_store
+from vendo_core.store import PredictionStore
 
 log = logging.getLogger("vendo.router")
 ACCOUNT_CACHE_S = 5.0
@@ -45,11 +49,17 @@ class Runtime:
                                version_live=self.registry.version_live)
         self.files = Files(self.redis, self.keys, self.objects, expiry_s=settings.file_expiry_s,
                            signing_key=settings.signing_key.encode() if settings.signing_key else None)
-        self.service = PredictionService(self.store, self.registry, self.apps, lease_s=settings.lease_s,
-                                         max_queue_s=settings.max_queue_s,
-                                         files=self.files,
-                                         webhooks=WebhookPolicy(settings.allow_private_webhooks))
-        self.deadlines = Deadlines(self.redis, self.keys, self.service.cancel_now)
+        skus = partial(skus_for, settings)
+        self.resolver = Resolver(self.registry)
+        self.deployments = DeploymentService(self.redis, self.keys, self.apps, self.resolver, skus)
+        self.predictions = PredictionService(self.store, self.resolver, self.apps, deployments=self.deployments,
+                                             lease_s=settings.lease_s, max_queue_s=settings.max_queue_s,
+                                             files=self.files,
+                                             webhooks=WebhookPolicy(settings.allow_private_webhooks))
+        self.versions = VersionService(self.registry, self.resolver, self.objects, self.apps, skus=skus)
+        self.catalogue = Catalogue(self.registry, self.store, self.apps, skus=skus,
+                                   collections=partial(collections_for, settings), deployments=self.deployments)
+        self.deadlines = Deadlines(self.redis, self.keys, self.predictions.cancel_now)
         self.retention = Retention(self.redis, self.keys, self.objects)
         self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
                                    requests_per_min=settings.rate_limit_requests_per_min)
@@ -60,15 +70,6 @@ class Runtime:
             allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
             max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
             claim_idle_s=settings.webhook_claim_idle_s)
-        self.deployments = DeploymentService(
-            self.redis, self.keys, self.apps,
-            lambda account, ref: self.service.resolve(account, model_ref=ref),
-            lambda: hardware(str(settings.hardware_config) if settings.hardware_config else None))
-        self.catalogue = Catalogue(
-            self.registry, self.store, self.apps,
-            skus=lambda: hardware(str(settings.hardware_config) if settings.hardware_config else None),
-            collections=lambda: collections(str(settings.collections_config) if settings.collections_config
-                                            else None))
         self._accounts: dict[str, tuple[float, dict]] = {}
         self._tasks: list[asyncio.Task] = []
 
@@ -90,8 +91,8 @@ class Runtime:
         s = self.settings
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._every(s.sweep_interval_s, self.service.sweep, "sweep")),
-            loop.create_task(self._every(s.lease_s / 3, self.service.renew_leases, "lease renewal")),
+            loop.create_task(self._every(s.sweep_interval_s, self.predictions.sweep, "sweep")),
+            loop.create_task(self._every(s.lease_s / 3, self.predictions.renew_leases, "lease renewal")),
             loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
             loop.create_task(self._every(s.reaper_interval_s, self.deployments.reconcile, "reconcile",
                                          first_s=0.0)),

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from router.errors import InvalidInput
+from vendo_core.errors import InvalidInput
 
 _FILE_SCHEMES = ("http://", "https://", "data:")
 # Order in which cog tries union members when none matches the value's type exactly.

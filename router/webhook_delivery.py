@@ -36,18 +36,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from router import wire
-from router.keys import Keys
-from router.status import Status
-from router.store import PredictionStore
 from router.webhooks import (
     PROGRESS_EVENTS,
-    NonPublicAddress,
     WebhookSecrets,
-    check_public,
     retry_offsets,
     signed_headers,
     wants,
 )
+from vendo_core.keys import Keys
+from vendo_core.netpolicy import NonPublicAddress, check_public
+from vendo_core.status import Status
+from vendo_core.store import PredictionStore
 
 log = logging.getLogger("vendo.webhooks")
 

@@ -8,21 +8,19 @@ signature is HMAC-SHA256, keyed with the base64-decoded part of `whsec_<b64>`, o
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
 import time
 import urllib.parse
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.errors import InvalidRequest
-from router.keys import Keys
+from vendo_core.errors import InvalidRequest
+from vendo_core.keys import Keys
+from vendo_core.netpolicy import NonPublicAddress, check_public
 
 EVENTS = ("start", "output", "logs", "completed")
 PROGRESS_EVENTS = frozenset({"output", "logs"})
@@ -71,35 +69,6 @@ def retry_offsets(base_s: float, attempts: int) -> list[float]:
 
 
 # addresses
-
-
-class NonPublicAddress(ValueError):
-    """A webhook host that resolves to a loopback, private, link-local or reserved address."""
-
-
-def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-                or ip.is_multicast or ip.is_unspecified) and ip.is_global
-
-
-async def check_public(url: str) -> None:
-    """Resolve the URL's host; raise NonPublicAddress (or OSError when it does not resolve) unless
-    every address it resolves to is public."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-        ips = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if not ips:
-        raise OSError(f"{host} has no addresses")
-    for ip in ips:
-        if not is_public(ip):
-            raise NonPublicAddress(f"host {host!r} resolves to the non-public address {ip}")
 
 
 # create-time fields

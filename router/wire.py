@@ -3,12 +3,13 @@ Replicate's; required fields are never null (the official client validates them)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from vendo_core.files import stored_key
+
 COG_VERSION = "0.23.1"
-FILE_MARKER = "vendo+file://"
 PREDICTION_FIELDS = ("id", "model", "version", "status", "input", "output", "logs", "error",
                      "created_at", "started_at", "completed_at", "source")
 
@@ -16,7 +17,8 @@ PREDICTION_FIELDS = ("id", "model", "version", "status", "input", "output", "log
 def resolve_files(value: Any, url_for: Callable[[str], str]) -> Any:
     """Replace stored file references in an output with expiring URLs (done at read time)."""
     if isinstance(value, str):
-        return url_for(value[len(FILE_MARKER):]) if value.startswith(FILE_MARKER) else value
+        key = stored_key(value)
+        return value if key is None else url_for(key)
     if isinstance(value, list):
         return [resolve_files(v, url_for) for v in value]
     if isinstance(value, dict):
@@ -137,3 +139,158 @@ class ModelCreate(BaseModel):
     paper_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
     license_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
     cover_image_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
+
+
+# Response models: what `/openapi.json` shows for each answer. Routes build the JSON with the
+# functions above (one pass, no re-validation on the hot path) and declare these as `response_model`.
+
+T = TypeVar("T")
+StatusName = Literal["starting", "processing", "succeeded", "failed", "canceled"]
+
+
+class Page(BaseModel, Generic[T]):
+    previous: str | None = None
+    next: str | None = None
+    results: list[T]
+
+
+class PredictionUrls(BaseModel):
+    get: str
+    cancel: str
+    stream: str
+    web: str
+
+
+class Prediction(BaseModel):
+    id: str
+    model: str
+    version: str
+    status: StatusName
+    input: dict[str, Any] | None = None
+    output: Any = None
+    logs: str = ""
+    error: Any = None
+    created_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    source: str | None = None
+    data_removed: bool = False
+    metrics: dict[str, Any] | None = None
+    deployment: str | None = None
+    deadline: str | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    urls: PredictionUrls
+
+
+class Version(BaseModel):
+    id: str
+    created_at: str
+    cog_version: str
+    openapi_schema: dict[str, Any]
+
+
+class Model(BaseModel):
+    url: str
+    owner: str
+    name: str
+    visibility: Literal["public", "private"]
+    description: str | None = None
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    cover_image_url: str | None = None
+    run_count: int = 0
+    default_example: Any = None
+    latest_version: Version | None = None
+    created_at: str | None = None
+    is_official: bool = False
+    hardware: str | None = None
+
+
+class Account(BaseModel):
+    type: Literal["user", "organization"]
+    username: str
+    name: str
+    github_url: str | None = None
+
+
+class FileUrls(BaseModel):
+    get: str
+    download: str | None = None
+
+
+class FileChecksums(BaseModel):
+    sha256: str
+    md5: str
+
+
+class File(BaseModel):
+    id: str
+    name: str
+    content_type: str
+    size: int
+    etag: str
+    checksums: FileChecksums
+    metadata: dict[str, Any]
+    created_at: str
+    expires_at: str | None = None
+    urls: FileUrls
+
+
+class DeploymentCreator(Account):
+    avatar_url: str | None = None
+
+
+class DeploymentConfiguration(BaseModel):
+    hardware: str
+    min_instances: int
+    max_instances: int
+
+
+class DeploymentRelease(BaseModel):
+    number: int
+    model: str
+    version: str
+    created_at: str | None = None
+    created_by: DeploymentCreator
+    configuration: DeploymentConfiguration
+
+
+class Deployment(BaseModel):
+    owner: str
+    name: str
+    current_release: DeploymentRelease
+
+
+class Hardware(BaseModel):
+    sku: str
+    name: str
+
+
+class Collection(BaseModel):
+    slug: str
+    name: str
+    description: str
+    full_description: str | None = None
+    models: list[Model] | None = None
+
+
+class WebhookSecret(BaseModel):
+    key: str
+
+
+class VersionState(BaseModel):
+    model: str
+    version: str
+    app: str
+    hardware: str | None = None
+    state: str
+    setup_error: str | None = None
+
+
+class ClusterStatus(BaseModel):
+    versions: list[VersionState]
+    redis: str
+    storage: str
+    serve_apps: int

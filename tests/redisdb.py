@@ -19,7 +19,7 @@ def _embedded_base() -> str:
     global _embedded
     if _embedded is None:
         from cluster.embedded import ensure_redis, stop_redis
-        from cluster.settings import Settings
+        from vendo_core.settings import Settings
 
         settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="vendo-test-redis-")))
         _embedded = ensure_redis(settings).rsplit("/", 1)[0]

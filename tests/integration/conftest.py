@@ -49,9 +49,11 @@ class Cluster:
                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
 
     def push(self, directory: Path, model: str, user: str = "alice", **params) -> str:
-        from cluster.packaging import pack_project
+        from vendo_core.ids import version_id
+        from vendo_core.packaging import pack_project
 
-        data, vid = pack_project(directory)
+        data, digest = pack_project(directory)
+        vid = version_id(model, digest)
         params.setdefault("visibility", "private")
         with self.http(user) as h:
             r = h.post(f"/v1/models/{model}/versions", content=data, params=params,
@@ -76,8 +78,8 @@ def cluster():
     from ray import serve
 
     from cluster.serve_apps import deploy_router
-    from cluster.settings import Settings
     from cluster.up import _ensure_account
+    from vendo_core.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="vendo-test-"))
     redis_url = private_db(TEST_DB)

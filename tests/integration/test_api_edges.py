@@ -88,8 +88,8 @@ def test_private_models_are_404_to_others(cluster, tmp_path):
 
 
 def test_same_contents_under_another_model_is_409(cluster, examples):
-    from cluster.packaging import pack_project
     from tests.integration.conftest import EXAMPLES
+    from vendo_core.packaging import pack_project
 
     data, _ = pack_project(EXAMPLES / "hello-world")
     with cluster.http() as h:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from router.store import parse_iso
+from vendo_core.store import parse_iso
 
 pytestmark = pytest.mark.integration
 

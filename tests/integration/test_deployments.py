@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from replicate.exceptions import ReplicateError
 
-from router.deployments import deployment_app
 from tests.integration.conftest import FIXTURES
 from tests.integration.test_lifecycle import replicas, variant, wait_for
+from vendo_core.ids import deployment_app_name
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def test_deployment_lifecycle_with_the_client(cluster, warm_versions):
                              hardware="cpu", min_instances=1, max_instances=2)
     assert d.owner == "alice" and d.current_release.number == 1
     assert d.current_release.configuration.min_instances == 1
-    app = deployment_app("alice", "warm-one")
+    app = deployment_app_name("alice", "warm-one")
     # min_instances 1: a replica comes up (and runs setup) with no prediction asking for it
     wait_for(lambda: (replicas(app) or {}).get("running") == 1, 90, "a warm replica")
     p = c.deployments.predictions.create("alice/warm-one", input={"text": "hot"})
@@ -34,7 +34,7 @@ def test_deployment_lifecycle_with_the_client(cluster, warm_versions):
     # no cold start: the replica finished setup() before the prediction was even created
     import redis
 
-    from router.store import parse_iso
+    from vendo_core.store import parse_iso
 
     setup_done = float(redis.Redis.from_url(cluster.redis_url, decode_responses=True).hget(
         f"vendo:version:{warm_versions[0]}", "setup_completed_at"))
@@ -72,7 +72,7 @@ def test_scale_to_zero_deployment_and_validation(cluster, warm_versions):
     c = cluster.client()
     c.deployments.create(name="cold", model="alice/warm", version=warm_versions[0], hardware="cpu",
                          min_instances=0, max_instances=1)
-    app = deployment_app("alice", "cold")
+    app = deployment_app_name("alice", "cold")
     assert not (replicas(app) or {}).get("running")  # nothing warm
     p = c.deployments.predictions.create("alice/cold", input={"text": "c"})
     assert p.status == "starting"

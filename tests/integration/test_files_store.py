@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import InvalidInput, NotFound
-from router.files import Files
-from router.keys import Keys
 from router.multipart import Upload
-from router.redisconn import connect
 from router.retention import Retention
-from router.status import Status
-from router.storage import FileStore
-from router.store import PredictionStore
 from tests.redisdb import flush, private_db
+from vendo_core.errors import InvalidInput, NotFound
+from vendo_core.files import Files
+from vendo_core.keys import Keys
+from vendo_core.redisconn import connect
+from vendo_core.status import Status
+from vendo_core.storage import FileStore
+from vendo_core.store import PredictionStore
 
 DB = int(os.environ.get("VENDO_TEST_FILES_DB", "9"))
 ALICE, BOB = {"username": "alice"}, {"username": "bob"}

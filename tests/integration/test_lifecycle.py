@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ray import serve
 
-from router.refs import app_name
 from tests.integration.conftest import EXAMPLES, FIXTURES
+from vendo_core.ids import app_name
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import replicate
 from ray import serve
 from replicate.exceptions import ReplicateError
 
-from router.refs import app_name
 from tests.integration.conftest import EXAMPLES
 from tests.integration.test_lifecycle import variant, wait_for, wait_status
+from vendo_core.ids import app_name
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ redis_url = redisdb.fixture(DB)
 
 
 def test_gcra_allows_the_limit_then_says_when(redis_url):
-    from router.errors import RateLimited
-    from router.keys import Keys
     from router.ratelimit import CREATES, REQUESTS, RateLimiter
-    from router.redisconn import connect
-    from router.registry import token_digest
+    from vendo_core.errors import RateLimited
+    from vendo_core.keys import Keys
+    from vendo_core.redisconn import connect
+    from vendo_core.registry import token_digest
 
     async def go():
         r = connect(redis_url)

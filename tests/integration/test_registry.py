@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from router.errors import Conflict, NotFound
-from router.keys import Keys
-from router.redisconn import connect
-from router.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry
-from router.status import Status
-from router.store import PredictionStore
 from tests.redisdb import flush, private_db
+from vendo_core.errors import Conflict, NotFound
+from vendo_core.keys import Keys
+from vendo_core.redisconn import connect
+from vendo_core.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry
+from vendo_core.status import Status
+from vendo_core.store import PredictionStore
 
 DB = int(os.environ.get("VENDO_TEST_REGISTRY_DB", "7"))
 KEYS = Keys("vendo:")

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
-from router.keys import Keys
-from router.store import parse_iso
 from tests.integration.conftest import FIXTURES
 from tests.integration.test_lifecycle import wait_for
+from vendo_core.keys import Keys
+from vendo_core.store import parse_iso
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from cluster.settings import Settings
-from router.storage import S3Store, open_store
 from tests.s3server import TEST_CREDENTIALS, s3_server
+from vendo_core.settings import Settings
+from vendo_core.storage import S3Store, open_store
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from router.keys import Keys
-from router.redisconn import connect
-from router.status import Status
-from router.store import PredictionStore
 from tests.redisdb import flush, private_db
+from vendo_core.keys import Keys
+from vendo_core.redisconn import connect
+from vendo_core.status import Status
+from vendo_core.store import PredictionStore
 
 DB = int(os.environ.get("VENDO_TEST_STORE_DB", "12"))
 

@@ -161,10 +161,10 @@ redis_url = redisdb.fixture(DB)
 
 
 def _parts(url: str):
-    from router.keys import Keys
-    from router.redisconn import connect
-    from router.store import PredictionStore
     from router.webhooks import WebhookSecrets
+    from vendo_core.keys import Keys
+    from vendo_core.redisconn import connect
+    from vendo_core.store import PredictionStore
 
     r = connect(url)
     keys = Keys("vendo:")
@@ -180,7 +180,7 @@ def _delivery(r, keys, store, secrets, **kw):
 
 
 async def _finished_prediction(store, pid: str, **hooks) -> None:
-    from router.status import Status
+    from vendo_core.status import Status
 
     await store.create({"id": pid, "account": "alice", "model": "a/b", "version": "v" * 64,
                         "status": "starting", "input": {"x": 1}, "created_at": "2026-01-01T00:00:00.000000Z",

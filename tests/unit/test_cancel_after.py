@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.deadlines import parse_cancel_after
-from router.errors import InvalidRequest
+from vendo_core.errors import InvalidRequest
 
 
 @pytest.mark.parametrize("value, seconds", [

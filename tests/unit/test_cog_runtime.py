@@ -17,8 +17,8 @@ import pytest
 from cog.types import URLPath
 
 from deployments import cog_runtime as cr
-from router.errors import InvalidInput, PackageInvalid
 from router.validation import validate_input
+from vendo_core.errors import InvalidInput, PackageInvalid
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "predictors"

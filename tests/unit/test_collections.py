@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.collections import DEFAULT_PATH, load_collections
+from vendo_core.collections import DEFAULT_PATH, load_collections
 
 
 def _write(tmp_path, text: str):

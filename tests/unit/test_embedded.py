@@ -4,7 +4,7 @@ import pytest
 import redis
 
 from cluster.embedded import _is_redis_process, ensure_redis, redis_server_binary, stop_redis
-from cluster.settings import Settings
+from vendo_core.settings import Settings
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import json
 import httpx
 import pytest
 
-from router.errors import InvalidRequest, PayloadTooLarge
 from router.multipart import read_upload
+from vendo_core.errors import InvalidRequest, PayloadTooLarge
 
 
 def _encoded(files, data=None) -> tuple[str, bytes]:

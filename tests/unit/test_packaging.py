@@ -5,8 +5,8 @@ import tarfile
 
 import pytest
 
-from cluster.packaging import pack_project, package_id, read_member, unpack_package
-from router.errors import PackageInvalid
+from vendo_core.errors import PackageInvalid
+from vendo_core.packaging import pack_project, package_digest, read_member, unpack_package
 
 
 def _project(root, files=None):
@@ -83,14 +83,14 @@ def test_id_changes_with_content(tmp_path):
 def test_package_id_matches_and_ignores_gzip(tmp_path):
     root = _project(tmp_path / "p")
     data, pid = pack_project(root)
-    assert package_id(data) == pid
+    assert package_digest(data) == pid
     recompressed = gzip.compress(gzip.decompress(data), compresslevel=1, mtime=12345)
-    assert recompressed != data and package_id(recompressed) == pid
+    assert recompressed != data and package_digest(recompressed) == pid
     # An archive of the same contents made another way (mtimes, owner, "./" names) has the same id.
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
         tar.add(root, arcname=".")
-    assert package_id(buf.getvalue()) == pid
+    assert package_digest(buf.getvalue()) == pid
 
 
 def test_always_skipped(tmp_path):
@@ -163,7 +163,7 @@ def test_links(tmp_path):
     data, pid = pack_project(root)
     out = unpack_package(data, tmp_path / "out")
     assert os.readlink(out / "alias.py") == "predict.py"
-    assert package_id(data) == pid
+    assert package_digest(data) == pid
     (root / "escape").symlink_to("../../etc/passwd")
     with pytest.raises(PackageInvalid):
         pack_project(root)
@@ -221,7 +221,7 @@ def test_unsafe_archives_refused(tmp_path, member):
     with pytest.raises(PackageInvalid):
         unpack_package(data, tmp_path / "out")
     with pytest.raises(PackageInvalid):
-        package_id(data)
+        package_digest(data)
     assert not (tmp_path / "evil").exists()
 
 

@@ -1,7 +1,7 @@
 """Serve options come from vendo's settings and the version, never Ray's defaults."""
 
-from cluster.serve_apps import autoscaling
-from cluster.settings import Settings
+from router.serve_apps import autoscaling
+from vendo_core.settings import Settings
 
 
 def test_every_autoscaling_field_is_set_and_scales_to_zero():

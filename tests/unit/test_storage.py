@@ -5,8 +5,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-from cluster.settings import Settings
-from router.storage import FileStore, S3Store, check_key, load_signing_key, open_store
+from vendo_core.settings import Settings
+from vendo_core.storage import FileStore, S3Store, check_key, load_signing_key, open_store
 
 KEY = b"k" * 32
 

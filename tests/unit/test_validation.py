@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import InvalidInput
 from router.validation import validate_input
+from vendo_core.errors import InvalidInput
 
 SCHEMA = {
     "openapi": "3.0.2",

@@ -10,7 +10,6 @@ import json
 import pytest
 from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
 
-from router.errors import InvalidRequest, RateLimited
 from router.ratelimit import CREATES, REQUESTS, bucket_for
 from router.webhook_delivery import entry_time
 from router.webhooks import (
@@ -20,6 +19,7 @@ from router.webhooks import (
     signed_headers,
     wants,
 )
+from vendo_core.errors import InvalidRequest, RateLimited
 
 
 def test_secret_shape():

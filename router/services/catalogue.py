@@ -9,15 +9,15 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from cluster.hardware import HardwareConfig
 from router.apps import AppManager
-from router.collections import Collection, CollectionsConfig
-from router.errors import Forbidden, InvalidRequest, ModelNotFound, NotFound, VersionNotFound
-from router.refs import ModelRef, app_name
-from router.registry import LATEST_VERSION_CREATED, SORT_KEYS, Registry
-from router.service import visible
-from router.store import PredictionStore, decode_cursor, encode_cursor
+from router.services.deployments import DeploymentService
 from router.wire import ModelCreate
+from vendo_core.collections import Collection, CollectionsConfig
+from vendo_core.errors import Conflict, Forbidden, InvalidRequest, ModelNotFound, NotFound, VersionNotFound
+from vendo_core.hardware import HardwareConfig
+from vendo_core.ids import ModelRef, app_name
+from vendo_core.registry import LATEST_VERSION_CREATED, SORT_KEYS, Registry, visible
+from vendo_core.store import PredictionStore, decode_cursor, encode_cursor
 
 log = logging.getLogger("vendo.catalogue")
 
@@ -31,12 +31,14 @@ ModelWithLatest = tuple[dict[str, Any], dict[str, Any] | None]
 
 class Catalogue:
     def __init__(self, registry: Registry, store: PredictionStore, apps: AppManager, *,
-                 skus: Callable[[], HardwareConfig], collections: Callable[[], CollectionsConfig]):
+                 skus: Callable[[], HardwareConfig], collections: Callable[[], CollectionsConfig],
+                 deployments: DeploymentService | None = None):
         """`skus()` and `collections()` return the hardware and collections configs."""
         self.registry = registry
         self.store = store
         self.apps = apps
         self.skus = skus
+        self.deployments = deployments
         self.collections_config = collections
         self._teardowns: set[asyncio.Task] = set()
 
@@ -48,9 +50,7 @@ class Catalogue:
         if body.owner != account["username"]:
             raise NotFound("Account", body.owner)
         ModelRef(body.owner, body.name).check_names("name")
-        skus = self.skus()
-        if body.hardware not in skus.skus:
-            raise InvalidRequest("hardware", f"unknown SKU {body.hardware!r}; one of {list(skus.skus)}")
+        self.skus().pick(body.hardware)
         fields = body.model_dump(exclude={"owner", "name", "visibility"})
         return await self.registry.create_model(body.owner, body.name, body.visibility, **fields), None
 
@@ -106,8 +106,13 @@ class Catalogue:
     async def delete_version(self, account: dict, owner: str, name: str, vid: str) -> None:
         """Remove a version: at once no new prediction can use it and the model's latest version
         is the previous one; its Serve app is deleted in the background once every prediction
-        of it that is starting or processing has finished (those finish normally)."""
+        of it that is starting or processing has finished (those finish normally). 409 while a
+        deployment's current release runs it."""
         await self.owned_model(account, owner, name)
+        used_by = await self.deployments.using_version(vid) if self.deployments else []
+        if used_by:
+            raise Conflict(f"version {vid} is the current release of deployment(s) {', '.join(used_by)}; "
+                           "update or delete them first")
         if not await self.registry.delete_version(owner, name, vid):
             raise VersionNotFound(f"{owner}/{name}:{vid}")
         task = asyncio.get_running_loop().create_task(self._teardown(vid))

@@ -8,9 +8,9 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from router import wire
-from router.files import discard_download
-from router.http import CurrentAccount, Rt, base_url
+from router.deps import CurrentAccount, Rt, base_url
 from router.multipart import read_upload
+from vendo_core.files import discard_download
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -19,7 +19,7 @@ async def _file_json(rt, rec: dict, base: str) -> dict:
     return wire.file(rec, base, await rt.files.download_url(rec, base, rt.settings.url_expiry_s))
 
 
-@router.post("/files", status_code=201)
+@router.post("/files", status_code=201, response_model=wire.File)
 async def create_file(request: Request, account: CurrentAccount, rt: Rt):
     """Upload a file (multipart part `content`, optional `metadata` JSON string)."""
     upload = await read_upload(request.headers.get("content-type"), request.stream(),
@@ -31,7 +31,7 @@ async def create_file(request: Request, account: CurrentAccount, rt: Rt):
     return await _file_json(rt, rec, base_url(request))
 
 
-@router.get("/files")
+@router.get("/files", response_model=wire.Page[wire.File])
 async def list_files(request: Request, account: CurrentAccount, rt: Rt, cursor: str | None = None):
     """The caller's files, newest first."""
     recs, nxt = await rt.files.list(account, cursor)
@@ -40,7 +40,7 @@ async def list_files(request: Request, account: CurrentAccount, rt: Rt, cursor: 
                      f"{base}/v1/files?cursor={nxt}" if nxt else None)
 
 
-@router.get("/files/{file_id}")
+@router.get("/files/{file_id}", response_model=wire.File)
 async def get_file(file_id: str, request: Request, account: CurrentAccount, rt: Rt):
     """A file's metadata (the bytes are at its signed download link)."""
     return await _file_json(rt, await rt.files.get(account, file_id), base_url(request))

@@ -8,26 +8,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
 from router.apps import AppManager
-from router.errors import Conflict, InvalidRequest, NotFound
-from router.keys import Keys
-from router.refs import ModelRef
-from router.store import now_iso
+from router.services.resolve import Resolver
+from vendo_core.errors import Conflict, InvalidRequest, NotFound
+from vendo_core.hardware import HardwareConfig
+from vendo_core.ids import ModelRef, deployment_app_name
+from vendo_core.keys import Keys
+from vendo_core.store import now_iso
 
 log = logging.getLogger("vendo.deployments")
 
-DEPLOYMENT_APP_PREFIX = "d-"
 MIN_INSTANCES = (0, 5)
 MAX_INSTANCES = (1, 20)
 FIELDS = ("version", "hardware", "min_instances", "max_instances")
-
-
-def deployment_app(owner: str, name: str) -> str:
-    return f"{DEPLOYMENT_APP_PREFIX}{owner}--{name}"
 
 
 def check_instances(min_i: Any, max_i: Any) -> tuple[int, int]:
@@ -41,13 +38,14 @@ def check_instances(min_i: Any, max_i: Any) -> tuple[int, int]:
 
 
 class DeploymentService:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, apps: AppManager, resolve_version, skus):
-        """`resolve_version(account, model_ref) -> (model, version)` applies visibility rules;
-        `skus()` returns the hardware config."""
+    def __init__(self, redis: aioredis.Redis, keys: Keys, apps: AppManager, resolver: Resolver,
+                 skus: Callable[[], HardwareConfig]):
+        """`resolver` applies visibility rules to the versions a deployment names; `skus()` returns
+        the hardware config."""
         self.redis = redis
         self.keys = keys
         self.apps = apps
-        self.resolve_version = resolve_version
+        self.resolver = resolver
         self.skus = skus
 
     async def get_record(self, owner: str, name: str) -> dict[str, Any] | None:
@@ -75,12 +73,7 @@ class DeploymentService:
         return out
 
     def _hardware(self, value: Any) -> str:
-        skus = self.skus()
-        if value is None:
-            return skus.default
-        if not isinstance(value, str) or value not in skus.skus:
-            raise InvalidRequest("hardware", f"unknown SKU {value!r}; one of {sorted(skus.skus)}")
-        return value
+        return self.skus().pick(value)
 
     async def _version(self, account: dict, model: str, version: Any) -> dict:
         if not isinstance(model, str):
@@ -88,7 +81,7 @@ class DeploymentService:
         ref = ModelRef.parse(model, field="model")
         if version is not None and not isinstance(version, str):
             raise InvalidRequest("version", "must be a version id")
-        _, v = await self.resolve_version(account, ModelRef(ref.owner, ref.name, version))
+        _, v = await self.resolver.resolve(account, model_ref=ModelRef(ref.owner, ref.name, version))
         return v
 
     async def create(self, account: dict, body: dict) -> dict[str, Any]:
@@ -141,9 +134,7 @@ class DeploymentService:
         return d
 
     async def apps_version(self, vid: str) -> dict:
-        from router.registry import Registry
-
-        v = await Registry(self.redis, self.keys).get_version(vid)
+        v = await self.resolver.registry.get_version(vid)  # not the cache: it may have been deleted
         if v is None:
             raise NotFound("Version", vid)
         return v
@@ -156,7 +147,7 @@ class DeploymentService:
                 "release": int(d["number"])}
 
     async def roll(self, d: dict, version: dict) -> None:
-        await self.apps.deploy(deployment_app(d["owner"], d["name"]), self.spec(d, version))
+        await self.apps.deploy(deployment_app_name(d["owner"], d["name"]), self.spec(d, version))
 
     async def delete(self, account: dict, owner: str, name: str) -> None:
         await self.get(account, owner, name)
@@ -166,13 +157,13 @@ class DeploymentService:
         pipe.srem(self.keys.deployments(), f"{owner}/{name}")
         await pipe.execute()
         # Serve waits for running predictions (graceful shutdown) while it tears the app down
-        asyncio.get_running_loop().create_task(self.apps.delete(deployment_app(owner, name)))
+        asyncio.get_running_loop().create_task(self.apps.delete(deployment_app_name(owner, name)))
 
     async def target(self, account: dict, owner: str, name: str) -> tuple[dict, dict, str]:
         """(deployment, version spec, app) for a prediction through a deployment."""
         d = await self.get(account, owner, name)
         v = await self.apps_version(d["version"])
-        return d, self.spec(d, v), deployment_app(owner, name)
+        return d, self.spec(d, v), deployment_app_name(owner, name)
 
     async def using_version(self, vid: str) -> list[str]:
         """The deployments (owner/name) whose current release runs version `vid`."""
@@ -196,7 +187,7 @@ class DeploymentService:
             d = await self.get_record(o, n)
             if not d or d["min_instances"] < 1:
                 continue
-            app = deployment_app(o, n)
+            app = deployment_app_name(o, n)
             if app not in running:
                 await self.apps.handle(app, self.spec(d, await self.apps_version(d["version"])))
                 created.append(app)

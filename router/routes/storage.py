@@ -7,8 +7,8 @@ import mimetypes
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from router.errors import NotFound
-from router.http import Rt
+from router.deps import Rt
+from vendo_core.errors import NotFound
 
 router = APIRouter(tags=["files"])
 

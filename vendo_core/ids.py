@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 from dataclasses import dataclass
 
-from router.errors import InvalidRequest
+from vendo_core.errors import InvalidRequest
 
 _REF = re.compile(r"^(?P<owner>[^/]+)/(?P<name>[^/:]+)(:(?P<version>.+))?$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$", re.IGNORECASE)
@@ -42,9 +43,24 @@ class ModelRef:
         return self.model + (f":{self.version}" if self.version else "")
 
 
+VERSION_APP_PREFIX = "v-"
+DEPLOYMENT_APP_PREFIX = "d-"
+
+
 def app_name(version_id: str) -> str:
     """The Serve application that runs a version (reached only through the router)."""
-    return f"v-{version_id[:20]}"
+    return f"{VERSION_APP_PREFIX}{version_id[:20]}"
+
+
+def deployment_app_name(owner: str, name: str) -> str:
+    """The Serve application of a named deployment (its own replicas, hardware and instances)."""
+    return f"{DEPLOYMENT_APP_PREFIX}{owner}--{name}"
+
+
+def version_id(model: str, package_digest: str) -> str:
+    """A version's id: sha256 over its model's `owner/name` and its package's digest, so the same
+    package pushed to the same model is the same version, and to another model another one."""
+    return hashlib.sha256(f"{model}\n{package_digest}".encode()).hexdigest()
 
 
 def new_prediction_id() -> str:

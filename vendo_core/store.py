@@ -13,12 +13,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.keys import Keys
-from router.status import ALLOWED_FROM, Status
+from vendo_core.keys import Keys
+from vendo_core.status import ALLOWED_FROM, Status
 
 JSON_FIELDS = ("input", "output", "metrics", "webhook_events_filter")
 EVENTS_MAXLEN = 100_000
-_TRANSITION_LUA = resources.files("router").joinpath("transition.lua").read_text()
+_TRANSITION_LUA = resources.files("vendo_core").joinpath("transition.lua").read_text()
 
 
 def now_iso(ts: float | None = None) -> str:

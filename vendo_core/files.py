@@ -18,20 +18,35 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
-from router.errors import InvalidInput, InvalidRequest, NotFound
-from router.keys import Keys
-from router.multipart import Upload
-from router.refs import new_prediction_id
-from router.storage import ObjectStore
-from router.store import decode_cursor, encode_cursor, now_iso
+from vendo_core.errors import InvalidInput, InvalidRequest, NotFound
+from vendo_core.ids import new_prediction_id
+from vendo_core.keys import Keys, file_object
+from vendo_core.storage import ObjectStore
+from vendo_core.store import decode_cursor, encode_cursor, now_iso
 
 log = logging.getLogger("vendo.files")
+
+# how an output file is stored in a prediction: its object-store key behind this marker, turned
+# into an expiring URL only when read
+FILE_MARKER = "vendo+file://"
+
+
+def stored_ref(key: str) -> str:
+    """The stored form of an output file at object-store `key`."""
+    return FILE_MARKER + key
+
+
+def stored_key(value: str) -> str | None:
+    """The object-store key of a stored output file, or None for any other string."""
+    return value[len(FILE_MARKER):] if value.startswith(FILE_MARKER) else None
+
 
 FILE_ID = re.compile(r"^[a-z2-7]{26}$")
 # the path of a platform file URL, under any base (REPLICATE_BASE_URL may carry a path prefix)
@@ -39,8 +54,20 @@ _FILE_PATH = re.compile(r"(?:^|/)v1/files/([a-z2-7]{26})$")
 SWEEP_BATCH = 200
 
 
-def object_key(file_id: str) -> str:
-    return f"files/{file_id}"
+@dataclass
+class Upload:
+    """One received file, in a temporary file the caller must `discard()`."""
+
+    path: Path
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    md5: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _safe_name(name: str) -> str:
@@ -107,7 +134,7 @@ class Files:
         fid = new_prediction_id()
         now = time.time()
         expires = now + self.expiry_s
-        key = object_key(fid)
+        key = file_object(fid)
         await asyncio.to_thread(self.objects.put_file, key, upload.path, upload.content_type)
         rec = {
             "id": fid, "account": account["username"], "name": _safe_name(upload.filename),
@@ -159,7 +186,7 @@ class Files:
 
     async def _remove(self, file_id: str, username: str | None) -> None:
         # bytes first: a crash in between leaves a record the sweep still finds
-        await asyncio.to_thread(self.objects.delete_prefix, object_key(file_id))
+        await asyncio.to_thread(self.objects.delete_prefix, file_object(file_id))
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.file(file_id))
         if username:

@@ -10,14 +10,15 @@ import time
 from typing import Any
 
 from router.apps import AppManager
-from router.errors import InvalidRequest, ModelNotFound, PredictionNotFound, VersionNotFound
-from router.files import Files
-from router.refs import VERSION_ID, ModelRef, app_name, new_prediction_id
-from router.registry import Registry
-from router.status import Status
-from router.store import PredictionStore, now_iso
+from router.services.deployments import DeploymentService
+from router.services.resolve import Resolver
 from router.validation import validate_input
 from router.webhooks import WebhookPolicy
+from vendo_core.errors import InvalidRequest, NotFound, PredictionNotFound, VersionNotFound
+from vendo_core.files import Files
+from vendo_core.ids import ModelRef, app_name, new_prediction_id
+from vendo_core.status import Status
+from vendo_core.store import PredictionStore, now_iso
 
 log = logging.getLogger("vendo.service")
 
@@ -27,83 +28,60 @@ VERSION_DELETED = "Its version was deleted before it could run"
 DISPATCH_ATTEMPTS = 3
 
 
-def visible(model: dict[str, Any] | None, account: dict[str, str]) -> bool:
-    return bool(model) and (model.get("visibility") == "public" or model.get("owner") == account["username"])
-
-
 class PredictionService:
-    def __init__(self, store: PredictionStore, registry: Registry, apps: AppManager, *,
-                 lease_s: float = 30.0, files: Files | None = None, webhooks: WebhookPolicy | None = None,
+    def __init__(self, store: PredictionStore, resolver: Resolver, apps: AppManager, *,
+                 deployments: DeploymentService | None = None, lease_s: float = 30.0,
+                 files: Files | None = None, webhooks: WebhookPolicy | None = None,
                  max_queue_s: float = 1800.0):
         self.store = store
+        self.resolver = resolver
+        self.registry = resolver.registry
+        self.deployments = deployments
         self.files = files
         self.webhooks = webhooks or WebhookPolicy()
-        self.registry = registry
         self.apps = apps
         self.lease_s = lease_s
         self.inflight: dict[str, asyncio.Task] = {}
         self.responses: dict[str, Any] = {}
         self.max_queue_s = max_queue_s
         self._queued_since: dict[str, float] = {}
-        self._versions: dict[str, dict] = {}
-
-    # resolution
-
-    async def version(self, vid: str) -> dict[str, Any] | None:
-        v = self._versions.get(vid)
-        if v is None:
-            v = await self.registry.get_version(vid)
-            if v is not None:
-                self._versions[vid] = v  # versions are immutable
-        return v
-
-    async def resolve(self, account: dict, *, version_field: str | None = None,
-                      model_ref: ModelRef | None = None) -> tuple[dict, dict]:
-        """(model, version) for a create body's `version` or a model path; 404 for what the caller
-        may not see."""
-        if version_field is not None:
-            if not isinstance(version_field, str) or not version_field:
-                raise InvalidRequest("version", "must be a version id or owner/name[:version]")
-            if VERSION_ID.match(version_field):
-                v = await self.version(version_field)
-                if v is None:
-                    raise VersionNotFound(version_field)
-                owner, name = v["model"].split("/", 1)
-                model, live = await self.registry.model_and_version(owner, name, v["id"])
-                if not live:
-                    self._versions.pop(v["id"], None)  # deleted (perhaps by another router replica)
-                if not visible(model, account) or not live:
-                    raise VersionNotFound(version_field)
-                return model, v
-            model_ref = ModelRef.parse(version_field)
-        assert model_ref is not None
-        if model_ref.version:  # a named version is checked against the registry, not the cache
-            model, live = await self.registry.model_and_version(model_ref.owner, model_ref.name,
-                                                                model_ref.version)
-        else:
-            model, live = await self.registry.get_model(model_ref.owner, model_ref.name), True
-        if not visible(model, account):
-            raise ModelNotFound(model_ref.model)
-        vid = model_ref.version or model.get("latest_version")
-        if not vid:
-            raise VersionNotFound(f"{model_ref.model} has no versions")
-        if not live:
-            self._versions.pop(vid, None)
-            raise VersionNotFound(str(model_ref))
-        v = await self.version(vid)
-        if v is None or v["model"] != model_ref.model:
-            raise VersionNotFound(str(model_ref))
-        return model, v
 
     # create and dispatch
 
-    async def create(self, account: dict, model: dict, version: dict, body: dict[str, Any], *,
-                     source: str = "api", deployment: str | None = None,
-                     file_url_prefixes: tuple[str, ...] = (), deadline_s: float | None = None,
+    async def create(self, account: dict, body: dict[str, Any], *, version: Any = None,
+                     model: ModelRef | None = None, deployment: ModelRef | None = None,
+                     source: str = "api", file_url_prefixes: tuple[str, ...] = (),
+                     deadline_s: float | None = None, wait_s: float | None = None,
                      base: str | None = None) -> dict[str, Any]:
-        """Validate the input, write the `starting` record and dispatch it; returns the record.
-        Input URLs under `file_url_prefixes` must name the caller's uploaded files; `deadline_s`
-        (Cancel-After) cancels the prediction that long after creation."""
+        """The one way a prediction is made, whatever the door: resolve the target (a create
+        body's `version`, a model's latest version, or a named deployment), validate the input,
+        write the `starting` record and dispatch it. With `wait_s`, hold until it is terminal or
+        that long passes. Returns the record. Input URLs under `file_url_prefixes` must name the
+        caller's uploaded files; `deadline_s` (Cancel-After) cancels it that long after creation."""
+        dep_name = None
+        if deployment is not None:
+            if self.deployments is None:
+                raise NotFound("Deployment", str(deployment))
+            d, spec, app = await self.deployments.target(account, deployment.owner, deployment.name)
+            model_ref = ModelRef.parse(d["model"], field="model")
+            model_rec = await self.registry.get_model(model_ref.owner, model_ref.name)
+            version_rec, dep_name = {**spec, "app": app}, str(deployment)
+        elif model is not None:
+            model_rec, version_rec = await self.resolver.resolve(account, model_ref=model)
+        else:
+            if version is None:
+                raise InvalidRequest("version", "is required")
+            model_rec, version_rec = await self.resolver.resolve(account, version_field=version)
+        rec = await self._create(account, model_rec, version_rec, body, source=source, deployment=dep_name,
+                                 file_url_prefixes=file_url_prefixes, deadline_s=deadline_s, base=base)
+        if wait_s is not None:
+            await self.wait(rec["id"], wait_s)
+            rec = await self.store.get(rec["id"]) or rec
+        return rec
+
+    async def _create(self, account: dict, model: dict, version: dict, body: dict[str, Any], *,
+                      source: str, deployment: str | None, file_url_prefixes: tuple[str, ...],
+                      deadline_s: float | None, base: str | None) -> dict[str, Any]:
         payload = validate_input(version["openapi_schema"], body.get("input", {}),
                                  file_url_prefixes=file_url_prefixes)
         if self.files is not None and file_url_prefixes:
@@ -201,6 +179,11 @@ class PredictionService:
             raise PredictionNotFound(pid)
         return rec
 
+    async def events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:
+        """A prediction's events after `last_id` (output, logs, error, done), waiting up to
+        `block_ms` for the first; the caller has already been shown the prediction."""
+        return await self.store.read_events(pid, last_id, block_ms)
+
     async def cancel(self, account: dict, pid: str) -> dict[str, Any]:
         rec = await self.get(account, pid)
         if Status(rec["status"]).is_terminal():
@@ -255,7 +238,7 @@ class PredictionService:
             rec = await self.store.get(pid)
             if rec is None or rec["status"] != Status.STARTING.value:
                 continue
-            version = await self.version(rec["version"])
+            version = await self.resolver.version(rec["version"])
             if version is None:
                 await self.fail(pid, VERSION_DELETED)
                 continue

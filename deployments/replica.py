@@ -10,36 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import contextvars
 import logging
-import mimetypes
 import os
 import shutil
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from deployments import logs
-from router.files import Files, file_id_of, file_urls_in
-from router.keys import Keys
-from router.redisconn import connect
-from router.status import Status
-from router.store import PredictionStore, now_iso
+from deployments import cog_runtime, logs
+from deployments.run import Runner, Running
+from vendo_core.files import Files
+from vendo_core.keys import Keys
+from vendo_core.packaging import unpack_package
+from vendo_core.redisconn import connect
+from vendo_core.settings import Settings
+from vendo_core.status import Status
+from vendo_core.storage import open_store
+from vendo_core.store import PredictionStore, now_iso
 
 log = logging.getLogger("vendo.replica")
 
-FILE_MARKER = "vendo+file://"
 LOG_FLUSH_S = 0.1
 
 
 def package_dir(cache_root: Path, version_id: str, store, package_key: str) -> Path:
     """Fetch and unpack a version's package once per node (atomic rename, so replicas may race)."""
-    from cluster.packaging import unpack_package
-
     dest = cache_root / version_id
     if (dest / "cog.yaml").exists():
         return dest
@@ -62,32 +59,17 @@ def cap_gpu_memory(num_gpus: float) -> None:
     if not (0 < num_gpus < 1):
         return
     try:
-        import torch
+        import torch  # heavy and optional: only a fractional-GPU replica that has torch needs it
     except ImportError:
         return
     if torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(num_gpus)
 
 
-class _Running:
-    __slots__ = ("sink", "thread_id", "task", "canceled", "timed_out")
-
-    def __init__(self, sink: logs.LogSink):
-        self.sink = sink
-        self.thread_id: int | None = None
-        self.task: asyncio.Task | None = None
-        self.canceled = False
-        self.timed_out = False
-
-
 class ModelReplica:
     """Serve deployment class; the constructor is setup(), `predict` runs one prediction."""
 
     async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
-        from cluster.settings import Settings
-        from deployments import cog_runtime
-        from router.storage import open_store
-
         self.version_id = version["id"]
         self.settings = Settings(**settings)
         self.keys = Keys(self.settings.redis_prefix)
@@ -96,7 +78,7 @@ class ModelReplica:
                                      retention_s=self.settings.retention_s)
         self.objects = open_store(self.settings)
         self.files = Files(self.redis, self.keys, self.objects)
-        self.running: dict[str, _Running] = {}
+        self.running: dict[str, Running] = {}
         self.setup_error: str | None = None
         # the predictor's own slots; Serve admits one request more, which waits here
         self.slots = asyncio.Semaphore(int(version.get("concurrency") or 1))
@@ -113,6 +95,8 @@ class ModelReplica:
                                               version["package_key"])
             self.predictor = await asyncio.to_thread(cog_runtime.load, project)
             await self.predictor.asetup(self.pool)
+            self.runner = Runner(self.predictor, self.pool, self.store, self.files, self.objects,
+                                 allow_private_urls=self.settings.allow_private_urls)
         except BaseException as e:  # noqa: BLE001 - a failed setup fails predictions, not the replica
             self.setup_error = f"{type(e).__name__}: {e}"
             sink.write(traceback.format_exc())
@@ -145,8 +129,6 @@ class ModelReplica:
                 log.exception("heartbeat failed")
 
     def _interrupt(self, pid: str, timed_out: bool = False) -> None:
-        from deployments.cog_runtime import raise_in_thread
-
         run = self.running.get(pid)
         if run is None or run.canceled or run.timed_out:
             return
@@ -159,7 +141,7 @@ class ModelReplica:
         if run.task is not None:
             run.task.cancel()
         if run.thread_id is not None:
-            raise_in_thread(run.thread_id)
+            cog_runtime.raise_in_thread(run.thread_id)
 
     async def _cancel_listener(self) -> None:
         while True:
@@ -200,7 +182,7 @@ class ModelReplica:
         if not ok:
             log.info("prediction %s: not started, status was %s", pid, prev)
             return {"status": prev.value if prev else None}
-        run = _Running(logs.LogSink())
+        run = Running(logs.LogSink())
         self.running[pid] = run
         loop = asyncio.get_running_loop()
         flusher = loop.create_task(self._flush_logs(pid, run.sink))
@@ -208,7 +190,7 @@ class ModelReplica:
         watchdog = loop.call_later(self.settings.max_prediction_s, self._interrupt, pid, True)
         status, fields, error = Status.SUCCEEDED, {}, None
         try:
-            output, metrics = await self._run(pid, request["input"], run)
+            output, metrics = await self.runner(pid, request["input"], run)
             fields["output"] = output
         except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
             metrics = {}
@@ -246,138 +228,6 @@ class ModelReplica:
             text = sink.drain()
             if text:
                 await self.store.append_logs(pid, text)
-
-    async def _run(self, pid: str, payload: dict[str, Any], run: _Running) -> tuple[Any, dict]:
-        from deployments import cog_runtime
-
-        p = self.predictor
-        loop = asyncio.get_running_loop()
-        token = logs.bind(run.sink)
-        inputs_dir: list[Path] = []  # made only when the input names our own files
-        downloaded: list[str] = []  # http(s)/data: inputs fetched to temp files
-        try:
-            local = await self._local_files(pid, payload, inputs_dir)
-            with cog_runtime.metric_scope() as metrics:
-                if p.is_async:
-                    # thread hops cost more than the work unless it downloads or uploads files
-                    if _fetches(payload):
-                        kwargs = await loop.run_in_executor(self.pool, contextvars.copy_context().run,
-                                                            self._prepare, payload, local.get, downloaded)
-                    else:
-                        kwargs = self._prepare(payload, local.get, downloaded)
-                    run.task = asyncio.current_task()
-                    if p.is_iterator:
-                        out = []
-                        async for item in p.call(kwargs):
-                            await self._emit(pid, run, out, item)
-                        result = out
-                    else:
-                        result = await p.call(kwargs)
-                        if _plain(result):
-                            result = self._encode(pid, result)
-                        else:
-                            result = await loop.run_in_executor(self.pool, self._encode, pid, result)
-                else:
-                    # one thread hop for a sync predictor: inputs, the predictor, outputs
-                    result = await loop.run_in_executor(
-                        self.pool, contextvars.copy_context().run, self._sync_path,
-                        pid, run, payload, local.get, downloaded, loop)
-            return result, dict(metrics)
-        finally:
-            logs.unbind(token)
-            for d in inputs_dir:
-                shutil.rmtree(d, ignore_errors=True)
-            for f in downloaded:
-                with contextlib.suppress(OSError):
-                    os.unlink(f)
-
-    async def _local_files(self, pid: str, payload: dict[str, Any], dirs: list[Path]) -> dict[str, str]:
-        """The platform's own file URLs in the input, copied from storage (never fetched over HTTP)."""
-        if not any(file_id_of(u) for v in payload.values() for u in file_urls_in(v)):
-            return {}
-        owner = await self.files.prediction_owner(pid)
-        if not owner:
-            return {}
-        dirs.append(Path(tempfile.mkdtemp(prefix=f"vendo-inputs-{pid[:12]}-")))
-        return await self.files.localize(owner, payload, dirs[0])
-
-    def _prepare(self, payload: dict[str, Any], resolve_url=None, downloaded: list | None = None) -> dict:
-        from deployments import cog_runtime
-
-        return cog_runtime.prepare_input(self.predictor, payload, resolve_url,
-                                         allow_private_urls=self.settings.allow_private_urls,
-                                         temp_files=downloaded)
-
-    def _sync_path(self, pid: str, run: _Running, payload: dict, resolve_url, downloaded: list,
-                   loop: asyncio.AbstractEventLoop) -> Any:
-        kwargs = self._prepare(payload, resolve_url, downloaded)
-        result = self._call_sync(pid, run, kwargs, loop)
-        return result if self.predictor.is_iterator else self._encode(pid, result)
-
-    def _call_sync(self, pid: str, run: _Running, kwargs: dict, loop: asyncio.AbstractEventLoop) -> Any:
-        """Runs in a worker thread; iterator items are encoded here and shipped to the loop."""
-        run.thread_id = threading.get_ident()
-        try:
-            if run.canceled:
-                raise asyncio.CancelledError()
-            result = self.predictor.call(kwargs)
-            if not self.predictor.is_iterator:
-                return result
-            out: list = []
-            for item in result:
-                asyncio.run_coroutine_threadsafe(self._emit(pid, run, out, item), loop).result()
-            return out
-        finally:
-            run.thread_id = None
-
-    async def _emit(self, pid: str, run: _Running, out: list, item: Any) -> None:
-        encoded = await asyncio.to_thread(self._encode, pid, item, len(out))
-        out.append(encoded)
-        text = encoded if isinstance(encoded, str) else _compact(encoded)
-        await self.store.append_output(pid, encoded, text, logs=run.sink.drain())
-
-    def _encode(self, pid: str, value: Any, index: int | None = None) -> Any:
-        from deployments import cog_runtime
-
-        def put_file(src, filename: str) -> str:
-            key = f"predictions/{pid}/{filename}"
-            ctype = mimetypes.guess_type(filename)[0]
-            if isinstance(src, (bytes, bytearray)):
-                self.objects.put_bytes(key, bytes(src), ctype)
-            else:
-                self.objects.put_file(key, src, ctype)
-            return FILE_MARKER + key
-
-        return cog_runtime.encode_output(value, put_file, index=index)
-
-
-def _fetches(value: Any) -> bool:
-    """Whether preparing this input may download or decode files (so it belongs in a thread)."""
-    if isinstance(value, str):
-        return value.startswith(("http://", "https://", "data:"))
-    if isinstance(value, dict):
-        return any(_fetches(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_fetches(v) for v in value)
-    return False
-
-
-def _plain(value: Any) -> bool:
-    """JSON-native output: encoding it uploads nothing."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return False
-
-
-def _compact(value: Any) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
-
 
 def _describe(e: BaseException) -> str:
     text = str(e)

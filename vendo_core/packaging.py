@@ -1,10 +1,10 @@
 """Cog project packages: a deterministic tar.gz of a project directory, and safe unpacking.
 
-The version id is the sha256 of a canonical manifest of the contents: one line per file, link and
+The package digest is the sha256 of a canonical manifest of the contents: one line per file, link and
 empty directory, sorted by path, giving its type, path, normalized mode (0644/0755) and the sha256 of
 a file's bytes or a link's target. It does not depend on mtimes, owners, umask, tar headers or gzip
-details, so the same contents always give the same id, and `package_id` recomputes it from any
-archive of them.
+details, so the same contents always give the same digest, and `package_digest` recomputes it from
+any archive of them. A version's id is derived from its model and this digest (`ids.version_id`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import stat
 import tarfile
 from pathlib import Path
 
-from router.errors import PackageInvalid
+from vendo_core.errors import PackageInvalid
 
 ALWAYS_SKIPPED = {".git", "__pycache__", ".cog", ".venv"}
 IGNORE_FILES = (".dockerignore", ".cogignore")
@@ -255,8 +255,8 @@ def unpack_package(data: bytes, dest: str | Path, max_bytes: int | None = None) 
     return dest
 
 
-def package_id(data: bytes, max_bytes: int | None = None) -> str:
-    """The version id of an archive's contents: equal to what `pack_project` gave for them."""
+def package_digest(data: bytes, max_bytes: int | None = None) -> str:
+    """The digest of an archive's contents: equal to what `pack_project` gave for them."""
     manifest: list[tuple[str, str, int, str]] = []
     with _open(data) as tar:
         for m in _check_members(tar, max_bytes):

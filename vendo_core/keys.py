@@ -123,3 +123,21 @@ class Keys:
     def deployments(self) -> str:
         """Set: every deployment (owner/name), for the reconcile loop."""
         return f"{self.prefix}deployments"
+
+
+# Object-store keys: relative "/"-separated paths (the store adds its own prefix). Only these
+# functions format them.
+
+def prediction_files(pid: str) -> str:
+    """The folder of a prediction's own files (its outputs), removed by retention."""
+    return f"predictions/{pid}/"
+
+
+def package_key(digest: str) -> str:
+    """A pushed package's bytes, stored once by digest whatever models it is a version of."""
+    return f"packages/{digest}.tar.gz"
+
+
+def file_object(file_id: str) -> str:
+    """An uploaded file's bytes."""
+    return f"files/{file_id}"

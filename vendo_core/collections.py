@@ -60,3 +60,8 @@ def load_collections(path: Path | None = None) -> CollectionsConfig:
 @lru_cache(maxsize=4)
 def collections(path: str | None = None) -> CollectionsConfig:
     return load_collections(Path(path) if path else None)
+
+
+def collections_for(settings) -> CollectionsConfig:
+    """The collections `settings.collections_config` names (default: configs/collections.yaml)."""
+    return collections(str(settings.collections_config) if settings.collections_config else None)

@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vendo_core.errors import InvalidRequest
+
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "configs" / "hardware.yaml"
 
 
@@ -40,6 +42,14 @@ class HardwareConfig(BaseModel):
     def get(self, sku: str | None) -> Sku:
         return self.skus[sku or self.default]
 
+    def pick(self, value: object, field: str = "hardware") -> str:
+        """`value` as a known SKU name (None: the default); InvalidRequest naming `field` otherwise."""
+        if value is None:
+            return self.default
+        if not isinstance(value, str) or value not in self.skus:
+            raise InvalidRequest(field, f"unknown SKU {value!r}; one of {sorted(self.skus)}")
+        return value
+
 
 def load_hardware(path: Path | None = None) -> HardwareConfig:
     """Read and validate a hardware file; raises ValueError naming the file and the field."""
@@ -53,3 +63,8 @@ def load_hardware(path: Path | None = None) -> HardwareConfig:
 @lru_cache(maxsize=4)
 def hardware(path: str | None = None) -> HardwareConfig:
     return load_hardware(Path(path) if path else None)
+
+
+def skus_for(settings) -> HardwareConfig:
+    """The SKUs `settings.hardware_config` names (default: configs/hardware.yaml), read once."""
+    return hardware(str(settings.hardware_config) if settings.hardware_config else None)

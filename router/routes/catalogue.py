@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 
 from router import wire
-from router.catalogue import ModelWithLatest
-from router.errors import Conflict, InvalidRequest
-from router.http import CurrentAccount, Rt, base_url
+from router.deps import CurrentAccount, Rt, base_url
+from router.services.catalogue import ModelWithLatest
+from vendo_core.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -28,7 +28,7 @@ def _page(rows: list[ModelWithLatest], nxt: str | None, base: str, sort_by: str 
     return wire.page(_models(rows, base), next_url)
 
 
-@router.post("/models", status_code=201)
+@router.post("/models", status_code=201, response_model=wire.Model)
 async def create_model(body: wire.ModelCreate, request: Request, account: CurrentAccount, rt: Rt):
     """Create a model (of the caller's account) with no versions yet."""
     model, latest = await rt.catalogue.create_model(account, body)
@@ -42,7 +42,7 @@ async def delete_model(owner: str, name: str, account: CurrentAccount, rt: Rt):
     return Response(status_code=204)
 
 
-@router.get("/models")
+@router.get("/models", response_model=wire.Page[wire.Model])
 async def list_models(request: Request, account: CurrentAccount, rt: Rt, sort_by: str | None = None,
                       sort_direction: str | None = None, cursor: str | None = None):
     """Models the caller can see (public ones and its own), 100 a page."""
@@ -50,7 +50,7 @@ async def list_models(request: Request, account: CurrentAccount, rt: Rt, sort_by
     return _page(rows, nxt, base_url(request), sort_by, sort_direction)
 
 
-@router.api_route("/models", methods=["QUERY"])
+@router.api_route("/models", methods=["QUERY"], response_model=wire.Page[wire.Model])
 async def search_models(request: Request, account: CurrentAccount, rt: Rt, sort_by: str | None = None,
                         sort_direction: str | None = None, cursor: str | None = None):
     """Search the models the caller can see: the body is the query text (text/plain)."""
@@ -66,28 +66,23 @@ async def search_models(request: Request, account: CurrentAccount, rt: Rt, sort_
 @router.delete("/models/{owner}/{name}/versions/{vid}", status_code=204)
 async def delete_version(owner: str, name: str, vid: str, account: CurrentAccount, rt: Rt):
     """Delete a version; its Serve application goes once its running predictions finish."""
-    await rt.catalogue.owned_model(account, owner, name)
-    used_by = await rt.deployments.using_version(vid)
-    if used_by:
-        raise Conflict(f"version {vid} is the current release of deployment(s) {', '.join(used_by)}; "
-                       "update or delete them first")
     await rt.catalogue.delete_version(account, owner, name, vid)
     return Response(status_code=204)
 
 
-@router.get("/hardware")
+@router.get("/hardware", response_model=list[wire.Hardware])
 async def list_hardware(account: CurrentAccount, rt: Rt):
     """The hardware SKUs a model, version or deployment may ask for."""
     return [wire.hardware(sku, name) for sku, name in rt.catalogue.hardware()]
 
 
-@router.get("/collections")
+@router.get("/collections", response_model=wire.Page[wire.Collection])
 async def list_collections(account: CurrentAccount, rt: Rt):
     """Collections of models (without their models)."""
     return wire.page([wire.collection(c) for c in rt.catalogue.collections()])
 
 
-@router.get("/collections/{slug}")
+@router.get("/collections/{slug}", response_model=wire.Collection)
 async def get_collection(slug: str, request: Request, account: CurrentAccount, rt: Rt):
     """A collection with the models in it that the caller can see."""
     c, rows = await rt.catalogue.collection(account, slug)

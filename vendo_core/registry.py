@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
-from router.errors import Conflict, NotFound
-from router.keys import Keys
-from router.store import now_iso, parse_iso
+from vendo_core.errors import Conflict, NotFound
+from vendo_core.keys import Keys
+from vendo_core.store import now_iso, parse_iso
 
 VERSION_JSON = ("openapi_schema", "traits", "runtime_env", "config")
 MODEL_CREATED, LATEST_VERSION_CREATED = "model_created_at", "latest_version_created_at"
@@ -45,6 +45,11 @@ def _version(raw: dict[str, Any]) -> dict[str, Any] | None:
         if k in raw:
             raw[k] = json.loads(raw[k])
     return raw
+
+
+def visible(model: dict[str, Any] | None, account: dict[str, str]) -> bool:
+    """Whether `account` may see `model`: a public one, or its own. Everything else is a 404."""
+    return bool(model) and (model.get("visibility") == "public" or model.get("owner") == account["username"])
 
 
 def token_digest(token: str) -> str:

@@ -7,15 +7,16 @@ import os
 import tempfile
 from typing import Any
 
+from deployments import cog_runtime
+from deployments.cog_config import read_cog_config, runtime_env_for
+from vendo_core.packaging import unpack_package
+
 
 def introspect_package(package: bytes) -> dict[str, Any]:
     """Unpack, import the predictor, and return its OpenAPI schema, traits and runtime_env."""
-    from cluster.packaging import unpack_package
-    from deployments import cog_runtime
-
     with tempfile.TemporaryDirectory(prefix="vendo-introspect-") as tmp:
         project = unpack_package(package, tmp)
-        config = cog_runtime.read_cog_config(project)
+        config = read_cog_config(project)
         cwd = os.getcwd()
         try:
             schema = cog_runtime.openapi_schema(project)
@@ -23,13 +24,10 @@ def introspect_package(package: bytes) -> dict[str, Any]:
         finally:
             os.chdir(cwd)
         return {"openapi_schema": schema, "traits": traits,
-                "runtime_env": cog_runtime.runtime_env_for(config)}
+                "runtime_env": runtime_env_for(config)}
 
 
 def package_runtime_env(package: bytes) -> dict[str, Any]:
     """The Ray runtime_env that a package's cog.yaml asks for (no user code is imported)."""
-    from cluster.packaging import unpack_package
-    from deployments.cog_config import read_cog_config, runtime_env_for
-
     with tempfile.TemporaryDirectory(prefix="vendo-config-") as tmp:
         return runtime_env_for(read_cog_config(unpack_package(package, tmp)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -11,10 +10,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from router import wire
 from router.deadlines import parse_cancel_after
-from router.errors import InvalidRequest
-from router.http import CurrentAccount, Rt, base_url
-from router.refs import ModelRef
-from router.status import Status
+from router.deps import CurrentAccount, Rt, base_url, json_body
+from router.runtime import Runtime
+from vendo_core.ids import ModelRef
+from vendo_core.status import Status
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -35,30 +34,18 @@ def prefer_wait(header: str | None) -> float | None:
     return max(1.0, min(n, MAX_WAIT_S))
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as e:
-        raise InvalidRequest("body", f"not valid JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "must be a JSON object")
-    if "input" in body and not isinstance(body["input"], dict):
-        raise InvalidRequest("input", "must be an object")
-    return body
-
-
-async def _create(rt, request: Request, account: dict, body: dict, model: dict, version: dict,
-                  deployment: str | None = None) -> JSONResponse:
+async def _created(request: Request, rt: Runtime, account: dict, body: dict[str, Any],
+                   **target: Any) -> JSONResponse:
+    """Every create, whatever it names: the one service call, then the 201 (or, with
+    `Prefer: wait`, the finished prediction, or the unfinished one as `starting`)."""
     wait = prefer_wait(request.headers.get("prefer"))
-    deadline_s = parse_cancel_after(request.headers.get("cancel-after"))
     base = base_url(request)
-    rec = await rt.service.create(account, model, version, body, deadline_s=deadline_s, deployment=deployment,
-                                  file_url_prefixes=(f"{base}/v1/files/",), base=base)
+    rec = await rt.predictions.create(
+        account, body, **target, deadline_s=parse_cancel_after(request.headers.get("cancel-after")),
+        wait_s=None if wait is None else wait - WAIT_MARGIN_S, file_url_prefixes=(f"{base}/v1/files/",),
+        base=base)
     headers = {}
     if wait is not None:
-        await rt.service.wait(rec["id"], wait - WAIT_MARGIN_S)
-        rec = await rt.store.get(rec["id"]) or rec
         headers["Preference-Applied"] = f"wait={int(wait)}"
     done = Status(rec["status"]).is_terminal()
     body_out = wire.prediction(rec, base, rt.url_for(base), as_starting=not done)
@@ -67,48 +54,53 @@ async def _create(rt, request: Request, account: dict, body: dict, model: dict, 
     return JSONResponse(body_out, status_code=201, headers=headers)
 
 
-@router.post("/predictions", status_code=201)
+@router.post("/predictions", status_code=201, response_model=wire.Prediction)
 async def create_prediction(request: Request, account: CurrentAccount, rt: Rt):
     """Create a prediction for a version id, owner/name:version or owner/name."""
-    body = await _json_body(request)
-    if "version" not in body:
-        raise InvalidRequest("version", "is required")
-    model, version = await rt.service.resolve(account, version_field=body["version"])
-    return await _create(rt, request, account, body, model, version)
+    body = await json_body(request)
+    return await _created(request, rt, account, body, version=body.get("version"))
 
 
-@router.post("/models/{owner}/{name}/predictions", status_code=201)
+@router.post("/models/{owner}/{name}/predictions", status_code=201, response_model=wire.Prediction)
 async def create_model_prediction(owner: str, name: str, request: Request, account: CurrentAccount, rt: Rt):
     """Create a prediction on a model's latest version."""
-    body = await _json_body(request)
     ref = ModelRef(owner, name)
     ref.check_names()
-    model, version = await rt.service.resolve(account, model_ref=ref)
-    return await _create(rt, request, account, body, model, version)
+    return await _created(request, rt, account, await json_body(request), model=ref)
 
 
-@router.get("/predictions/{pid}")
+@router.post("/deployments/{owner}/{name}/predictions", status_code=201, response_model=wire.Prediction,
+             tags=["deployments"])
+async def create_deployment_prediction(owner: str, name: str, request: Request, account: CurrentAccount,
+                                       rt: Rt):
+    """Create a prediction through a deployment (its warm replicas, its hardware)."""
+    ref = ModelRef(owner, name)
+    ref.check_names()
+    return await _created(request, rt, account, await json_body(request), deployment=ref)
+
+
+@router.get("/predictions/{pid}", response_model=wire.Prediction)
 async def get_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
     """Get a prediction."""
-    rec = await rt.service.get(account, pid)
+    rec = await rt.predictions.get(account, pid)
     base = base_url(request)
-    return wire.prediction(rec, base, rt.url_for(base))
+    return JSONResponse(wire.prediction(rec, base, rt.url_for(base)))  # built once: no re-validation
 
 
-@router.get("/predictions")
+@router.get("/predictions", response_model=wire.Page[wire.Prediction])
 async def list_predictions(request: Request, account: CurrentAccount, rt: Rt, cursor: str | None = None):
     """List the caller's predictions, newest first."""
-    recs, nxt = await rt.service.list(account, cursor)
+    recs, nxt = await rt.predictions.list(account, cursor)
     base = base_url(request)
     url_for = rt.url_for(base)
     results = [wire.prediction(r, base, url_for) for r in recs]
     return wire.page(results, f"{base}/v1/predictions?cursor={nxt}" if nxt else None)
 
 
-@router.post("/predictions/{pid}/cancel")
+@router.post("/predictions/{pid}/cancel", response_model=wire.Prediction)
 async def cancel_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
     """Cancel a prediction; a finished one is returned unchanged."""
-    rec = await rt.service.cancel(account, pid)
+    rec = await rt.predictions.cancel(account, pid)
     base = base_url(request)
     return wire.prediction(rec, base, rt.url_for(base))
 
@@ -116,14 +108,14 @@ async def cancel_prediction(pid: str, request: Request, account: CurrentAccount,
 @router.get("/predictions/{pid}/stream")
 async def stream_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
     """Server-sent events: output, logs, error and done, replayed from the start."""
-    await rt.service.get(account, pid)
+    await rt.predictions.get(account, pid)
     base = base_url(request)
     url_for = rt.url_for(base)
 
     async def events():
         last = "0-0"
         while True:
-            batch = await rt.store.read_events(pid, last, KEEPALIVE_MS)
+            batch = await rt.predictions.events(pid, last, KEEPALIVE_MS)
             if not batch:
                 if await request.is_disconnected():
                     return
@@ -131,8 +123,8 @@ async def stream_prediction(pid: str, request: Request, account: CurrentAccount,
                 continue
             for eid, event, data in batch:
                 last = eid
-                if event == "output" and data.startswith(wire.FILE_MARKER):
-                    data = url_for(data[len(wire.FILE_MARKER):])
+                if event == "output":
+                    data = wire.resolve_files(data, url_for)
                 yield sse_event(event, eid, data)
                 if event == "done":
                     return

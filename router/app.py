@@ -1,0 +1,87 @@
+"""The HTTP surface: `create_app(runtime)` builds the FastAPI app over one runtime (no module
+state), maps every `VendoError` to problem details in one place, and caps request bodies. Routes
+live in `router/routes/`; they parse, call a service and render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.routes import catalogue, deployments, files, models, predictions, storage, webhooks
+from router.runtime import Runtime
+from vendo_core.errors import PayloadTooLarge, VendoError
+from vendo_core.settings import Settings
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": None, "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The whole API over `runtime` (real, or built over fakes in unit tests)."""
+    app = FastAPI(title="vendo", version="0.1.0", redirect_slashes=False,
+                  description="A self-hosted, Replicate-compatible model API on Ray Serve")
+    app.state.runtime = runtime
+
+    @app.exception_handler(VendoError)
+    async def _vendo_error(request: Request, exc: VendoError):
+        return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON,
+                            headers=exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "reason": e.get("msg")}
+                  for e in exc.errors()]
+        detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields) or "invalid request"
+        return problem(422, "Invalid request", detail, invalid_fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail))
+
+    app.add_middleware(BodyLimit, settings=runtime.settings)
+
+    @app.get("/health", include_in_schema=False)
+    async def health():
+        return {"status": "ok"}
+
+    for module in (predictions, models, catalogue, deployments, storage, files, webhooks):
+        app.include_router(module.router)
+    return app
+
+
+class BodyLimit:
+    """Refuses a declared Content-Length over the route's limit before anything reads the body.
+    Plain ASGI: Starlette's `@app.middleware("http")` costs a task and a stream per request."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for k, v in scope["headers"]:
+                if k == b"content-length":
+                    limit = self.limit_for(scope["method"], scope["path"])
+                    if v.isdigit() and int(v) > limit:
+                        resp = JSONResponse(PayloadTooLarge(limit).problem(), status_code=413,
+                                            media_type=PROBLEM_JSON)
+                        return await resp(scope, receive, send)
+                    break
+        await self.app(scope, receive, send)
+
+    def limit_for(self, method: str, path: str) -> int:
+        s = self.settings
+        if method == "POST" and path.endswith("/versions"):
+            return s.max_package_bytes
+        if path.startswith("/v1/files"):
+            return s.max_upload_bytes
+        return s.max_body_bytes

@@ -1,0 +1,56 @@
+"""What every route depends on, as named `Annotated` aliases: the runtime of this app, the calling
+account, the base URL for absolute links, and a JSON object body. Routes import from here, never
+from each other or from the app module."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from router.ratelimit import bucket_for
+from router.runtime import Runtime
+from vendo_core.errors import InvalidRequest, Unauthenticated
+
+
+async def runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a sync dependency in a thread pool, on every request
+    return request.app.state.runtime
+
+
+async def current_account(request: Request) -> dict:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        raise Unauthenticated()
+    rt: Runtime = request.app.state.runtime
+    acct = await rt.account_for(token.strip())
+    if acct is None:
+        raise Unauthenticated()
+    await rt.limiter.hit(token.strip(), bucket_for(request.method, request.url.path))  # one round trip
+    return acct
+
+
+def base_url(request: Request) -> str:
+    """The base of absolute links: `VENDO_PUBLIC_URL`, else the request's own."""
+    public = request.app.state.runtime.settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is `{}`); `input`, when present, an object."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as e:
+        raise InvalidRequest("body", f"not valid JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    if "input" in body and not isinstance(body["input"], dict):
+        raise InvalidRequest("input", "must be an object")
+    return body
+
+
+Rt = Annotated[Runtime, Depends(runtime)]
+CurrentAccount = Annotated[dict, Depends(current_account)]

@@ -1,0 +1,67 @@
+"""Resolution of what a caller names (a version id, `owner/name[:version]`) to the (model, version)
+records it may use, with visibility applied (404 for what it may not see) and immutable versions
+cached. Every door resolves through this one class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vendo_core.errors import InvalidRequest, ModelNotFound, VersionNotFound
+from vendo_core.ids import VERSION_ID, ModelRef
+from vendo_core.registry import Registry, visible
+
+
+class Resolver:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self._versions: dict[str, dict] = {}
+
+    def forget(self, vid: str) -> None:
+        self._versions.pop(vid, None)
+
+    async def version(self, vid: str) -> dict[str, Any] | None:
+        v = self._versions.get(vid)
+        if v is None:
+            v = await self.registry.get_version(vid)
+            if v is not None:
+                self._versions[vid] = v  # versions are immutable
+        return v
+
+    async def resolve(self, account: dict, *, version_field: str | None = None,
+                      model_ref: ModelRef | None = None) -> tuple[dict, dict]:
+        """(model, version) for a create body's `version` or a model path; 404 for what the caller
+        may not see."""
+        if version_field is not None:
+            if not isinstance(version_field, str) or not version_field:
+                raise InvalidRequest("version", "must be a version id or owner/name[:version]")
+            if VERSION_ID.match(version_field):
+                v = await self.version(version_field)
+                if v is None:
+                    raise VersionNotFound(version_field)
+                owner, name = v["model"].split("/", 1)
+                model, live = await self.registry.model_and_version(owner, name, v["id"])
+                if not live:
+                    self.forget(v["id"])  # deleted (perhaps by another router replica)
+                if not visible(model, account) or not live:
+                    raise VersionNotFound(version_field)
+                return model, v
+            model_ref = ModelRef.parse(version_field)
+        assert model_ref is not None
+        if model_ref.version:  # a named version is checked against the registry, not the cache
+            model, live = await self.registry.model_and_version(model_ref.owner, model_ref.name,
+                                                                model_ref.version)
+        else:
+            model, live = await self.registry.get_model(model_ref.owner, model_ref.name), True
+        if not visible(model, account):
+            raise ModelNotFound(model_ref.model)
+        vid = model_ref.version or model.get("latest_version")
+        if not vid:
+            raise VersionNotFound(f"{model_ref.model} has no versions")
+        if not live:
+            self.forget(vid)
+            raise VersionNotFound(str(model_ref))
+        v = await self.version(vid)
+        if v is None or v["model"] != model_ref.model:
+            raise VersionNotFound(str(model_ref))
+        return model, v
+

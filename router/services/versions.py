@@ -1,0 +1,154 @@
+"""Models' versions: push (hash, store once, introspect, register), read, and where each one runs.
+The HTTP layer and the CLI push through this; user code is never imported here, only in a Ray task
+with the version's runtime_env (`deployments.introspect`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any, Awaitable, Callable
+
+from router.apps import AppManager, replica_counts
+from router.services.resolve import Resolver
+from vendo_core.errors import InvalidRequest, ModelNotFound, NotFound, PackageInvalid
+from vendo_core.hardware import HardwareConfig
+from vendo_core.ids import ModelRef, app_name, version_id
+from vendo_core.keys import package_key
+from vendo_core.packaging import package_digest
+from vendo_core.registry import Registry, visible
+from vendo_core.storage import ObjectStore
+
+COG_VERSION = "0.23.1"
+VISIBILITIES = ("public", "private")
+# what a version record keeps of its introspection: nothing the model's own code could set decides
+# where its package lives, what it runs on or how far it scales
+INTROSPECTED = ("openapi_schema", "traits", "runtime_env", "config")
+
+Introspect = Callable[[bytes], Any]  # awaitable -> the introspection dict
+
+
+async def introspect_in_ray(data: bytes) -> dict[str, Any]:
+    """Import the predictor in a Ray task with the version's runtime_env and read its schema.
+    cog.yaml (plain YAML) is read here; user code is only ever imported in that task."""
+    import ray  # heavy: only a router that pushes needs it
+
+    from deployments.introspect import introspect_package, package_runtime_env
+
+    runtime_env = await asyncio.to_thread(package_runtime_env, data)
+    task = ray.remote(num_cpus=0, max_retries=0)(introspect_package)
+    try:
+        return await task.options(runtime_env=runtime_env or None).remote(data)
+    except Exception as e:  # noqa: BLE001 - surface the predictor's own import/definition error
+        cause = getattr(e, "cause", None) or e
+        if isinstance(cause, PackageInvalid):
+            raise cause from None
+        raise PackageInvalid(f"could not load the predictor: {type(cause).__name__}: {cause}") from e
+
+
+class VersionService:
+    def __init__(self, registry: Registry, resolver: Resolver, objects: ObjectStore, apps: AppManager, *,
+                 skus: Callable[[], HardwareConfig], introspect: Introspect = introspect_in_ray):
+        self.registry = registry
+        self.resolver = resolver
+        self.objects = objects
+        self.apps = apps
+        self.skus = skus
+        self.introspect = introspect
+
+    async def visible_model(self, account: dict, owner: str, name: str) -> dict[str, Any]:
+        """The model if the caller may see it; ModelNotFound otherwise."""
+        ModelRef(owner, name).check_names()
+        model = await self.registry.get_model(owner, name)
+        if not visible(model, account):
+            raise ModelNotFound(f"{owner}/{name}")
+        return model
+
+    async def latest(self, model: dict[str, Any]) -> dict[str, Any] | None:
+        return await self.resolver.version(model["latest_version"]) if model.get("latest_version") else None
+
+    async def list(self, account: dict, owner: str, name: str) -> list[dict[str, Any]]:
+        """A model's versions, newest first."""
+        await self.visible_model(account, owner, name)
+        out = []
+        for vid in await self.registry.list_version_ids(owner, name):
+            v = await self.resolver.version(vid)
+            if v:
+                out.append(v)
+        return out
+
+    async def get(self, account: dict, owner: str, name: str, vid: str) -> dict[str, Any]:
+        await self.visible_model(account, owner, name)
+        v = await self.registry.get_version(vid)  # not the cache: the version may have been deleted
+        if v is None or v["model"] != f"{owner}/{name}":
+            raise NotFound("Version", f"{owner}/{name}:{vid}")
+        return v
+
+    async def push(self, account: dict, owner: str, name: str, read: Callable[[], Awaitable[bytes]], *,
+                   hardware: str | None = None,
+                   visibility: str = "private", max_replicas: int | None = None,
+                   downscale_delay_s: float | None = None, upscale_delay_s: float | None = None) -> dict[str, Any]:
+        """Register the Cog package that `read()` returns (a tar.gz; read only once the arguments
+        are valid) as a version of `owner/name`, creating the
+        model on a first push. The id is derived from the model and the package's digest, so the
+        same package pushed to the same model is the same version (a no-op), and to another model
+        another version; the bytes are stored once, by digest."""
+        ModelRef(owner, name).check_names()
+        if owner != account["username"]:
+            raise ModelNotFound(f"{owner}/{name}")
+        if visibility not in VISIBILITIES:
+            raise InvalidRequest("visibility", f"must be one of {list(VISIBILITIES)}")
+        skus = self.skus()
+        if hardware is not None:
+            skus.pick(hardware)
+        if max_replicas is not None and not 1 <= max_replicas <= 100:
+            raise InvalidRequest("max_replicas", "must be between 1 and 100")
+        for field, value in (("downscale_delay_s", downscale_delay_s), ("upscale_delay_s", upscale_delay_s)):
+            if value is not None and not 0 <= value <= 86400:
+                raise InvalidRequest(field, "must be between 0 and 86400 seconds")
+        data = await read()
+        if not data:
+            raise InvalidRequest("body", "expected a tar.gz of a Cog project")
+        digest = await asyncio.to_thread(package_digest, data)
+        vid = version_id(f"{owner}/{name}", digest)
+        existing = await self.registry.get_version(vid)  # not the cache: it may have been deleted
+        if existing is not None:
+            return existing
+        info = await self.introspect(data)
+        key = package_key(digest)
+        if not await asyncio.to_thread(self.objects.exists, key):
+            await asyncio.to_thread(self.objects.put_bytes, key, data, "application/gzip")
+        model = await self.registry.ensure_model(owner, name, visibility=visibility,
+                                                 hardware=hardware or skus.default)
+        sku = hardware or model.get("hardware") or skus.default  # `models.create` may have chosen one
+        record = {"id": vid, "cog_version": COG_VERSION, "package_key": key, "package_digest": digest,
+                  "package_sha256": hashlib.sha256(data).hexdigest(), "hardware": sku,
+                  "max_replicas": max_replicas, "downscale_delay_s": downscale_delay_s,
+                  "upscale_delay_s": upscale_delay_s,
+                  **{k: info[k] for k in INTROSPECTED if k in info}}
+        version, _ = await self.registry.add_version(owner, name, record)
+        return version
+
+    async def status(self, account: dict) -> tuple[list[dict[str, Any]], int]:
+        """Each version the caller can see with its Serve state, and how many Serve apps run."""
+        apps = await self.apps.statuses()
+        rows = []
+        for m in await self.registry.list_models():
+            if not visible(m, account):
+                continue
+            for vid in await self.registry.list_version_ids(m["owner"], m["name"]):
+                v = await self.registry.get_version(vid) or {}
+                app = app_name(vid)
+                st = apps.get(app)
+                if v.get("setup_status") == "failed":
+                    state = "setup failed"
+                elif st is None:
+                    state = "not deployed"
+                else:
+                    counts = replica_counts(st)
+                    running = counts.get("running", 0)
+                    state = f"{running} replica{'s' if running > 1 else ''}" if running else (
+                        "starting" if counts.get("starting") else "deployed at zero")
+                rows.append({"model": f"{m['owner']}/{m['name']}", "version": vid, "app": app,
+                             "hardware": v.get("hardware"), "state": state,
+                             "setup_error": v.get("setup_error") or None})
+        return rows, len(apps)
