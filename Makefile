@@ -33,6 +33,7 @@ status: install
 	$(VENDO) status
 
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-unit: install
@@ -40,6 +41,7 @@ test-unit: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # One run on this machine (~8 min on 2 cores): benchmarks/results/latest.{json,md,png}.
 bench: install $(VENV)/.bench-installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 pytestmark = pytest.mark.integration
 
@@ -87,11 +88,32 @@ def test_private_models_are_404_to_others(cluster, tmp_path):
         assert r.status_code == 404
 
 
-def test_same_contents_under_another_model_is_409(cluster, examples):
+def test_same_package_under_another_model_is_another_version(cluster, examples):
+    """A version's identity includes its model: the same package pushed to a second model (a fork,
+    a staging copy) is a new version there, runs, and its bytes are stored once; pushed again to
+    the same model it is the same version."""
     from tests.integration.conftest import EXAMPLES
+    from vendo_core.ids import version_id
+    from vendo_core.keys import Keys, package_key
     from vendo_core.packaging import pack_project
+    from vendo_core.storage import open_store
 
-    data, _ = pack_project(EXAMPLES / "hello-world")
+    data, digest = pack_project(EXAMPLES / "hello-world")
+    original = examples["hello-world"]
+    assert original == version_id("alice/hello-world", digest)
     with cluster.http() as h:
         r = h.post("/v1/models/alice/copy/versions", content=data, headers={"Content-Type": "application/gzip"})
-    assert r.status_code == 409 and "alice/hello-world" in r.json()["detail"]
+        assert r.status_code == 201, r.text
+        copy = r.json()["id"]
+        assert copy == version_id("alice/copy", digest) and copy != original
+        again = h.post("/v1/models/alice/copy/versions", content=data,
+                       headers={"Content-Type": "application/gzip"})
+        assert again.status_code == 201 and again.json()["id"] == copy
+    client = cluster.client()
+    assert client.run(f"alice/copy:{copy}", input={"text": "fork"}) == "hello fork"
+    assert client.models.get("alice/copy").latest_version.id == copy
+    assert client.models.get("alice/hello-world").latest_version.id == original
+    assert open_store(cluster.settings).exists(package_key(digest))
+    r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    keys = Keys(cluster.settings.redis_prefix)
+    assert {r.hget(keys.version(v), "package_key") for v in (original, copy)} == {package_key(digest)}

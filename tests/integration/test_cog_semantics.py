@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def fixtures(cluster):
     names = ["all_inputs", "async_model", "async_generator", "generator", "metrics", "pydantic_output",
-             "paths_output", "subprocess_setup", "concat"]
+             "paths_output", "subprocess_setup", "concat", "shadowing"]
     return {n: cluster.push(FIXTURES / n, f"alice/{n.replace('_', '-')}") for n in names}
 
 
@@ -86,3 +86,15 @@ def test_setup_that_starts_a_subprocess(cluster, fixtures):
         p = sync_create(cluster, fixtures["subprocess_setup"], {"text": text})
         assert p["status"] == "succeeded", p.get("error")
         assert p["output"] == text.upper()
+
+
+def test_project_modules_named_like_the_platforms_are_the_projects_own(cluster, fixtures):
+    """A pushed project with its own core.py, utils.py, router.py, cluster/ and vendo.py gets its
+    own modules in setup() and predict(), and the replica around it keeps working (its kernel is
+    `vendo_core`, imported before any project is on sys.path)."""
+    p = sync_create(cluster, fixtures["shadowing"], {"text": "mine"})
+    assert p["status"] == "succeeded", p
+    assert p["output"] == [f"the project's own {m}" for m in ("core", "utils", "router", "cluster", "vendo")] + [
+        "mine"]
+    again = cluster.client().run(f"alice/shadowing:{fixtures['shadowing']}", input={"text": "twice"})
+    assert again[-1] == "twice"

@@ -1,0 +1,237 @@
+"""Small in-memory fakes that subclass vendo's own interfaces (the prediction store, the registry,
+the Serve app manager), so the services run in unit tests with no Redis and no Ray. Each keeps the
+rule it stands in for: the store applies the same allowed transitions as the Lua script."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from router.apps import AppManager
+from vendo_core.errors import Conflict, NotFound
+from vendo_core.registry import Registry, token_digest
+from vendo_core.status import ALLOWED_FROM, Status
+from vendo_core.store import PredictionStore, now_iso
+
+
+class FakeStore(PredictionStore):
+    def __init__(self, retention_s: float = 0):
+        self.retention_s = retention_s
+        self.records: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[tuple[str, str, str]]] = {}
+        self.dispatch: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self.canceled: list[str] = []
+        self._changed = asyncio.Condition()
+
+    async def create(self, record: dict[str, Any], lease_deadline: float) -> None:
+        self.records[record["id"]] = dict(record)
+        self.events[record["id"]] = []
+        self.dispatch[record["id"]] = lease_deadline
+
+    async def get(self, pid: str) -> dict[str, Any] | None:
+        rec = self.records.get(pid)
+        return None if rec is None else {**rec, "logs": rec.get("logs", "")}
+
+    async def get_many(self, pids: list[str]) -> list[dict[str, Any]]:
+        return [r for r in [await self.get(p) for p in pids] if r]
+
+    async def status(self, pid: str) -> Status | None:
+        rec = self.records.get(pid)
+        return Status(rec["status"]) if rec else None
+
+    async def statuses(self, pids: list[str]) -> list[str | None]:
+        return [self.records[p]["status"] if p in self.records else None for p in pids]
+
+    async def transition(self, pid: str, target: Status, fields: dict[str, Any] | None = None, *,
+                         heartbeat_deadline: float = 0.0, error: str | None = None,
+                         done_reason: str | None = None, retention_s: float | None = None):
+        rec = self.records.get(pid)
+        prev = Status(rec["status"]) if rec else None
+        if prev is None or prev not in ALLOWED_FROM[target]:
+            return False, prev
+        rec.update(fields or {}, status=target.value)
+        if error and target == Status.FAILED:
+            rec["error"] = error
+        if target == Status.PROCESSING:
+            self.running[pid] = heartbeat_deadline
+            self.dispatch.pop(pid, None)
+        if target.is_terminal():
+            self.running.pop(pid, None)
+            self.dispatch.pop(pid, None)
+            self._append(pid, "done", "{}")
+        async with self._changed:
+            self._changed.notify_all()
+        return True, prev
+
+    def _append(self, pid: str, event: str, data: str) -> None:
+        self.events[pid].append((f"{len(self.events[pid]) + 1}-0", event, data))
+
+    async def renew_leases(self, pids: list[str], deadline: float) -> None:
+        for p in pids:
+            if p in self.dispatch:
+                self.dispatch[p] = deadline
+
+    async def lapsed(self, now: float) -> tuple[list[str], list[str]]:
+        return ([p for p, t in self.running.items() if t <= now],
+                [p for p, t in self.dispatch.items() if t <= now])
+
+    async def take_lease(self, pid: str, deadline: float) -> bool:
+        if pid not in self.dispatch or self.dispatch[pid] > time.time():
+            return False
+        self.dispatch[pid] = deadline
+        return True
+
+    async def list_ids(self, username: str, cursor: str | None, limit: int):
+        ids = sorted((r for r in self.records.values() if r["account"] == username),
+                     key=lambda r: r["created_ts"], reverse=True)
+        return [r["id"] for r in ids[:limit]], None
+
+    async def read_events(self, pid: str, last_id: str, block_ms: int | None):
+        seen = int(last_id.split("-")[0])
+        return self.events.get(pid, [])[seen:]
+
+    async def wait_terminal(self, pid: str, timeout_s: float) -> bool:
+        async def done() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: Status(self.records[pid]["status"]).is_terminal())
+        try:
+            await asyncio.wait_for(done(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def publish_cancel(self, pid: str) -> None:
+        self.canceled.append(pid)
+
+
+class FakeRegistry(Registry):
+    def __init__(self):
+        self.accounts: dict[str, dict[str, str]] = {}
+        self.tokens: dict[str, str] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, dict[str, Any]] = {}
+        self.model_versions: dict[str, list[str]] = {}
+        self.gets = 0
+
+    async def create_account(self, username: str, token: str | None = None, name: str | None = None,
+                             kind: str = "user") -> str:
+        token = token or f"token-{username}"
+        self.accounts.setdefault(username, {"username": username, "type": kind, "name": name or username})
+        self.tokens[token_digest(token)] = username
+        return token
+
+    async def account_for_token(self, token: str) -> dict[str, str] | None:
+        username = self.tokens.get(token_digest(token))
+        return self.accounts.get(username) if username else None
+
+    async def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
+        m = self.models.get(f"{owner}/{name}")
+        return dict(m) if m else None
+
+    async def model_and_version(self, owner: str, name: str, vid: str):
+        return await self.get_model(owner, name), vid in self.model_versions.get(f"{owner}/{name}", [])
+
+    async def version_live(self, vid: str) -> bool:
+        return vid in self.versions
+
+    async def create_model(self, owner: str, name: str, visibility: str, **fields: Any) -> dict[str, Any]:
+        ref = f"{owner}/{name}"
+        if ref in self.models:
+            raise Conflict(f"model {ref} already exists")
+        self.models[ref] = {"owner": owner, "name": name, "visibility": visibility, "created_at": now_iso(),
+                            "run_count": 0, **{k: v for k, v in fields.items() if v is not None}}
+        return dict(self.models[ref])
+
+    async def count_run(self, owner: str, name: str) -> None:
+        self.models[f"{owner}/{name}"]["run_count"] += 1
+
+    async def add_version(self, owner: str, name: str, record: dict[str, Any]):
+        ref = f"{owner}/{name}"
+        if ref not in self.models:
+            raise NotFound("Model", ref)
+        if record["id"] in self.versions:
+            return dict(self.versions[record["id"]]), False
+        self.versions[record["id"]] = {**{k: v for k, v in record.items() if v is not None}, "model": ref,
+                                       "created_at": now_iso()}
+        self.model_versions.setdefault(ref, []).insert(0, record["id"])
+        self.models[ref]["latest_version"] = record["id"]
+        return dict(self.versions[record["id"]]), True
+
+    async def get_version(self, vid: str) -> dict[str, Any] | None:
+        self.gets += 1
+        v = self.versions.get(vid)
+        return dict(v) if v else None
+
+    async def list_version_ids(self, owner: str, name: str, limit: int = 100) -> list[str]:
+        return self.model_versions.get(f"{owner}/{name}", [])[:limit]
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        return [dict(m) for m in self.models.values()]
+
+
+class FakeHandle:
+    """A deployment handle whose `predict.remote(request)` runs `behaviour(request)`."""
+
+    def __init__(self, behaviour):
+        self.predict = self
+        self.behaviour = behaviour
+        self.calls: list[dict[str, Any]] = []
+
+    def remote(self, request: dict[str, Any]):
+        self.calls.append(request)
+        return _Response(asyncio.get_running_loop().create_task(self.behaviour(request)))
+
+
+class _Response:
+    def __init__(self, task: asyncio.Task):
+        self.task = task
+
+    def __await__(self):
+        return self.task.__await__()
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
+class FakeApps(AppManager):
+    """Serve apps as a dict of fake handles: `handle(app)` makes one with `behaviour` on first use."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.handles: dict[str, FakeHandle] = {}
+        self.created: list[str] = []
+
+    async def handle(self, app: str, version: dict) -> FakeHandle:
+        if app not in self.handles:
+            self.created.append(app)
+            self.handles[app] = FakeHandle(self.behaviour)
+        return self.handles[app]
+
+    async def touch(self, app: str, force: bool = False) -> None:
+        return None
+
+    def forget(self, app: str) -> None:
+        self.handles.pop(app, None)
+
+    async def statuses(self) -> dict[str, Any]:
+        return {}
+
+
+def replica(store: FakeStore, output: Any = "done", gate: asyncio.Event | None = None):
+    """What a model replica does with a dispatched request: starting → processing, (wait for
+    `gate`), then succeeded with `output`, unless something else ended it first."""
+
+    async def run(request: dict[str, Any]) -> dict[str, Any]:
+        ok, prev = await store.transition(request["id"], Status.PROCESSING, {"started_at": now_iso()},
+                                          heartbeat_deadline=time.time() + 60)
+        if not ok:
+            return {"status": prev.value if prev else None}
+        if gate is not None:
+            await gate.wait()
+        ok, _ = await store.transition(request["id"], Status.SUCCEEDED, {"output": output,
+                                                                        "completed_at": now_iso()})
+        return {"status": "succeeded" if ok else (await store.status(request["id"])).value}
+
+    return run
