@@ -16,7 +16,7 @@ from vendo_core.settings import Settings
 class Router:
     async def __init__(self, settings: dict, redis_url: str):
         logging.basicConfig(level=logging.INFO)
-        self.rt = Runtime(Settings(**settings), redis_url, version_app_builder(settings, redis_url))
+        self.rt = Runtime.connect(Settings(**settings), redis_url, version_app_builder(settings, redis_url))
         self.rt.start_background()
 
     def __serve_build_asgi_app__(self):

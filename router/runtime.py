@@ -10,6 +10,8 @@ import time
 from functools import partial
 from typing import Any, Callable
 
+import redis.asyncio as aioredis
+
 from router.apps import AppManager
 from router.deadlines import Deadlines
 from router.ratelimit import RateLimiter
@@ -36,42 +38,62 @@ ACCOUNT_CACHE_S = 5.0
 
 
 class Runtime:
-    def __init__(self, settings: Settings, redis_url: str, build_app: Callable[[dict], Any]):
+    """Built once per router replica by `connect`, or over fakes in unit tests: the collaborators
+    that touch Redis, storage and Serve come in; the services are made from them here, once."""
+
+    def __init__(self, settings: Settings, *, store: PredictionStore, registry: Registry, objects: ObjectStore,
+                 apps: AppManager, files: Files, limiter: RateLimiter, redis: aioredis.Redis | None = None,
+                 redis_url: str = ""):
         self.settings = settings
         self.redis_url = redis_url
+        self.redis = redis
         self.keys = Keys(settings.redis_prefix)
-        self.redis = connect(redis_url, max_connections=512)
-        self.store = PredictionStore(self.redis, self.keys, settings.prediction_ttl_s,
-                                     retention_s=settings.retention_s)
-        self.registry = Registry(self.redis, self.keys)
-        self.objects: ObjectStore = open_store(settings)
-        self.apps = AppManager(self.redis, self.keys, build_app, settings.app_idle_s,
-                               version_live=self.registry.version_live)
-        self.files = Files(self.redis, self.keys, self.objects, expiry_s=settings.file_expiry_s,
-                           signing_key=settings.signing_key.encode() if settings.signing_key else None)
+        self.store = store
+        self.registry = registry
+        self.objects = objects
+        self.apps = apps
+        self.files = files
+        self.limiter = limiter
         skus = partial(skus_for, settings)
-        self.resolver = Resolver(self.registry)
-        self.deployments = DeploymentService(self.redis, self.keys, self.apps, self.resolver, skus)
-        self.predictions = PredictionService(self.store, self.resolver, self.apps, deployments=self.deployments,
+        self.resolver = Resolver(registry)
+        # what needs Redis beyond the store and the registry (absent in the in-process unit app)
+        self.deployments = DeploymentService(redis, self.keys, apps, self.resolver, skus) if redis else None
+        self.predictions = PredictionService(store, self.resolver, apps, deployments=self.deployments,
                                              lease_s=settings.lease_s, max_queue_s=settings.max_queue_s,
-                                             files=self.files,
-                                             webhooks=WebhookPolicy(settings.allow_private_webhooks))
-        self.versions = VersionService(self.registry, self.resolver, self.objects, self.apps, skus=skus)
-        self.catalogue = Catalogue(self.registry, self.store, self.apps, skus=skus,
-                                   collections=partial(collections_for, settings), deployments=self.deployments)
-        self.deadlines = Deadlines(self.redis, self.keys, self.predictions.cancel_now)
-        self.retention = Retention(self.redis, self.keys, self.objects)
-        self.limiter = RateLimiter(self.redis, self.keys, creates_per_min=settings.rate_limit_creates_per_min,
-                                   requests_per_min=settings.rate_limit_requests_per_min)
-        self.webhook_secrets = WebhookSecrets(self.redis, self.keys)
-        self.webhook_delivery = WebhookDelivery(
-            self.redis, self.keys, self.store, self.webhook_secrets, self.url_for,
-            settings.public_url or f"http://{settings.host}:{settings.port}",
-            allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
-            max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
-            claim_idle_s=settings.webhook_claim_idle_s)
+                                             files=files, webhooks=WebhookPolicy(settings.allow_private_webhooks))
+        self.versions = VersionService(registry, self.resolver, objects, apps, skus=skus)
+        self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
+                                   deployments=self.deployments)
+        self.webhook_delivery: WebhookDelivery | None = None
+        if redis is not None:
+            self.deadlines = Deadlines(redis, self.keys, self.predictions.cancel_now)
+            self.retention = Retention(redis, self.keys, objects)
+            self.webhook_secrets = WebhookSecrets(redis, self.keys)
+            self.webhook_delivery = WebhookDelivery(
+                redis, self.keys, store, self.webhook_secrets, self.url_for,
+                settings.public_url or f"http://{settings.host}:{settings.port}",
+                allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
+                max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
+                claim_idle_s=settings.webhook_claim_idle_s)
         self._accounts: dict[str, tuple[float, dict]] = {}
         self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    def connect(cls, settings: Settings, redis_url: str, build_app: Callable[[dict], Any]) -> Runtime:
+        """The real runtime: one Redis pool, the object store `settings` name, Serve apps built
+        with `build_app(version)`."""
+        keys = Keys(settings.redis_prefix)
+        redis = connect(redis_url, max_connections=512)
+        registry = Registry(redis, keys)
+        objects = open_store(settings)
+        return cls(
+            settings, redis=redis, redis_url=redis_url, registry=registry, objects=objects,
+            store=PredictionStore(redis, keys, settings.prediction_ttl_s, retention_s=settings.retention_s),
+            apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live),
+            files=Files(redis, keys, objects, expiry_s=settings.file_expiry_s,
+                        signing_key=settings.signing_key.encode() if settings.signing_key else None),
+            limiter=RateLimiter(redis, keys, creates_per_min=settings.rate_limit_creates_per_min,
+                                requests_per_min=settings.rate_limit_requests_per_min))
 
     async def account_for(self, token: str) -> dict | None:
         hit = self._accounts.get(token)
@@ -90,17 +112,22 @@ class Runtime:
     def start_background(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._every(s.sweep_interval_s, self.predictions.sweep, "sweep")),
-            loop.create_task(self._every(s.lease_s / 3, self.predictions.renew_leases, "lease renewal")),
-            loop.create_task(self._every(s.reaper_interval_s, self.apps.reap_idle, "idle reaper")),
-            loop.create_task(self._every(s.reaper_interval_s, self.deployments.reconcile, "reconcile",
-                                         first_s=0.0)),
-            loop.create_task(self._every(min(1.0, s.sweep_interval_s), self.deadlines.sweep, "deadlines")),
-            loop.create_task(self._every(s.sweep_interval_s, self.retention.sweep, "retention")),
-            loop.create_task(self._every(s.sweep_interval_s, self.files.sweep, "file expiry")),
+        every = [
+            (s.sweep_interval_s, self.predictions.sweep, "sweep", None),
+            (s.lease_s / 3, self.predictions.renew_leases, "lease renewal", None),
+            (s.reaper_interval_s, self.apps.reap_idle, "idle reaper", None),
+            (s.sweep_interval_s, self.files.sweep, "file expiry", None),
         ]
-        self._tasks.append(loop.create_task(self.webhook_delivery.run()))
+        if self.redis is not None:
+            every += [
+                (s.reaper_interval_s, self.deployments.reconcile, "reconcile", 0.0),
+                (min(1.0, s.sweep_interval_s), self.deadlines.sweep, "deadlines", None),
+                (s.sweep_interval_s, self.retention.sweep, "retention", None),
+            ]
+        self._tasks = [loop.create_task(self._every(period, fn, what, first_s=first))
+                       for period, fn, what, first in every]
+        if self.webhook_delivery is not None:
+            self._tasks.append(loop.create_task(self.webhook_delivery.run()))
 
     async def _every(self, period_s: float, fn, what: str, first_s: float | None = None) -> None:
         delay = period_s if first_s is None else first_s
@@ -117,5 +144,7 @@ class Runtime:
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
-        await self.webhook_delivery.close()
-        await self.redis.aclose()
+        if self.webhook_delivery is not None:
+            await self.webhook_delivery.close()
+        if self.redis is not None:
+            await self.redis.aclose()

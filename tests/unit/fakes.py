@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from router.apps import AppManager
+from router.ratelimit import RateLimiter
 from vendo_core.errors import Conflict, NotFound
 from vendo_core.registry import Registry, token_digest
 from vendo_core.status import ALLOWED_FROM, Status
@@ -235,3 +236,14 @@ def replica(store: FakeStore, output: Any = "done", gate: asyncio.Event | None =
         return {"status": "succeeded" if ok else (await store.status(request["id"])).value}
 
     return run
+
+
+class NoLimits(RateLimiter):
+    """A rate limiter that counts requests and never refuses one."""
+
+    def __init__(self):
+        self.hits: list[str] = []
+
+    async def hit(self, token: str, bucket: str) -> int | None:
+        self.hits.append(bucket)
+        return None
