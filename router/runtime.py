@@ -30,6 +30,7 @@ from vendo_core.keys import Keys
 from vendo_core.redisconn import connect
 from vendo_core.registry import Registry
 from vendo_core.settings import Settings
+from vendo_core.signing import signer_for
 from vendo_core.storage import ObjectStore, open_store
 from vendo_core.store import PredictionStore
 
@@ -85,13 +86,14 @@ class Runtime:
         keys = Keys(settings.redis_prefix)
         redis = connect(redis_url, max_connections=512)
         registry = Registry(redis, keys)
-        objects = open_store(settings)
+        signer = signer_for(settings)
+        objects = open_store(settings, signer=signer)
         return cls(
             settings, redis=redis, redis_url=redis_url, registry=registry, objects=objects,
             store=PredictionStore(redis, keys, settings.prediction_ttl_s, retention_s=settings.retention_s),
             apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live),
             files=Files(redis, keys, objects, expiry_s=settings.file_expiry_s,
-                        signing_key=settings.signing_key.encode() if settings.signing_key else None),
+                        signer=signer),
             limiter=RateLimiter(redis, keys, creates_per_min=settings.rate_limit_creates_per_min,
                                 requests_per_min=settings.rate_limit_requests_per_min))
 

@@ -6,14 +6,10 @@ stored bytes (never an HTTP fetch of our own API)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -28,6 +24,7 @@ import redis.asyncio as aioredis
 from vendo_core.errors import InvalidInput, InvalidRequest, NotFound
 from vendo_core.ids import new_prediction_id
 from vendo_core.keys import Keys, file_object
+from vendo_core.signing import LinkSigner
 from vendo_core.storage import ObjectStore
 from vendo_core.store import decode_cursor, encode_cursor, now_iso
 
@@ -111,12 +108,12 @@ class Files:
     """The files service: create, read, list, delete, sign, expire, and localize for replicas."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, objects: ObjectStore, *, expiry_s: int = 86400,
-                 signing_key: bytes | None = None):
+                 signer: LinkSigner | None = None):
         self.redis = redis
         self.keys = keys
         self.objects = objects
         self.expiry_s = expiry_s
-        self._signing_key = signing_key
+        self.signer = signer  # a replica, which only reads files, has none
 
     # records
 
@@ -242,29 +239,17 @@ class Files:
 
     # signed downloads
 
-    async def _key(self) -> bytes:
-        if self._signing_key is None:
-            k = self.keys.signing_secret()
-            await self.redis.set(k, secrets.token_hex(32), nx=True)
-            self._signing_key = (await self.redis.get(k)).encode()
-        return self._signing_key
-
-    async def _signature(self, owner: str, file_id: str, expiry: int) -> str:
-        digest = hmac.new(await self._key(), f"{owner} {file_id} {expiry}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
     async def download_url(self, rec: dict[str, Any], base: str, expiry_s: int) -> str:
         """`{base}/v1/files/{id}/download?owner=&expiry=&signature=`, good until the link expiry
         or the file's, whichever is first."""
         expiry = int(min(time.time() + expiry_s, float(rec["expires_ts"])))
-        sig = await self._signature(rec["account"], rec["id"], expiry)
+        sig = self.signer.sign(rec["account"], rec["id"], expiry)
         return f"{base}/v1/files/{rec['id']}/download?owner={rec['account']}&expiry={expiry}&signature={sig}"
 
     async def open_signed(self, file_id: str, owner: str, expiry: int, signature: str) -> tuple[Path, dict, bool]:
         """(local path, record, whether the path is a temporary copy to delete) for a valid,
         unexpired link; NotFound otherwise."""
-        expected = await self._signature(owner, file_id, expiry)
-        if expiry < time.time() or not hmac.compare_digest(expected, signature.rstrip("=")):
+        if not self.signer.verify(signature, expiry, owner, file_id):
             raise NotFound("File", file_id)
         rec = await self._record(file_id)
         if rec is None or rec["account"] != owner:

@@ -108,10 +108,6 @@ class Keys:
         """Sorted set: uploaded files scored by their expiry."""
         return f"{self.prefix}files:expiring"
 
-    def signing_secret(self) -> str:
-        """The HMAC key for signed file download links, shared by every router replica."""
-        return f"{self.prefix}secret:file-links"
-
     def deployment(self, owner: str, name: str) -> str:
         """Hash: a named deployment's current release (model, version, hardware, instances)."""
         return f"{self.prefix}deployment:{owner}/{name}"

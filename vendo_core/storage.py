@@ -7,8 +7,6 @@ A missing key raises FileNotFoundError from every store.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import shutil
 import tempfile
@@ -22,6 +20,8 @@ from urllib.parse import quote, unquote, urlparse
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from vendo_core.signing import LinkSigner, signer_for
 
 
 def check_key(key: str) -> str:
@@ -77,12 +77,10 @@ class ObjectStore(ABC):
 class FileStore(ObjectStore):
     """Objects as files under `root`; links are `{base_url}/v1/storage/{key}?expires=…&sig=…`."""
 
-    def __init__(self, root: str | Path, signing_key: bytes):
-        if not signing_key:
-            raise ValueError("FileStore needs a non-empty signing key")
+    def __init__(self, root: str | Path, signer: LinkSigner):
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._signing_key = bytes(signing_key)
+        self.signer = signer
 
     def _path(self, key: str) -> Path:
         path = self.root.joinpath(*check_key(key).split("/"))
@@ -147,25 +145,19 @@ class FileStore(ObjectStore):
                 pass
         return count
 
-    def _sign(self, key: str, expires: int) -> str:
-        return hmac.new(self._signing_key, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
-
     def url(self, key: str, base_url: str, expiry_s: int) -> str:
         check_key(key)
         expires = int(time.time()) + int(expiry_s)
-        sig = self._sign(key, expires)
+        sig = self.signer.sign(key, expires)
         return f"{base_url.rstrip('/')}/v1/storage/{quote(key, safe='/')}?expires={expires}&sig={sig}"
 
     def verify(self, key: str, expires: int | str, sig: str, now: float | None = None) -> bool:
         """Whether `sig` is this store's signature of `key` until `expires`, and that is not past."""
         try:
             check_key(key)
-            expires = int(expires)
-        except (TypeError, ValueError):
+        except ValueError:
             return False
-        if (time.time() if now is None else now) > expires or not isinstance(sig, str):
-            return False
-        return hmac.compare_digest(self._sign(key, expires), sig.lower())
+        return self.signer.verify(sig, expires, key, now=now)
 
     def describe(self) -> str:
         return self.root.as_uri()
@@ -317,27 +309,7 @@ def _not_found(key: str):
         raise
 
 
-def load_signing_key(data_dir: str | Path) -> bytes:
-    """The random 32-byte key at `data_dir/signing.key`, created (mode 0600) if missing."""
-    path = Path(data_dir).expanduser() / "signing.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-")  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32))
-            os.link(tmp, path)  # atomic; loses cleanly to a concurrent creator
-        except FileExistsError:
-            pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    key = path.read_bytes()
-    if len(key) < 16:
-        raise ValueError(f"signing key at {path} is too short")
-    return key
-
-
-def open_store(settings, *, create_bucket: bool | None = None) -> ObjectStore:
+def open_store(settings, *, create_bucket: bool | None = None, signer: LinkSigner | None = None) -> ObjectStore:
     """The store that `settings.storage_url` names (default: files under the data directory)."""
     data_dir = settings.resolved_data_dir()
     url = settings.storage_url
@@ -360,5 +332,4 @@ def open_store(settings, *, create_bucket: bool | None = None) -> ObjectStore:
         raise ValueError(f"storage_url must start with s3:// or file://, got {url!r}")
     else:
         root = data_dir / "files"
-    key = settings.signing_key.encode() if settings.signing_key else load_signing_key(data_dir)
-    return FileStore(root, key)
+    return FileStore(root, signer or signer_for(settings))

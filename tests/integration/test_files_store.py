@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from router.multipart import Upload
 from router.retention import Retention
 from tests.redisdb import flush, private_db
 from vendo_core.errors import InvalidInput, NotFound
-from vendo_core.files import Files
+from vendo_core.files import Files, Upload
 from vendo_core.keys import Keys
 from vendo_core.redisconn import connect
+from vendo_core.signing import LinkSigner
 from vendo_core.status import Status
 from vendo_core.storage import FileStore
 from vendo_core.store import PredictionStore
@@ -29,11 +29,11 @@ ALICE, BOB = {"username": "alice"}, {"username": "bob"}
 @pytest.fixture
 def env(tmp_path):
     url = private_db(DB)
-    objects = FileStore(tmp_path / "objects", b"k" * 32)
+    objects = FileStore(tmp_path / "objects", LinkSigner(b"k" * 32))
 
     def make(expiry_s: int = 3600):
         r = connect(url)
-        return Files(r, Keys("vendo:"), objects, expiry_s=expiry_s), r
+        return Files(r, Keys("vendo:"), objects, expiry_s=expiry_s, signer=objects.signer), r
 
     yield make, objects, tmp_path
     flush(url)
@@ -79,7 +79,7 @@ def test_create_read_sign_delete(env):
             with pytest.raises(NotFound):
                 await files.open_signed(fid, owner, int(expiry), sig)
         past = int(time.time()) - 1
-        sig = await files._signature("alice", fid, past)
+        sig = files.signer.sign("alice", fid, past)
         with pytest.raises(NotFound):
             await files.open_signed(fid, "alice", past, sig)
 

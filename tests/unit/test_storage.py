@@ -6,14 +6,15 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 
 from vendo_core.settings import Settings
-from vendo_core.storage import FileStore, S3Store, check_key, load_signing_key, open_store
+from vendo_core.signing import LinkSigner, load_signing_key
+from vendo_core.storage import FileStore, S3Store, check_key, open_store
 
 KEY = b"k" * 32
 
 
 @pytest.fixture
 def store(tmp_path):
-    return FileStore(tmp_path / "files", KEY)
+    return FileStore(tmp_path / "files", LinkSigner(KEY))
 
 
 def _parts(url):
@@ -77,7 +78,7 @@ def test_signed_url_verifies(store):
     assert url.startswith("http://host:8000/v1/storage/predictions/p1/out%20put.png?")
     assert key == "predictions/p1/out put.png"
     assert abs(int(expires) - (time.time() + 60)) < 5
-    assert len(sig) == 64
+    assert len(sig) == 43  # a whole HMAC-SHA256, urlsafe base64 without padding
     assert store.verify(key, expires, sig)
     assert store.verify(key, int(expires), sig, now=int(expires))
 
@@ -97,7 +98,7 @@ def test_signed_url_tampered(store):
     assert not store.verify(key, expires, "")
     assert not store.verify(key, "soon", sig)
     assert not store.verify("../a/b", expires, sig)
-    other = FileStore(store.root, b"x" * 32)
+    other = FileStore(store.root, LinkSigner(b"x" * 32))
     assert not other.verify(key, expires, sig)
 
 
@@ -148,7 +149,7 @@ def test_open_store_configured(tmp_path):
     assert isinstance(store, FileStore) and store.root == (tmp_path / "elsewhere").resolve()
     assert not (tmp_path / "signing.key").exists()
     _, key, expires, sig = _parts(store.url("a/b", "http://h", 60))
-    assert FileStore(tmp_path / "x", b"s3cret").verify(key, expires, sig)
+    assert FileStore(tmp_path / "x", LinkSigner(b"s3cret")).verify(key, expires, sig)
 
     s3 = open_store(
         Settings(
