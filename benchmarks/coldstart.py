@@ -61,12 +61,13 @@ def short_app(stack, vid: str) -> str:
     delays; the router then finds it and only its replica is ever cold. Returns the app name."""
     from ray import serve
 
+    from router.apps import AppSpec
     from router.serve_apps import version_app_builder
 
     app = stack.app_of(vid)
     short = stack.settings.model_copy(update=SHORT)
     build = version_app_builder(short.model_dump(mode="json"), stack.redis_url)
-    serve.run(build(stack.version_record(vid)), name=app, route_prefix=None)
+    serve.run(build(AppSpec.of(stack.version_record(vid), app)), name=app, route_prefix=None)
     return app
 
 
@@ -83,7 +84,7 @@ def setup_apps(stack) -> tuple[str, str]:
     skus = hardware(str(short.hardware_config) if short.hardware_config else None)
     stk.deploy_bare(BARE_COLD_APP, BARE_COLD_PREFIX, stk.MODELS / "cold", max_ongoing_requests=1,
                     autoscaling_config=autoscaling(short, 1),
-                    ray_actor_options=skus.get(version.get("hardware")).ray_actor_options())
+                    ray_actor_options=skus.get(version.hardware).ray_actor_options())
     return vid, app
 
 

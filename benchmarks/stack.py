@@ -124,7 +124,7 @@ class Stack:
         self.versions[name] = vid
         return vid
 
-    def version_record(self, vid: str) -> dict[str, Any]:
+    def version_record(self, vid: str):
         from vendo_core.keys import Keys
         from vendo_core.redisconn import connect
         from vendo_core.registry import Registry

@@ -68,7 +68,7 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
           num_gpus: float | None = None) -> tuple[str, str, str]:
     """Start (or join) Ray, Serve and the router. Returns (base URL, token, redis URL)."""
     import ray  # heavy: only starting or stopping a cluster needs it
-    from ray import serve
+    from ray import serve  # heavy, as above
 
     from cluster.serve_apps import deploy_router  # imports Ray Serve and the router: only `up` needs them
 
@@ -97,7 +97,7 @@ def _display_host(host: str) -> str:
 def run_foreground(settings: Settings, address: str | None) -> None:
     """`vendo up` without --detach: start, write the state file, block until a signal."""
     import ray  # heavy: only starting or stopping a cluster needs it
-    from ray import serve
+    from ray import serve  # heavy, as above
 
     url, token, redis_url = start(settings, address)
     state = {"url": url, "pid": os.getpid(), "redis_url": redis_url, "started_at": time.time(),

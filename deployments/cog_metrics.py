@@ -163,7 +163,7 @@ def _scope_lookup() -> Any:
 def install() -> None:
     """Patch `coglet._sdk.current_scope` once per process; idempotent."""
     global _original_current_scope
-    import coglet
+    import coglet  # Cog's server runtime: only a process that runs predictors patches it
 
     with _install_lock:
         if _original_current_scope is None:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import cog
 from cog import CancelationException, _inspector
 from cog import _adt as adt
 from cog.input import FieldInfo
@@ -197,8 +198,6 @@ def openapi_schema(project_dir: str | os.PathLike) -> dict:
 
     Imports the user's module (cwd and sys.path are restored afterwards); raises PackageInvalid.
     """
-    import cog
-
     _, predict, train = _describe(project_dir)
     return cog_schema.build_openapi(
         predict and (predict.info, predict.facts), train and (train.info, train.facts), cog.__version__
@@ -289,8 +288,6 @@ class LoadedPredictor:
 
     def schema(self) -> dict:
         """The OpenAPI document for the loaded target, without importing again."""
-        import cog
-
         if self.method_name == "train" and self.config.train_ref:
             return cog_schema.build_openapi(None, (self.info, self.facts), cog.__version__)
         return cog_schema.build_openapi((self.info, self.facts), None, cog.__version__)

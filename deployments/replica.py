@@ -25,6 +25,7 @@ from vendo_core.files import Files
 from vendo_core.keys import Keys
 from vendo_core.packaging import unpack_package
 from vendo_core.redisconn import connect
+from vendo_core.registry import Registry
 from vendo_core.settings import Settings
 from vendo_core.status import Status
 from vendo_core.storage import open_store
@@ -103,12 +104,12 @@ class ModelReplica:
         finally:
             logs.unbind(token)
         self.setup_logs = sink.drain()
-        await self.redis.hset(self.keys.version(self.version_id), mapping={
+        await Registry(self.redis, self.keys).record_setup(self.version_id, {
             "setup_status": "failed" if self.setup_error else "succeeded",
             "setup_error": self.setup_error or "",
             "setup_logs": self.setup_logs[-20000:],
-            "setup_time": f"{time.time() - started:.3f}",
-            "setup_completed_at": f"{time.time():.6f}",
+            "setup_time": round(time.time() - started, 3),
+            "setup_completed_at": round(time.time(), 6),
         })
         self._bg = [asyncio.get_running_loop().create_task(self._heartbeat_loop()),
                     asyncio.get_running_loop().create_task(self._cancel_listener())]

@@ -10,17 +10,37 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from vendo_core.errors import VersionNotFound
-from vendo_core.ids import VERSION_APP_PREFIX
+from vendo_core.ids import VERSION_APP_PREFIX, app_name
 from vendo_core.keys import Keys
+from vendo_core.records import Version
 
 log = logging.getLogger("vendo.apps")
 
 LOCK_TTL_MS = 60_000
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """What one Serve application runs: a version and, for a named deployment, its own hardware,
+    instance counts and release. A version's own app takes everything from the version."""
+
+    version: Version
+    app: str
+    hardware: str | None = None
+    min_replicas: int = 0
+    max_replicas: int | None = None
+    deployment: str | None = None
+    release: int | None = None
+
+    @classmethod
+    def of(cls, version: Version, app: str | None = None) -> AppSpec:
+        return cls(version=version, app=app or app_name(version.id))
 
 
 class AppManager:
@@ -28,7 +48,7 @@ class AppManager:
     for a version record; it is only called when the app must be created. `version_live(id)` says
     whether a version is still registered: a deleted version's app is never created again."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, build: Callable[[dict], Any], idle_s: float, *,
+    def __init__(self, redis: aioredis.Redis, keys: Keys, build: Callable[[AppSpec], Any], idle_s: float, *,
                  version_live: Callable[[str], Awaitable[bool]] | None = None):
         self.redis = redis
         self.keys = keys
@@ -41,14 +61,15 @@ class AppManager:
         self._touched: dict[str, float] = {}
 
     async def _apps(self) -> dict[str, Any]:
-        from ray import serve
+        from ray import serve  # heavy: kept out of what unit tests import
 
         status = await asyncio.to_thread(serve.status)
         self._known = set(status.applications)
         return status.applications
 
-    async def handle(self, app: str, version: dict) -> Any:
-        """A cached handle to `app`, creating the app first when the controller lacks it."""
+    async def handle(self, spec: AppSpec) -> Any:
+        """A cached handle to `spec.app`, creating the app first when the controller lacks it."""
+        app = spec.app
         h = self.handles.get(app)
         if h is not None:
             return h
@@ -57,7 +78,7 @@ class AppManager:
             fut = asyncio.get_running_loop().create_future()
             self._creating[app] = fut
             try:
-                fut.set_result(await self._ensure(app, version))
+                fut.set_result(await self._ensure(spec))
             except BaseException as e:
                 fut.set_exception(e)
                 fut.exception()  # mark retrieved: the caller below re-raises it
@@ -71,20 +92,21 @@ class AppManager:
         self.handles.pop(app, None)
         self._known.discard(app)
 
-    async def _ensure(self, app: str, version: dict) -> Any:
-        from ray import serve
+    async def _ensure(self, spec: AppSpec) -> Any:
+        from ray import serve  # heavy: kept out of what unit tests import
 
+        app = spec.app
         if app not in self._known:
             await self._apps()
         if app not in self._known:
             async with self._lock(app):
                 await self._apps()
                 if app not in self._known:
-                    if self.version_live is not None and not await self.version_live(version["id"]):
-                        raise VersionNotFound(version["id"])  # deleted: its teardown holds this lock
+                    if self.version_live is not None and not await self.version_live(spec.version.id):
+                        raise VersionNotFound(spec.version.id)  # deleted: its teardown holds this lock
                     await self.touch(app, force=True)  # before it exists: the reaper never sees it unused
                     t0 = time.monotonic()
-                    target = serve.RunTarget(self.build(version), name=app, route_prefix=None)
+                    target = serve.RunTarget(self.build(spec), name=app, route_prefix=None)
                     await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
                     self._known.add(app)
                     log.info("created Serve app %s in %.3fs", app, time.monotonic() - t0)
@@ -104,7 +126,7 @@ class AppManager:
 
     async def reap_idle(self, now: float | None = None) -> list[str]:
         """Delete version apps idle at zero replicas for `idle_s`; returns the names deleted."""
-        from ray import serve
+        from ray import serve  # heavy: kept out of what unit tests import
 
         now = time.time() if now is None else now
         apps = await self._apps()
@@ -138,11 +160,12 @@ class AppManager:
         """The names of every Serve application, read from the controller once."""
         return set(await self._apps())
 
-    async def deploy(self, app: str, spec: dict) -> None:
-        """Create `app`, or roll it to a new configuration (a named deployment's update). Serve
+    async def deploy(self, spec: AppSpec) -> None:
+        """Create `spec.app`, or roll it to a new configuration (a named deployment's update). Serve
         replaces the replicas gracefully, so running predictions finish on the old ones."""
-        from ray import serve
+        from ray import serve  # heavy: kept out of what unit tests import
 
+        app = spec.app
         async with self._lock(app):
             await self.touch(app, force=True)
             target = serve.RunTarget(self.build(spec), name=app, route_prefix=None)
@@ -152,7 +175,7 @@ class AppManager:
 
     async def delete(self, app: str) -> None:
         """Delete `app` (Serve drains its running requests first)."""
-        from ray import serve
+        from ray import serve  # heavy: kept out of what unit tests import
 
         async with self._lock(app):
             await asyncio.to_thread(serve.delete, app)
@@ -166,7 +189,7 @@ class AppManager:
         queued prediction may need it to create the app), then deletes under it, as the reaper
         does, after a last look, so a prediction that slipped in meanwhile is waited for too. The
         version must already be gone from the registry, so `_ensure` cannot bring the app back."""
-        from ray import serve
+        from ray import serve  # heavy: kept out of what unit tests import
 
         while True:
             pending = await busy()

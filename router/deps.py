@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from router.ratelimit import bucket_for
 from router.runtime import Runtime
 from vendo_core.errors import InvalidRequest, Unauthenticated
+from vendo_core.records import Account
 
 
 async def runtime(request: Request) -> Runtime:
@@ -19,7 +20,7 @@ async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-async def current_account(request: Request) -> dict:
+async def current_account(request: Request) -> Account:
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() not in ("bearer", "token") or not token.strip():
@@ -53,4 +54,4 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 Rt = Annotated[Runtime, Depends(runtime)]
-CurrentAccount = Annotated[dict, Depends(current_account)]
+CurrentAccount = Annotated[Account, Depends(current_account)]

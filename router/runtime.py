@@ -27,6 +27,7 @@ from vendo_core.collections import collections_for
 from vendo_core.files import Files
 from vendo_core.hardware import skus_for
 from vendo_core.keys import Keys
+from vendo_core.records import Account
 from vendo_core.redisconn import connect
 from vendo_core.registry import Registry
 from vendo_core.settings import Settings
@@ -76,7 +77,7 @@ class Runtime:
                 allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
                 max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
                 claim_idle_s=settings.webhook_claim_idle_s)
-        self._accounts: dict[str, tuple[float, dict]] = {}
+        self._accounts: dict[str, tuple[float, Account]] = {}
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
@@ -97,7 +98,7 @@ class Runtime:
             limiter=RateLimiter(redis, keys, creates_per_min=settings.rate_limit_creates_per_min,
                                 requests_per_min=settings.rate_limit_requests_per_min))
 
-    async def account_for(self, token: str) -> dict | None:
+    async def account_for(self, token: str) -> Account | None:
         hit = self._accounts.get(token)
         now = time.monotonic()
         if hit and now - hit[0] < ACCOUNT_CACHE_S:

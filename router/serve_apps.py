@@ -9,21 +9,17 @@ from typing import Any, Callable
 from ray import serve
 
 from deployments.replica import ModelReplica
+from router.apps import AppSpec
 from vendo_core.hardware import skus_for
 from vendo_core.settings import Settings
 
 
-def autoscaling(settings: Settings, max_replicas: int, min_replicas: int = 0,
-                version: dict[str, Any] | None = None) -> dict[str, Any]:
+def autoscaling(settings: Settings, max_replicas: int, min_replicas: int = 0, *,
+                downscale_delay_s: float | None = None, upscale_delay_s: float | None = None) -> dict[str, Any]:
     """Scale to zero by default; every field set so Ray's defaults (min 1, 600 s) never apply.
-    A version may carry its own `downscale_delay_s` / `upscale_delay_s`."""
-    version = version or {}
-    def pick(field: str, default: float) -> float:
-        value = version.get(field)
-        return float(value) if value not in (None, "") else default
-
-    down = pick("downscale_delay_s", settings.autoscale_downscale_delay_s)
-    up = pick("upscale_delay_s", settings.autoscale_upscale_delay_s)
+    A version may carry its own delays; None takes the settings'."""
+    down = settings.autoscale_downscale_delay_s if downscale_delay_s is None else downscale_delay_s
+    up = settings.autoscale_upscale_delay_s if upscale_delay_s is None else upscale_delay_s
     return {
         "min_replicas": min_replicas,
         "initial_replicas": min_replicas,
@@ -38,18 +34,18 @@ def autoscaling(settings: Settings, max_replicas: int, min_replicas: int = 0,
     }
 
 
-def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: str):
-    """The Serve application for one version: deployment `model` running `ModelReplica`. A named
-    deployment passes its version with its own `hardware`, `min_replicas` and `max_replicas`."""
+def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
+    """The Serve application `spec` describes: deployment `model` running `ModelReplica` on its
+    version, with a named deployment's own hardware and instance counts where it has them."""
     s = Settings(**settings)
-    sku = skus_for(s).get(version.get("hardware"))
-    traits = version.get("traits") or {}
-    concurrency = int(traits.get("concurrency_max") or 1)
-    max_replicas = int(version.get("max_replicas") or s.autoscale_max_replicas)
-    min_replicas = int(version.get("min_replicas") or 0)
+    v = spec.version
+    hardware = spec.hardware or v.hardware
+    sku = skus_for(s).get(hardware)
+    concurrency = int(v.traits.get("concurrency_max") or 1)
+    max_replicas = spec.max_replicas or v.max_replicas or s.autoscale_max_replicas
     opts = sku.ray_actor_options()
-    if version.get("runtime_env"):
-        opts["runtime_env"] = version["runtime_env"]
+    if v.runtime_env:
+        opts["runtime_env"] = v.runtime_env
     deployment = serve.deployment(
         ModelReplica,
         name="model",
@@ -58,17 +54,17 @@ def version_app(version: dict[str, Any], settings: dict[str, Any], redis_url: st
         # so a slot that frees is taken at once instead of after Serve's routing backoff
         max_ongoing_requests=concurrency + 1,
         max_queued_requests=-1,
-        autoscaling_config=autoscaling(s, max_replicas, min_replicas, version),
+        autoscaling_config=autoscaling(s, max_replicas, spec.min_replicas, downscale_delay_s=v.downscale_delay_s,
+                                       upscale_delay_s=v.upscale_delay_s),
         graceful_shutdown_timeout_s=s.max_prediction_s + 10,
         graceful_shutdown_wait_loop_s=1.0,
         health_check_period_s=10.0,
         health_check_timeout_s=30.0,
     )
-    slim = {k: version.get(k) for k in ("id", "package_key", "hardware")}
-    slim["num_gpus"] = sku.num_gpus
-    slim["concurrency"] = concurrency
-    return deployment.bind(slim, settings, redis_url)
+    replica = {"id": v.id, "package_key": v.package_key, "hardware": hardware, "num_gpus": sku.num_gpus,
+               "concurrency": concurrency}
+    return deployment.bind(replica, settings, redis_url)
 
 
-def version_app_builder(settings: dict[str, Any], redis_url: str) -> Callable[[dict], Any]:
-    return lambda version: version_app(version, settings, redis_url)
+def version_app_builder(settings: dict[str, Any], redis_url: str) -> Callable[[AppSpec], Any]:
+    return lambda spec: version_app(spec, settings, redis_url)

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable
+from typing import Callable
 
 import httpx
 import redis.asyncio as aioredis
@@ -45,7 +45,7 @@ from router.webhooks import (
 )
 from vendo_core.keys import Keys
 from vendo_core.netpolicy import NonPublicAddress, check_public
-from vendo_core.status import Status
+from vendo_core.records import Prediction
 from vendo_core.store import PredictionStore
 
 log = logging.getLogger("vendo.webhooks")
@@ -68,10 +68,10 @@ class _Follower:
     __slots__ = ("pid", "url", "account", "events", "last_id", "pending", "last_sent", "sending",
                  "done", "since", "count")
 
-    def __init__(self, rec: dict[str, Any]):
-        self.pid: str = rec["id"]
-        self.url: str = rec["webhook"]
-        self.account: str = rec["account"]
+    def __init__(self, rec: Prediction):
+        self.pid: str = rec.id
+        self.url: str = rec.webhook
+        self.account: str = rec.account
         self.events = frozenset(e for e in PROGRESS_EVENTS if wants(rec, e))
         self.last_id = "0-0"
         self.pending: str | None = None
@@ -242,9 +242,9 @@ class WebhookDelivery:
             return None
         outcome = None
         if wants(rec, "start"):
-            secret = await self.secrets.get(rec["account"])
-            outcome = await self.send(pid, rec["webhook"], f"msg_{pid}_start", self.body(rec), secret)
-        if not Status(rec["status"]).is_terminal() and any(wants(rec, e) for e in PROGRESS_EVENTS):
+            secret = await self.secrets.get(rec.account)
+            outcome = await self.send(pid, rec.webhook, f"msg_{pid}_start", self.body(rec), secret)
+        if not rec.done and any(wants(rec, e) for e in PROGRESS_EVENTS):
             if pid not in self._followers:
                 self._followers[pid] = _Follower(rec)
                 self._wake.set()
@@ -257,13 +257,13 @@ class WebhookDelivery:
         rec = await self.store.get(pid)
         if rec is None:
             return None
-        targets = [rec["webhook"]] if wants(rec, "completed") else []
-        if rec.get("webhook_completed") and rec["webhook_completed"] not in targets:
-            targets.append(rec["webhook_completed"])
+        targets = [rec.webhook] if wants(rec, "completed") else []
+        if rec.webhook_completed and rec.webhook_completed not in targets:
+            targets.append(rec.webhook_completed)
         if not targets:
             return None
         body = self.body(rec)
-        secret = await self.secrets.get(rec["account"])
+        secret = await self.secrets.get(rec.account)
         done_at = entry_time(eid)
         outcomes = await asyncio.gather(*(
             self._with_retries(pid, url, f"msg_{pid}_completed", body, secret, done_at) for url in targets))
@@ -286,8 +286,8 @@ class WebhookDelivery:
 
     # sending
 
-    def body(self, rec: dict[str, Any]) -> bytes:
-        base = (rec.get("base_url") or self.default_base).rstrip("/")
+    def body(self, rec: Prediction) -> bytes:
+        base = (rec.base_url or self.default_base).rstrip("/")
         return json.dumps(wire.prediction(rec, base, self.url_for(base)), separators=(",", ":")).encode()
 
     async def send(self, pid: str, url: str, wid: str, body: bytes, secret: str) -> str:
@@ -354,7 +354,7 @@ class WebhookDelivery:
     async def _progress(self, f: _Follower, event: str, n: int) -> None:
         try:
             rec = await self.store.get(f.pid)
-            if rec is None or Status(rec["status"]).is_terminal():
+            if rec is None or rec.done:
                 return  # the completed webhook says it
             secret = await self.secrets.get(f.account)
             await self.send(f.pid, f.url, f"msg_{f.pid}_{event}_{n}", self.body(rec), secret)

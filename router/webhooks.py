@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from vendo_core.errors import InvalidRequest
 from vendo_core.keys import Keys
 from vendo_core.netpolicy import NonPublicAddress, check_public
+from vendo_core.records import Prediction
 
 EVENTS = ("start", "output", "logs", "completed")
 PROGRESS_EVENTS = frozenset({"output", "logs"})
@@ -54,11 +55,11 @@ def signed_headers(secret: str, webhook_id: str, body: bytes, timestamp: int | N
     }
 
 
-def wants(rec: dict[str, Any], event: str) -> bool:
+def wants(rec: Prediction, event: str) -> bool:
     """Whether the prediction's `webhook` subscribed to `event` (no filter: all four)."""
-    if not rec.get("webhook"):
+    if not rec.webhook:
         return False
-    chosen = rec.get("webhook_events_filter")
+    chosen = rec.webhook_events_filter
     return event in (EVENTS if chosen is None else chosen)
 
 

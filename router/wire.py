@@ -7,11 +7,8 @@ from typing import Annotated, Any, Callable, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from vendo_core import records
 from vendo_core.files import stored_key
-
-COG_VERSION = "0.23.1"
-PREDICTION_FIELDS = ("id", "model", "version", "status", "input", "output", "logs", "error",
-                     "created_at", "started_at", "completed_at", "source")
 
 
 def resolve_files(value: Any, url_for: Callable[[str], str]) -> Any:
@@ -26,25 +23,24 @@ def resolve_files(value: Any, url_for: Callable[[str], str]) -> Any:
     return value
 
 
-def prediction(rec: dict[str, Any], base: str, url_for: Callable[[str], str], *,
+def prediction(rec: records.Prediction, base: str, url_for: Callable[[str], str], *,
                as_starting: bool = False) -> dict[str, Any]:
     """The prediction as GET returns it. `as_starting` is the unfinished `Prefer: wait` answer:
     status `starting` and no output, so the client keeps polling."""
-    out = {k: rec.get(k) for k in PREDICTION_FIELDS}
-    out["logs"] = rec.get("logs") or ""
-    out["output"] = resolve_files(rec.get("output"), url_for)
-    out["data_removed"] = rec.get("data_removed") == "1"
-    if rec.get("metrics") is not None:
-        out["metrics"] = rec["metrics"]
-    if rec.get("deployment"):
-        out["deployment"] = rec["deployment"]
-    if rec.get("deadline"):
-        out["deadline"] = rec["deadline"]
-    if rec.get("webhook"):
-        out["webhook"] = rec["webhook"]
-        out["webhook_events_filter"] = rec.get("webhook_events_filter") or \
-            ["start", "output", "logs", "completed"]
-    pid = rec["id"]
+    pid = rec.id
+    out = {"id": pid, "model": rec.model, "version": rec.version, "status": rec.status.value,
+           "input": rec.input, "output": resolve_files(rec.output, url_for), "logs": rec.logs or "",
+           "error": rec.error, "created_at": rec.created_at, "started_at": rec.started_at,
+           "completed_at": rec.completed_at, "source": rec.source, "data_removed": rec.data_removed}
+    if rec.metrics is not None:
+        out["metrics"] = rec.metrics
+    if rec.deployment:
+        out["deployment"] = rec.deployment
+    if rec.deadline:
+        out["deadline"] = rec.deadline
+    if rec.webhook:
+        out["webhook"] = rec.webhook
+        out["webhook_events_filter"] = rec.webhook_events_filter or ["start", "output", "logs", "completed"]
     out["urls"] = {
         "get": f"{base}/v1/predictions/{pid}",
         "cancel": f"{base}/v1/predictions/{pid}/cancel",
@@ -57,53 +53,52 @@ def prediction(rec: dict[str, Any], base: str, url_for: Callable[[str], str], *,
     return out
 
 
-def version(v: dict[str, Any]) -> dict[str, Any]:
-    return {"id": v["id"], "created_at": v["created_at"], "cog_version": v.get("cog_version") or COG_VERSION,
-            "openapi_schema": v["openapi_schema"]}
+def version(v: records.Version) -> dict[str, Any]:
+    return {"id": v.id, "created_at": v.created_at, "cog_version": v.cog_version or records.COG_VERSION,
+            "openapi_schema": v.openapi_schema}
 
 
-def model(m: dict[str, Any], base: str, latest: dict[str, Any] | None) -> dict[str, Any]:
+def model(m: records.Model, base: str, latest: records.Version | None) -> dict[str, Any]:
     return {
-        "url": f"{base}/{m['owner']}/{m['name']}",
-        "owner": m["owner"], "name": m["name"], "visibility": m.get("visibility", "private"),
-        "description": m.get("description"), "github_url": m.get("github_url"),
-        "paper_url": m.get("paper_url"), "license_url": m.get("license_url"),
-        "cover_image_url": m.get("cover_image_url"), "run_count": int(m.get("run_count", 0)),
+        "url": f"{base}/{m.owner}/{m.name}",
+        "owner": m.owner, "name": m.name, "visibility": m.visibility,
+        "description": m.description, "github_url": m.github_url,
+        "paper_url": m.paper_url, "license_url": m.license_url,
+        "cover_image_url": m.cover_image_url, "run_count": m.run_count,
         "default_example": None, "latest_version": version(latest) if latest else None,
-        "created_at": m.get("created_at"), "is_official": False,
-        "hardware": m.get("hardware"),
+        "created_at": m.created_at, "is_official": False,
+        "hardware": m.hardware,
     }
 
 
-def account(a: dict[str, str]) -> dict[str, Any]:
-    return {"type": a.get("type", "user"), "username": a["username"], "name": a.get("name") or a["username"],
-            "github_url": None}
+def account(a: records.Account) -> dict[str, Any]:
+    return {"type": a.type, "username": a.username, "name": a.name or a.username, "github_url": None}
 
 
 def page(results: list, next_url: str | None = None, previous_url: str | None = None) -> dict[str, Any]:
     return {"previous": previous_url, "next": next_url, "results": results}
 
 
-def file(f: dict[str, Any], base: str, download_url: str | None = None) -> dict[str, Any]:
+def file(f: records.File, base: str, download_url: str | None = None) -> dict[str, Any]:
     """An uploaded file's metadata (every field but `expires_at` is required by the client)."""
-    urls = {"get": f"{base}/v1/files/{f['id']}"}
+    urls = {"get": f"{base}/v1/files/{f.id}"}
     if download_url:
         urls["download"] = download_url
-    return {"id": f["id"], "name": f["name"], "content_type": f["content_type"], "size": int(f["size"]),
-            "etag": f["md5"], "checksums": {"sha256": f["sha256"], "md5": f["md5"]},
-            "metadata": f.get("metadata") or {}, "created_at": f["created_at"],
-            "expires_at": f.get("expires_at"), "urls": urls}
+    return {"id": f.id, "name": f.name, "content_type": f.content_type, "size": f.size,
+            "etag": f.md5, "checksums": {"sha256": f.sha256, "md5": f.md5},
+            "metadata": f.metadata, "created_at": f.created_at,
+            "expires_at": f.expires_at, "urls": urls}
 
 
-def deployment(d: dict[str, Any], creator: dict[str, str]) -> dict[str, Any]:
+def deployment(d: records.Deployment, creator: records.Account) -> dict[str, Any]:
     return {
-        "owner": d["owner"], "name": d["name"],
+        "owner": d.owner, "name": d.name,
         "current_release": {
-            "number": int(d["number"]), "model": d["model"], "version": d["version"],
-            "created_at": d.get("release_created_at") or d.get("created_at"),
+            "number": d.number, "model": d.model, "version": d.version,
+            "created_at": d.release_created_at or d.created_at,
             "created_by": {**account(creator), "avatar_url": None},
-            "configuration": {"hardware": d["hardware"], "min_instances": int(d["min_instances"]),
-                              "max_instances": int(d["max_instances"])},
+            "configuration": {"hardware": d.hardware, "min_instances": d.min_instances,
+                              "max_instances": d.max_instances},
         },
     }
 

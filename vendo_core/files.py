@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from vendo_core.errors import InvalidInput, InvalidRequest, NotFound
 from vendo_core.ids import new_prediction_id
 from vendo_core.keys import Keys, file_object
+from vendo_core.records import Account, File
 from vendo_core.signing import LinkSigner
 from vendo_core.storage import ObjectStore
 from vendo_core.store import decode_cursor, encode_cursor, now_iso
@@ -117,15 +118,12 @@ class Files:
 
     # records
 
-    async def _record(self, file_id: str) -> dict[str, Any] | None:
+    async def _record(self, file_id: str) -> File | None:
         if not FILE_ID.match(file_id or ""):
             return None
-        raw = await self.redis.hgetall(self.keys.file(file_id))
-        if not raw or float(raw.get("expires_ts", 0)) <= time.time():
-            return None
-        return _decode(raw)
+        return _unexpired(await self.redis.hgetall(self.keys.file(file_id)), time.time())
 
-    async def create(self, account: dict, upload: Upload) -> dict[str, Any]:
+    async def create(self, account: Account, upload: Upload) -> File:
         """Store an upload's bytes and record it for `account`; returns the record."""
         metadata = _metadata(upload.fields.get("metadata"))
         fid = new_prediction_id()
@@ -133,31 +131,28 @@ class Files:
         expires = now + self.expiry_s
         key = file_object(fid)
         await asyncio.to_thread(self.objects.put_file, key, upload.path, upload.content_type)
-        rec = {
-            "id": fid, "account": account["username"], "name": _safe_name(upload.filename),
-            "content_type": upload.content_type, "size": upload.size, "md5": upload.md5,
-            "sha256": upload.sha256, "metadata": json.dumps(metadata, separators=(",", ":")),
-            "created_at": now_iso(now), "created_ts": repr(now), "expires_at": now_iso(expires),
-            "expires_ts": repr(expires), "key": key,
-        }
+        rec = File(id=fid, account=account.username, name=_safe_name(upload.filename),
+                   content_type=upload.content_type, size=upload.size, md5=upload.md5, sha256=upload.sha256,
+                   metadata=metadata, created_at=now_iso(now), created_ts=now, expires_at=now_iso(expires),
+                   expires_ts=expires, key=key)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.file(fid), mapping={k: str(v) for k, v in rec.items()})
+        pipe.hset(self.keys.file(fid), mapping=rec.to_redis())
         pipe.expireat(self.keys.file(fid), int(expires) + 1)
-        pipe.zadd(self.keys.account_files(account["username"]), {fid: now})
+        pipe.zadd(self.keys.account_files(account.username), {fid: now})
         pipe.zadd(self.keys.files_expiring(), {fid: expires})
         await pipe.execute()
-        return _decode({k: str(v) for k, v in rec.items()})
+        return rec
 
-    async def get(self, account: dict, file_id: str) -> dict[str, Any]:
+    async def get(self, account: Account, file_id: str) -> File:
         """The caller's unexpired file; NotFound for anything else, whoever owns it."""
         rec = await self._record(file_id)
-        if rec is None or rec["account"] != account["username"]:
+        if rec is None or rec.account != account.username:
             raise NotFound("File", file_id)
         return rec
 
-    async def list(self, account: dict, cursor: str | None, limit: int = 100) -> tuple[list[dict], str | None]:
+    async def list(self, account: Account, cursor: str | None, limit: int = 100) -> tuple[list[File], str | None]:
         """The caller's unexpired files, newest first, keyset-paginated like predictions."""
-        key = self.keys.account_files(account["username"])
+        key = self.keys.account_files(account.username)
         if cursor:
             try:
                 score, last = decode_cursor(cursor)
@@ -173,13 +168,12 @@ class Files:
         for fid, _ in page:
             pipe.hgetall(self.keys.file(fid))
         now = time.time()
-        out = [_decode(raw) for raw in await pipe.execute()
-               if raw and float(raw.get("expires_ts", 0)) > now]
+        out = [rec for raw in await pipe.execute() if (rec := _unexpired(raw, now))]
         return out, nxt
 
-    async def delete(self, account: dict, file_id: str) -> None:
+    async def delete(self, account: Account, file_id: str) -> None:
         rec = await self.get(account, file_id)
-        await self._remove(file_id, rec["account"])
+        await self._remove(file_id, rec.account)
 
     async def _remove(self, file_id: str, username: str | None) -> None:
         # bytes first: a crash in between leaves a record the sweep still finds
@@ -205,7 +199,7 @@ class Files:
 
     # prediction inputs
 
-    async def check_inputs(self, account: dict, payload: dict[str, Any], prefixes: Sequence[str]) -> None:
+    async def check_inputs(self, account: Account, payload: dict[str, Any], prefixes: Sequence[str]) -> None:
         """Every input string under one of our file URL `prefixes` must name an unexpired file of
         the caller: InvalidInput naming the field otherwise."""
         for name, value in payload.items():
@@ -214,7 +208,7 @@ class Files:
                     continue
                 fid = file_id_of(url)
                 rec = await self._record(fid) if fid else None
-                if rec is None or rec["account"] != account["username"]:
+                if rec is None or rec.account != account.username:
                     raise InvalidInput(name, f"file not found: {url}")
 
     async def prediction_owner(self, pid: str) -> str | None:
@@ -227,11 +221,11 @@ class Files:
         for url in {u for v in payload.values() for u in file_urls_in(v)}:
             fid = file_id_of(url)
             rec = await self._record(fid) if fid else None
-            if rec is None or rec["account"] != owner:
+            if rec is None or rec.account != owner:
                 continue  # not ours: an ordinary URL, downloaded the ordinary way
-            local = dest / fid / rec["name"]
+            local = dest / fid / rec.name
             try:
-                await asyncio.to_thread(self.objects.download, rec["key"], local)
+                await asyncio.to_thread(self.objects.download, rec.key, local)
             except FileNotFoundError:
                 continue
             out[url] = str(local)
@@ -239,27 +233,27 @@ class Files:
 
     # signed downloads
 
-    async def download_url(self, rec: dict[str, Any], base: str, expiry_s: int) -> str:
+    async def download_url(self, rec: File, base: str, expiry_s: int) -> str:
         """`{base}/v1/files/{id}/download?owner=&expiry=&signature=`, good until the link expiry
         or the file's, whichever is first."""
-        expiry = int(min(time.time() + expiry_s, float(rec["expires_ts"])))
-        sig = self.signer.sign(rec["account"], rec["id"], expiry)
-        return f"{base}/v1/files/{rec['id']}/download?owner={rec['account']}&expiry={expiry}&signature={sig}"
+        expiry = int(min(time.time() + expiry_s, rec.expires_ts))
+        sig = self.signer.sign(rec.account, rec.id, expiry)
+        return f"{base}/v1/files/{rec.id}/download?owner={rec.account}&expiry={expiry}&signature={sig}"
 
-    async def open_signed(self, file_id: str, owner: str, expiry: int, signature: str) -> tuple[Path, dict, bool]:
+    async def open_signed(self, file_id: str, owner: str, expiry: int, signature: str) -> tuple[Path, File, bool]:
         """(local path, record, whether the path is a temporary copy to delete) for a valid,
         unexpired link; NotFound otherwise."""
         if not self.signer.verify(signature, expiry, owner, file_id):
             raise NotFound("File", file_id)
         rec = await self._record(file_id)
-        if rec is None or rec["account"] != owner:
+        if rec is None or rec.account != owner:
             raise NotFound("File", file_id)
         opener = getattr(self.objects, "open", None)
         try:
             if opener is not None:
-                return await asyncio.to_thread(opener, rec["key"]), rec, False
+                return await asyncio.to_thread(opener, rec.key), rec, False
             tmp = Path(tempfile.mkdtemp(prefix="vendo-download-")) / "content"
-            await asyncio.to_thread(self.objects.download, rec["key"], tmp)
+            await asyncio.to_thread(self.objects.download, rec.key, tmp)
             return tmp, rec, True
         except FileNotFoundError:
             raise NotFound("File", file_id) from None
@@ -269,8 +263,7 @@ def discard_download(path: Path) -> None:
     shutil.rmtree(path.parent, ignore_errors=True)
 
 
-def _decode(raw: dict[str, str]) -> dict[str, Any]:
-    rec: dict[str, Any] = dict(raw)
-    rec["size"] = int(raw.get("size", 0))
-    rec["metadata"] = json.loads(raw.get("metadata") or "{}")
-    return rec
+def _unexpired(raw: dict[str, str], now: float) -> File | None:
+    if not raw or float(raw.get("expires_ts", 0)) <= now:
+        return None
+    return File.from_redis(raw)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import time
 from typing import Any, Callable
@@ -12,9 +11,9 @@ import redis.asyncio as aioredis
 
 from vendo_core.errors import Conflict, NotFound
 from vendo_core.keys import Keys
+from vendo_core.records import Account, Model, Version, encode_fields
 from vendo_core.store import now_iso, parse_iso
 
-VERSION_JSON = ("openapi_schema", "traits", "runtime_env", "config")
 MODEL_CREATED, LATEST_VERSION_CREATED = "model_created_at", "latest_version_created_at"
 SORT_KEYS = (MODEL_CREATED, LATEST_VERSION_CREATED)
 UNVERSIONED_OFFSET_S = 1e10  # models with no version sort below every versioned one, by creation
@@ -24,32 +23,24 @@ def _unversioned(created_ts: float) -> float:
     return created_ts - UNVERSIONED_OFFSET_S
 
 
-def _created_ts(model: dict[str, Any]) -> float:
-    return float(model["created_ts"]) if model.get("created_ts") else parse_iso(model["created_at"])
+def _created_ts(model: Model) -> float:
+    return model.created_ts if model.created_ts is not None else parse_iso(model.created_at)
 
 
-def _model(raw: dict[str, Any]) -> dict[str, Any] | None:
+def _model(raw: dict[str, str]) -> Model | None:
     """A model record, or None for a missing (or only partly written) hash."""
-    if not raw or "owner" not in raw:
-        return None
-    raw["run_count"] = int(raw.get("run_count", 0))
-    return raw
+    return Model.from_redis(raw) if raw and "owner" in raw else None
 
 
-def _version(raw: dict[str, Any]) -> dict[str, Any] | None:
+def _version(raw: dict[str, str]) -> Version | None:
     """A version record, or None for a missing one (or the setup fields a deleted version's late
     replica wrote)."""
-    if not raw or "model" not in raw:
-        return None
-    for k in VERSION_JSON:
-        if k in raw:
-            raw[k] = json.loads(raw[k])
-    return raw
+    return Version.from_redis(raw) if raw and "model" in raw else None
 
 
-def visible(model: dict[str, Any] | None, account: dict[str, str]) -> bool:
+def visible(model: Model | None, account: Account) -> bool:
     """Whether `account` may see `model`: a public one, or its own. Everything else is a 404."""
-    return bool(model) and (model.get("visibility") == "public" or model.get("owner") == account["username"])
+    return model is not None and model.visible_to(account)
 
 
 def token_digest(token: str) -> str:
@@ -83,21 +74,21 @@ class Registry:
         await pipe.execute()
         return token
 
-    async def account_for_token(self, token: str) -> dict[str, str] | None:
+    async def account_for_token(self, token: str) -> Account | None:
         username = await self.redis.hget(self.keys.token(token_digest(token)), "username")
         if not username:
             return None
-        return await self.redis.hgetall(self.keys.account(username)) or None
+        return await self.get_account(username)
 
-    async def get_account(self, username: str) -> dict[str, str] | None:
-        return await self.redis.hgetall(self.keys.account(username)) or None
+    async def get_account(self, username: str) -> Account | None:
+        return Account.from_redis(await self.redis.hgetall(self.keys.account(username)))
 
     # models
 
-    async def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
+    async def get_model(self, owner: str, name: str) -> Model | None:
         return _model(await self.redis.hgetall(self.keys.model(owner, name)))
 
-    async def model_and_version(self, owner: str, name: str, vid: str) -> tuple[dict[str, Any] | None, bool]:
+    async def model_and_version(self, owner: str, name: str, vid: str) -> tuple[Model | None, bool]:
         """(the model or None, whether `vid` is a live version of it), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.model(owner, name))
@@ -110,13 +101,13 @@ class Registry:
         do not make one)."""
         return bool(await self.redis.hexists(self.keys.version(vid), "model"))
 
-    async def create_model(self, owner: str, name: str, visibility: str, **fields: Any) -> dict[str, Any]:
+    async def create_model(self, owner: str, name: str, visibility: str, **fields: Any) -> Model:
         """Create `owner/name` with the optional `fields` (description, hardware, URLs) that are not
         None, and index it for listing. Raises Conflict when it exists."""
         key, ref = self.keys.model(owner, name), f"{owner}/{name}"
         ts = time.time()
-        record = {"owner": owner, "name": name, "visibility": visibility, "created_at": now_iso(ts),
-                  "created_ts": repr(ts), "run_count": 0, **{k: v for k, v in fields.items() if v is not None}}
+        model = Model(owner=owner, name=name, visibility=visibility, created_at=now_iso(ts), created_ts=ts,
+                      **{k: v for k, v in fields.items() if v is not None})
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
@@ -124,17 +115,17 @@ class Registry:
                     raise Conflict(f"model {ref} already exists")
                 pipe.multi()
                 pipe.delete(key)  # a stray run counter left by a deleted model's last prediction
-                pipe.hset(key, mapping=record)
+                pipe.hset(key, mapping=model.to_redis())
                 pipe.zadd(self.keys.models(), {ref: ts})
-                pipe.zadd(self._index(MODEL_CREATED, record), {ref: ts})
-                pipe.zadd(self._index(LATEST_VERSION_CREATED, record), {ref: _unversioned(ts)})
+                pipe.zadd(self._index(MODEL_CREATED, model), {ref: ts})
+                pipe.zadd(self._index(LATEST_VERSION_CREATED, model), {ref: _unversioned(ts)})
                 await pipe.execute()
             except aioredis.WatchError:
                 raise Conflict(f"model {ref} already exists") from None
-        return _model(record)
+        return model
 
     async def ensure_model(self, owner: str, name: str, visibility: str = "private",
-                           description: str | None = None, hardware: str | None = None) -> dict[str, Any]:
+                           description: str | None = None, hardware: str | None = None) -> Model:
         """The model, created with these fields when it does not exist yet (a first push)."""
         try:
             return await self.create_model(owner, name, visibility, description=description or None,
@@ -167,12 +158,12 @@ class Registry:
                 except aioredis.WatchError:
                     continue
 
-    async def list_models(self) -> list[dict[str, Any]]:
+    async def list_models(self) -> list[Model]:
         """Every model, newest first (for operators; the API pages with `page_models`)."""
         refs = await self.redis.zrevrange(self.keys.models(), 0, -1)
         return [m for m in await self.get_models(refs) if m is not None]
 
-    async def get_models(self, refs: list[str]) -> list[dict[str, Any] | None]:
+    async def get_models(self, refs: list[str]) -> list[Model | None]:
         pipe = self.redis.pipeline(transaction=False)
         for ref in refs:
             owner, name = ref.split("/", 1)
@@ -180,13 +171,13 @@ class Registry:
         return [_model(raw) for raw in await pipe.execute()] if refs else []
 
     async def page_models(self, viewer: str, sort_by: str, desc: bool, after: tuple[float, str] | None,
-                          limit: int, keep: Callable[[dict[str, Any]], bool]) -> tuple[list[dict], tuple | None]:
+                          limit: int, keep: Callable[[Model], bool]) -> tuple[list[Model], tuple | None]:
         """One page of the models `viewer` may see (the public index merged with the viewer's
         private one), ordered by `sort_by`, after the keyset position `after` (score, ref), keeping
         those `keep` accepts. Returns (models, position of the last one if more follow)."""
         await self._ensure_indexes()
         keys = [self.keys.models_sorted(sort_by), self.keys.models_sorted(sort_by, viewer)]
-        out: list[tuple[dict, tuple[float, str]]] = []
+        out: list[tuple[Model, tuple[float, str]]] = []
         pos, chunk = after, limit + 1
         while len(out) <= limit:
             rows = await self._merged_after(keys, pos, desc, chunk)
@@ -229,8 +220,8 @@ class Registry:
                 break
         return out[:n]
 
-    def _index(self, sort_by: str, model: dict[str, Any]) -> str:
-        private = None if model.get("visibility") == "public" else model["owner"]
+    def _index(self, sort_by: str, model: Model) -> str:
+        private = None if model.visibility == "public" else model.owner
         return self.keys.models_sorted(sort_by, private)
 
     async def _ensure_indexes(self) -> None:
@@ -260,14 +251,12 @@ class Registry:
 
     # versions
 
-    async def add_version(self, owner: str, name: str, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Register a version of the existing model `owner/name` and make it the latest. Returns
-        (record, created). Re-pushing the same contents to the same model is a no-op; the same
-        contents under another model is a conflict."""
-        vid, ref = record["id"], f"{owner}/{name}"
+    async def add_version(self, record: Version) -> tuple[Version, bool]:
+        """Register `record` as a version of its existing model and make it the latest. Returns
+        (record, created). Registering the same id again is a no-op."""
+        vid, ref = record.id, record.model
+        owner, name = ref.split("/", 1)
         mkey, key = self.keys.model(owner, name), self.keys.version(vid)
-        flat = {k: (json.dumps(v) if k in VERSION_JSON else v) for k, v in record.items() if v is not None}
-        flat["model"] = ref
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -275,17 +264,16 @@ class Registry:
                     existing = _version(await pipe.hgetall(key))
                     if existing:
                         await pipe.unwatch()
-                        if existing["model"] != ref:
-                            raise Conflict(f"version {vid} already belongs to {existing['model']}")
                         return existing, False
                     model = _model(await pipe.hgetall(mkey))
                     if model is None:
                         raise NotFound("Model", ref)
                     ts = time.time()
-                    flat.setdefault("created_at", now_iso(ts))
+                    if record.created_at is None:
+                        record = record.model_copy(update={"created_at": now_iso(ts)})
                     pipe.multi()
                     pipe.delete(key)  # setup fields a deleted version's last replica may have left
-                    pipe.hset(key, mapping=flat)
+                    pipe.hset(key, mapping=record.to_redis())
                     pipe.zadd(self.keys.model_versions(owner, name), {vid: ts})
                     pipe.hset(mkey, "latest_version", vid)
                     pipe.zadd(self._index(LATEST_VERSION_CREATED, model), {ref: ts})
@@ -323,10 +311,10 @@ class Registry:
                 except aioredis.WatchError:
                     continue
 
-    async def get_version(self, vid: str) -> dict[str, Any] | None:
+    async def get_version(self, vid: str) -> Version | None:
         return _version(await self.redis.hgetall(self.keys.version(vid)))
 
-    async def get_versions(self, vids: list[str]) -> list[dict[str, Any] | None]:
+    async def get_versions(self, vids: list[str]) -> list[Version | None]:
         pipe = self.redis.pipeline(transaction=False)
         for vid in vids:
             pipe.hgetall(self.keys.version(vid))
@@ -335,11 +323,6 @@ class Registry:
     async def list_version_ids(self, owner: str, name: str, limit: int = 100) -> list[str]:
         return await self.redis.zrevrange(self.keys.model_versions(owner, name), 0, limit - 1)
 
-    async def all_version_ids(self) -> list[str]:
-        out = []
-        for m in await self.list_models():
-            out += await self.redis.zrevrange(self.keys.model_versions(m["owner"], m["name"]), 0, -1)
-        return out
-
-    async def set_version_fields(self, vid: str, fields: dict[str, Any]) -> None:
-        await self.redis.hset(self.keys.version(vid), mapping={k: str(v) for k, v in fields.items()})
+    async def record_setup(self, vid: str, fields: dict[str, Any]) -> None:
+        """What a replica reports of its setup (status, error, logs, time) on the version."""
+        await self.redis.hset(self.keys.version(vid), mapping=encode_fields(fields, Version.JSON))

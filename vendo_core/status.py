@@ -1,4 +1,4 @@
-"""Prediction statuses and the one pure transition function."""
+"""Prediction statuses and which transitions are allowed (the Lua compare-and-set applies them)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,3 @@ ALLOWED_FROM: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset({Status.STARTING, Status.PROCESSING}),
     Status.CANCELED: frozenset({Status.STARTING, Status.PROCESSING}),
 }
-
-
-def next_status(current: Status, target: Status) -> Status | None:
-    """The status after asking to move `current` to `target`, or None when the move is refused."""
-    return target if current in ALLOWED_FROM[target] else None

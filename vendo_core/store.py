@@ -14,9 +14,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from vendo_core.keys import Keys
+from vendo_core.records import Prediction, encode_fields
 from vendo_core.status import ALLOWED_FROM, Status
 
-JSON_FIELDS = ("input", "output", "metrics", "webhook_events_filter")
 EVENTS_MAXLEN = 100_000
 _TRANSITION_LUA = resources.files("vendo_core").joinpath("transition.lua").read_text()
 
@@ -29,28 +29,6 @@ def now_iso(ts: float | None = None) -> str:
 
 def parse_iso(value: str) -> float:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for k, v in fields.items():
-        if v is None:
-            continue
-        if k in JSON_FIELDS:
-            out[k] = json.dumps(v, separators=(",", ":"))
-        elif isinstance(v, bool):
-            out[k] = "1" if v else "0"
-        else:
-            out[k] = str(v)
-    return out
-
-
-def decode_record(raw: dict[str, str]) -> dict[str, Any]:
-    rec: dict[str, Any] = dict(raw)
-    for k in JSON_FIELDS:
-        if k in rec:
-            rec[k] = json.loads(rec[k])
-    return rec
 
 
 def encode_cursor(score: float, member: str) -> str:
@@ -77,33 +55,33 @@ class PredictionStore:
         self.retention_s = retention_s
         self._transition = redis.register_script(_TRANSITION_LUA)
 
-    async def create(self, record: dict[str, Any], lease_deadline: float) -> None:
+    async def create(self, record: Prediction, lease_deadline: float) -> None:
         """Write a new `starting` prediction, index it for its account and take the dispatch lease."""
-        pid = record["id"]
+        pid = record.id
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.prediction(pid), mapping=_encode(record))
-        pipe.zadd(self.keys.account_predictions(record["account"]), {pid: record["created_ts"]})
+        pipe.hset(self.keys.prediction(pid), mapping=record.to_redis(exclude={"logs"}))
+        pipe.zadd(self.keys.account_predictions(record.account), {pid: record.created_ts})
         pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
-        if record.get("deadline_ts"):
-            pipe.zadd(self.keys.deadlines(), {pid: record["deadline_ts"]})
+        if record.deadline_ts:
+            pipe.zadd(self.keys.deadlines(), {pid: record.deadline_ts})
         await pipe.execute()
 
-    async def get(self, pid: str) -> dict[str, Any] | None:
+    async def get(self, pid: str) -> Prediction | None:
         """The record with `logs` and, for iterators still running, the output so far."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.prediction(pid))
         pipe.get(self.keys.prediction_logs(pid))
         pipe.lrange(self.keys.prediction_output(pid), 0, -1)
         raw, logs, chunks = await pipe.execute()
-        if not raw:
+        if not raw or "status" not in raw:
             return None
-        rec = decode_record(raw)
-        rec["logs"] = logs or ""
-        if "output" not in rec and rec.get("iterator") == "1" and chunks:
-            rec["output"] = [json.loads(c) for c in chunks]
+        raw["logs"] = logs or ""
+        rec = Prediction.from_redis(raw)
+        if "output" not in raw and rec.iterator and chunks:
+            rec.output = [json.loads(c) for c in chunks]
         return rec
 
-    async def get_many(self, pids: list[str]) -> list[dict[str, Any]]:
+    async def get_many(self, pids: list[str]) -> list[Prediction]:
         pipe = self.redis.pipeline(transaction=False)
         for pid in pids:
             pipe.hgetall(self.keys.prediction(pid))
@@ -111,10 +89,9 @@ class PredictionStore:
         res = await pipe.execute()
         out = []
         for i in range(0, len(res), 2):
-            if res[i]:
-                rec = decode_record(res[i])
-                rec["logs"] = res[i + 1] or ""
-                out.append(rec)
+            if res[i] and "status" in res[i]:
+                res[i]["logs"] = res[i + 1] or ""
+                out.append(Prediction.from_redis(res[i]))
         return out
 
     async def status(self, pid: str) -> Status | None:
@@ -154,7 +131,7 @@ class PredictionStore:
         if err:
             fields["error"] = error
         flat: list[str] = []
-        for k, v in _encode(fields).items():
+        for k, v in encode_fields(fields, Prediction.JSON).items():
             flat += [k, v]
         allowed = ",".join(s.value for s in ALLOWED_FROM[target])
         k = self.keys
@@ -258,9 +235,6 @@ class PredictionStore:
 
     async def publish_cancel(self, pid: str) -> None:
         await self.redis.publish(self.keys.cancel_channel(), pid)
-
-    async def set_fields(self, pid: str, fields: dict[str, Any]) -> None:
-        await self.redis.hset(self.keys.prediction(pid), mapping=_encode(fields))
 
     async def live_of_version(self, version_id: str) -> list[str]:
         """Ids of the version's predictions still starting or processing. The dispatch and running

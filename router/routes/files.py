@@ -57,6 +57,6 @@ async def delete_file(file_id: str, account: CurrentAccount, rt: Rt):
 async def download_file(file_id: str, rt: Rt, owner: str = "", expiry: int = 0, signature: str = ""):
     """A file's bytes, for whoever holds a valid, unexpired signed link."""
     path, rec, temporary = await rt.files.open_signed(file_id, owner, expiry, signature)
-    return FileResponse(path, media_type=rec["content_type"], filename=rec["name"],
+    return FileResponse(path, media_type=rec.content_type, filename=rec.name,
                         content_disposition_type="inline",
                         background=BackgroundTask(discard_download, path) if temporary else None)

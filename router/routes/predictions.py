@@ -13,7 +13,7 @@ from router.deadlines import parse_cancel_after
 from router.deps import CurrentAccount, Rt, base_url, json_body
 from router.runtime import Runtime
 from vendo_core.ids import ModelRef
-from vendo_core.status import Status
+from vendo_core.records import Account
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -34,7 +34,7 @@ def prefer_wait(header: str | None) -> float | None:
     return max(1.0, min(n, MAX_WAIT_S))
 
 
-async def _created(request: Request, rt: Runtime, account: dict, body: dict[str, Any],
+async def _created(request: Request, rt: Runtime, account: Account, body: dict[str, Any],
                    **target: Any) -> JSONResponse:
     """Every create, whatever it names: the one service call, then the 201 (or, with
     `Prefer: wait`, the finished prediction, or the unfinished one as `starting`)."""
@@ -47,7 +47,7 @@ async def _created(request: Request, rt: Runtime, account: dict, body: dict[str,
     headers = {}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={int(wait)}"
-    done = Status(rec["status"]).is_terminal()
+    done = rec.done
     body_out = wire.prediction(rec, base, rt.url_for(base), as_starting=not done)
     if not done:
         headers["Location"] = body_out["urls"]["get"]

@@ -13,4 +13,4 @@ router = APIRouter(prefix="/v1", tags=["webhooks"])
 @router.get("/webhooks/default/secret", response_model=wire.WebhookSecret)
 async def default_secret(account: CurrentAccount, rt: Rt):
     """The secret that signs this account's webhooks (`whsec_…`), created on first use."""
-    return {"key": await rt.webhook_secrets.get(account["username"])}
+    return {"key": await rt.webhook_secrets.get(account.username)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Callable
 
 from router.apps import AppManager
 from router.services.deployments import DeploymentService
@@ -16,6 +16,7 @@ from vendo_core.collections import Collection, CollectionsConfig
 from vendo_core.errors import Conflict, Forbidden, InvalidRequest, ModelNotFound, NotFound, VersionNotFound
 from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import ModelRef, app_name
+from vendo_core.records import Account, Model, Version
 from vendo_core.registry import LATEST_VERSION_CREATED, SORT_KEYS, Registry, visible
 from vendo_core.store import PredictionStore, decode_cursor, encode_cursor
 
@@ -26,7 +27,7 @@ DIRECTIONS = ("asc", "desc")
 MAX_QUERY_CHARS = 1000
 WAIT_SLICE_S = 60.0  # how long one wait on a running prediction blocks before looking again
 
-ModelWithLatest = tuple[dict[str, Any], dict[str, Any] | None]
+ModelWithLatest = tuple[Model, Version | None]
 
 
 class Catalogue:
@@ -44,34 +45,34 @@ class Catalogue:
 
     # models
 
-    async def create_model(self, account: dict, body: ModelCreate) -> ModelWithLatest:
+    async def create_model(self, account: Account, body: ModelCreate) -> ModelWithLatest:
         """Create a model of the caller's. 404 for another owner (as for a model one cannot
         see), 409 when it exists, 422 naming the field on bad input."""
-        if body.owner != account["username"]:
+        if body.owner != account.username:
             raise NotFound("Account", body.owner)
         ModelRef(body.owner, body.name).check_names("name")
         self.skus().pick(body.hardware)
         fields = body.model_dump(exclude={"owner", "name", "visibility"})
         return await self.registry.create_model(body.owner, body.name, body.visibility, **fields), None
 
-    async def owned_model(self, account: dict, owner: str, name: str) -> dict[str, Any]:
+    async def owned_model(self, account: Account, owner: str, name: str) -> Model:
         """The model if the caller owns it; 404 when the caller cannot see it, 403 when it can
         but does not own it."""
         ModelRef(owner, name).check_names()
         model = await self.registry.get_model(owner, name)
         if not visible(model, account):
             raise ModelNotFound(f"{owner}/{name}")
-        if owner != account["username"]:
+        if owner != account.username:
             raise Forbidden(f"only {owner} can change {owner}/{name}")
         return model
 
-    async def delete_model(self, account: dict, owner: str, name: str) -> None:
+    async def delete_model(self, account: Account, owner: str, name: str) -> None:
         """Delete a model with no versions (409 naming how many it still has)."""
         await self.owned_model(account, owner, name)
         if not await self.registry.delete_model(owner, name):
             raise ModelNotFound(f"{owner}/{name}")
 
-    async def page(self, account: dict, *, sort_by: str | None, direction: str | None,
+    async def page(self, account: Account, *, sort_by: str | None, direction: str | None,
                    cursor: str | None, query: str | None = None) -> tuple[list[ModelWithLatest], str | None]:
         """A page of the models the caller can see (public ones and its own), sorted by `sort_by`
         (default: latest version first), matching every word of `query` in owner/name or
@@ -88,22 +89,22 @@ class Catalogue:
             raise InvalidRequest("cursor", str(e)) from e
         terms = _terms(query) if query is not None else None
 
-        def keep(model: dict[str, Any]) -> bool:
+        def keep(model: Model) -> bool:
             return visible(model, account) and (terms is None or _matches(model, terms))
 
-        models, last = await self.registry.page_models(account["username"], sort_by, direction == "desc", after,
+        models, last = await self.registry.page_models(account.username, sort_by, direction == "desc", after,
                                                        PAGE_SIZE, keep)
         return await self.with_latest(models), (encode_cursor(*last) if last else None)
 
-    async def with_latest(self, models: list[dict[str, Any]]) -> list[ModelWithLatest]:
+    async def with_latest(self, models: list[Model]) -> list[ModelWithLatest]:
         """Each model with its latest version record (fetched in one round trip)."""
-        vids = [m.get("latest_version") for m in models]
+        vids = [m.latest_version for m in models]
         found = iter(await self.registry.get_versions([v for v in vids if v]))
         return [(m, next(found) if vid else None) for m, vid in zip(models, vids, strict=True)]
 
     # versions
 
-    async def delete_version(self, account: dict, owner: str, name: str, vid: str) -> None:
+    async def delete_version(self, account: Account, owner: str, name: str, vid: str) -> None:
         """Remove a version: at once no new prediction can use it and the model's latest version
         is the previous one; its Serve app is deleted in the background once every prediction
         of it that is starting or processing has finished (those finish normally). 409 while a
@@ -141,7 +142,7 @@ class Catalogue:
     def collections(self) -> list[Collection]:
         return list(self.collections_config().collections)
 
-    async def collection(self, account: dict, slug: str) -> tuple[Collection, list[ModelWithLatest]]:
+    async def collection(self, account: Account, slug: str) -> tuple[Collection, list[ModelWithLatest]]:
         """A collection with those of its models that exist and the caller can see, in order."""
         c = self.collections_config().get(slug)
         if c is None:
@@ -159,6 +160,6 @@ def _terms(query: str) -> list[str]:
     return terms
 
 
-def _matches(model: dict[str, Any], terms: list[str]) -> bool:
-    text = f"{model['owner']}/{model['name']} {model.get('description') or ''}".lower()
+def _matches(model: Model, terms: list[str]) -> bool:
+    text = f"{model.ref} {model.description or ''}".lower()
     return all(t in text for t in terms)

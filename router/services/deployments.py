@@ -12,12 +12,13 @@ from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
-from router.apps import AppManager
+from router.apps import AppManager, AppSpec
 from router.services.resolve import Resolver
 from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import ModelRef, deployment_app_name
 from vendo_core.keys import Keys
+from vendo_core.records import Account, Deployment, Version
 from vendo_core.store import now_iso
 
 log = logging.getLogger("vendo.deployments")
@@ -48,22 +49,18 @@ class DeploymentService:
         self.resolver = resolver
         self.skus = skus
 
-    async def get_record(self, owner: str, name: str) -> dict[str, Any] | None:
+    async def get_record(self, owner: str, name: str) -> Deployment | None:
         raw = await self.redis.hgetall(self.keys.deployment(owner, name))
-        if not raw:
-            return None
-        for k in ("number", "min_instances", "max_instances"):
-            raw[k] = int(raw[k])
-        return raw
+        return Deployment.from_redis(raw) if raw and "model" in raw else None
 
-    async def get(self, account: dict, owner: str, name: str) -> dict[str, Any]:
+    async def get(self, account: Account, owner: str, name: str) -> Deployment:
         d = await self.get_record(owner, name)
-        if d is None or d["owner"] != account["username"]:
+        if d is None or d.owner != account.username:
             raise NotFound("Deployment", f"{owner}/{name}")
         return d
 
-    async def list(self, account: dict) -> list[dict[str, Any]]:
-        refs = await self.redis.zrange(self.keys.account_deployments(account["username"]), 0, -1)
+    async def list(self, account: Account) -> list[Deployment]:
+        refs = await self.redis.zrange(self.keys.account_deployments(account.username), 0, -1)
         out = []
         for ref in refs:
             o, n = ref.split("/", 1)
@@ -75,7 +72,7 @@ class DeploymentService:
     def _hardware(self, value: Any) -> str:
         return self.skus().pick(value)
 
-    async def _version(self, account: dict, model: str, version: Any) -> dict:
+    async def _version(self, account: Account, model: Any, version: Any) -> Version:
         if not isinstance(model, str):
             raise InvalidRequest("model", "must be owner/name")
         ref = ModelRef.parse(model, field="model")
@@ -84,31 +81,31 @@ class DeploymentService:
         _, v = await self.resolver.resolve(account, model_ref=ModelRef(ref.owner, ref.name, version))
         return v
 
-    async def create(self, account: dict, body: dict) -> dict[str, Any]:
+    async def create(self, account: Account, body: dict) -> Deployment:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("name", "is required")
-        owner = account["username"]
+        owner = account.username
         ModelRef(owner, name).check_names("name")
         v = await self._version(account, body.get("model"), body.get("version"))
         min_i, max_i = check_instances(body.get("min_instances", 0), body.get("max_instances", 1))
         now = now_iso()
-        record = {"owner": owner, "name": name, "model": v["model"], "version": v["id"],
-                  "hardware": self._hardware(body.get("hardware")), "min_instances": min_i,
-                  "max_instances": max_i, "number": 1, "created_at": now, "release_created_at": now,
-                  "created_by": owner}
+        record = Deployment(owner=owner, name=name, model=v.model, version=v.id,
+                            hardware=self._hardware(body.get("hardware")), min_instances=min_i,
+                            max_instances=max_i, number=1, created_at=now, release_created_at=now,
+                            created_by=owner)
         key = self.keys.deployment(owner, name)
         if not await self.redis.hsetnx(key, "owner", owner):
             raise Conflict(f"deployment {owner}/{name} already exists")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={k: str(v_) for k, v_ in record.items()})
+        pipe.hset(key, mapping=record.to_redis())
         pipe.zadd(self.keys.account_deployments(owner), {f"{owner}/{name}": time.time()})
         pipe.sadd(self.keys.deployments(), f"{owner}/{name}")
         await pipe.execute()
         await self.roll(record, v)
         return await self.get_record(owner, name)
 
-    async def update(self, account: dict, owner: str, name: str, body: dict) -> dict[str, Any]:
+    async def update(self, account: Account, owner: str, name: str, body: dict) -> Deployment:
         d = await self.get(account, owner, name)
         unknown = [k for k in body if k not in FIELDS]
         if unknown:
@@ -117,12 +114,12 @@ class DeploymentService:
             raise InvalidRequest("body", f"give at least one of {list(FIELDS)}")
         changes: dict[str, Any] = {}
         if "version" in body:
-            v = await self._version(account, d["model"], body["version"])
-            changes["version"] = v["id"]
+            v = await self._version(account, d.model, body["version"])
+            changes["version"] = v.id
         if "hardware" in body:
             changes["hardware"] = self._hardware(body["hardware"])
-        min_i, max_i = check_instances(body.get("min_instances", d["min_instances"]),
-                                       body.get("max_instances", d["max_instances"]))
+        min_i, max_i = check_instances(body.get("min_instances", d.min_instances),
+                                       body.get("max_instances", d.max_instances))
         changes.update(min_instances=min_i, max_instances=max_i, release_created_at=now_iso())
         key = self.keys.deployment(owner, name)
         pipe = self.redis.pipeline(transaction=True)
@@ -130,26 +127,26 @@ class DeploymentService:
         pipe.hincrby(key, "number", 1)
         await pipe.execute()
         d = await self.get_record(owner, name)
-        await self.roll(d, await self.apps_version(d["version"]))
+        await self.roll(d, await self.apps_version(d.version))
         return d
 
-    async def apps_version(self, vid: str) -> dict:
+    async def apps_version(self, vid: str) -> Version:
         v = await self.resolver.registry.get_version(vid)  # not the cache: it may have been deleted
         if v is None:
             raise NotFound("Version", vid)
         return v
 
-    def spec(self, d: dict, version: dict) -> dict[str, Any]:
+    def spec(self, d: Deployment, version: Version) -> AppSpec:
         """What the Serve app of a deployment is built from: its version with the deployment's
         hardware and instance counts."""
-        return {**version, "hardware": d["hardware"], "min_replicas": int(d["min_instances"]),
-                "max_replicas": int(d["max_instances"]), "deployment": f"{d['owner']}/{d['name']}",
-                "release": int(d["number"])}
+        return AppSpec(version=version, app=deployment_app_name(d.owner, d.name), hardware=d.hardware,
+                       min_replicas=d.min_instances, max_replicas=d.max_instances, deployment=d.ref,
+                       release=d.number)
 
-    async def roll(self, d: dict, version: dict) -> None:
-        await self.apps.deploy(deployment_app_name(d["owner"], d["name"]), self.spec(d, version))
+    async def roll(self, d: Deployment, version: Version) -> None:
+        await self.apps.deploy(self.spec(d, version))
 
-    async def delete(self, account: dict, owner: str, name: str) -> None:
+    async def delete(self, account: Account, owner: str, name: str) -> None:
         await self.get(account, owner, name)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.deployment(owner, name))
@@ -159,11 +156,10 @@ class DeploymentService:
         # Serve waits for running predictions (graceful shutdown) while it tears the app down
         asyncio.get_running_loop().create_task(self.apps.delete(deployment_app_name(owner, name)))
 
-    async def target(self, account: dict, owner: str, name: str) -> tuple[dict, dict, str]:
-        """(deployment, version spec, app) for a prediction through a deployment."""
+    async def target(self, account: Account, owner: str, name: str) -> tuple[Deployment, AppSpec]:
+        """(deployment, its app's spec) for a prediction through a deployment."""
         d = await self.get(account, owner, name)
-        v = await self.apps_version(d["version"])
-        return d, self.spec(d, v), deployment_app_name(owner, name)
+        return d, self.spec(d, await self.apps_version(d.version))
 
     async def using_version(self, vid: str) -> list[str]:
         """The deployments (owner/name) whose current release runs version `vid`."""
@@ -185,11 +181,11 @@ class DeploymentService:
         for ref in refs:
             o, n = ref.split("/", 1)
             d = await self.get_record(o, n)
-            if not d or d["min_instances"] < 1:
+            if not d or d.min_instances < 1:
                 continue
             app = deployment_app_name(o, n)
             if app not in running:
-                await self.apps.handle(app, self.spec(d, await self.apps_version(d["version"])))
+                await self.apps.handle(self.spec(d, await self.apps_version(d.version)))
                 created.append(app)
                 log.info("reconcile: recreated %s", app)
         return created

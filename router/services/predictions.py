@@ -9,14 +9,15 @@ import logging
 import time
 from typing import Any
 
-from router.apps import AppManager
+from router.apps import AppManager, AppSpec
 from router.services.deployments import DeploymentService
 from router.services.resolve import Resolver
 from router.validation import validate_input
 from router.webhooks import WebhookPolicy
 from vendo_core.errors import InvalidRequest, NotFound, PredictionNotFound, VersionNotFound
 from vendo_core.files import Files
-from vendo_core.ids import ModelRef, app_name, new_prediction_id
+from vendo_core.ids import ModelRef, new_prediction_id
+from vendo_core.records import Account, Model, Prediction
 from vendo_core.status import Status
 from vendo_core.store import PredictionStore, now_iso
 
@@ -48,11 +49,11 @@ class PredictionService:
 
     # create and dispatch
 
-    async def create(self, account: dict, body: dict[str, Any], *, version: Any = None,
+    async def create(self, account: Account, body: dict[str, Any], *, version: Any = None,
                      model: ModelRef | None = None, deployment: ModelRef | None = None,
                      source: str = "api", file_url_prefixes: tuple[str, ...] = (),
                      deadline_s: float | None = None, wait_s: float | None = None,
-                     base: str | None = None) -> dict[str, Any]:
+                     base: str | None = None) -> Prediction:
         """The one way a prediction is made, whatever the door: resolve the target (a create
         body's `version`, a model's latest version, or a named deployment), validate the input,
         write the `starting` record and dispatch it. With `wait_s`, hold until it is terminal or
@@ -62,67 +63,66 @@ class PredictionService:
         if deployment is not None:
             if self.deployments is None:
                 raise NotFound("Deployment", str(deployment))
-            d, spec, app = await self.deployments.target(account, deployment.owner, deployment.name)
-            model_ref = ModelRef.parse(d["model"], field="model")
+            d, spec = await self.deployments.target(account, deployment.owner, deployment.name)
+            model_ref = ModelRef.parse(d.model, field="model")
             model_rec = await self.registry.get_model(model_ref.owner, model_ref.name)
-            version_rec, dep_name = {**spec, "app": app}, str(deployment)
-        elif model is not None:
-            model_rec, version_rec = await self.resolver.resolve(account, model_ref=model)
+            dep_name = d.ref
         else:
-            if version is None:
+            if model is not None:
+                model_rec, version_rec = await self.resolver.resolve(account, model_ref=model)
+            elif version is None:
                 raise InvalidRequest("version", "is required")
-            model_rec, version_rec = await self.resolver.resolve(account, version_field=version)
-        rec = await self._create(account, model_rec, version_rec, body, source=source, deployment=dep_name,
+            else:
+                model_rec, version_rec = await self.resolver.resolve(account, version_field=version)
+            spec = AppSpec.of(version_rec)
+        rec = await self._create(account, model_rec, spec, body, source=source, deployment=dep_name,
                                  file_url_prefixes=file_url_prefixes, deadline_s=deadline_s, base=base)
         if wait_s is not None:
-            await self.wait(rec["id"], wait_s)
-            rec = await self.store.get(rec["id"]) or rec
+            await self.wait(rec.id, wait_s)
+            rec = await self.store.get(rec.id) or rec
         return rec
 
-    async def _create(self, account: dict, model: dict, version: dict, body: dict[str, Any], *,
+    async def _create(self, account: Account, model: Model, spec: AppSpec, body: dict[str, Any], *,
                       source: str, deployment: str | None, file_url_prefixes: tuple[str, ...],
-                      deadline_s: float | None, base: str | None) -> dict[str, Any]:
-        payload = validate_input(version["openapi_schema"], body.get("input", {}),
+                      deadline_s: float | None, base: str | None) -> Prediction:
+        version = spec.version
+        payload = validate_input(version.openapi_schema, body.get("input", {}),
                                  file_url_prefixes=file_url_prefixes)
         if self.files is not None and file_url_prefixes:
             await self.files.check_inputs(account, payload, file_url_prefixes)
         hooks = await self.webhooks.record_fields(body)
-        traits = version.get("traits") or {}
         ts = time.time()
-        pid = new_prediction_id()
-        record = {
-            "id": pid, "account": account["username"], "model": version["model"], "version": version["id"],
-            "status": Status.STARTING.value, "input": payload, "created_at": now_iso(ts), "created_ts": ts,
-            "source": source, "iterator": bool(traits.get("is_iterator")), "deployment": deployment,
-            "base_url": base, **hooks,  # webhooks render the prediction under the create's base
-            "app": version.get("app") or app_name(version["id"]),  # a named deployment's own app
-        }
+        record = Prediction(
+            id=new_prediction_id(), account=account.username, model=version.model, version=version.id,
+            status=Status.STARTING, input=payload, created_at=now_iso(ts), created_ts=ts, source=source,
+            iterator=bool(version.traits.get("is_iterator")), deployment=deployment, app=spec.app,
+            base_url=base, **hooks)  # webhooks render the prediction under the create's base
         if deadline_s is not None:
-            record.update(deadline=now_iso(ts + deadline_s), deadline_ts=ts + deadline_s)
+            record.deadline, record.deadline_ts = now_iso(ts + deadline_s), ts + deadline_s
         await self.store.create(record, ts + self.lease_s)
-        self.dispatch(pid, version, payload, ts)
-        asyncio.get_running_loop().create_task(self.registry.count_run(model["owner"], model["name"]))
-        record["logs"] = ""
+        self.dispatch(record.id, spec, payload, ts)
+        asyncio.get_running_loop().create_task(self.registry.count_run(model.owner, model.name))
         return record
 
-    def dispatch(self, pid: str, version: dict, payload: dict, created_ts: float) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._dispatch(pid, version, payload, created_ts))
+    def dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._dispatch(pid, spec, payload, created_ts))
         self.inflight[pid] = task
         self._queued_since[pid] = created_ts
         return task
 
-    async def _dispatch(self, pid: str, version: dict, payload: dict, created_ts: float) -> None:
+    async def _dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float) -> None:
+        # heavy: kept out of what unit tests import
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
-        app = version.get("app") or app_name(version["id"])
+        app = spec.app
         # the retention rides along: a replica made under older settings still applies today's
         request = {"id": pid, "input": payload, "created_ts": created_ts,
                    "retention_s": self.store.retention_s}
         try:
             for attempt in range(DISPATCH_ATTEMPTS):
                 try:
-                    handle = await self.apps.handle(app, version)
+                    handle = await self.apps.handle(spec)
                     await self.apps.touch(app)
                     resp = handle.predict.remote(request)
                     self.responses[pid] = resp
@@ -173,9 +173,9 @@ class PredictionService:
 
     # read and cancel
 
-    async def get(self, account: dict, pid: str) -> dict[str, Any]:
+    async def get(self, account: Account, pid: str) -> Prediction:
         rec = await self.store.get(pid)
-        if rec is None or rec.get("account") != account["username"]:
+        if rec is None or rec.account != account.username:
             raise PredictionNotFound(pid)
         return rec
 
@@ -184,9 +184,9 @@ class PredictionService:
         `block_ms` for the first; the caller has already been shown the prediction."""
         return await self.store.read_events(pid, last_id, block_ms)
 
-    async def cancel(self, account: dict, pid: str) -> dict[str, Any]:
+    async def cancel(self, account: Account, pid: str) -> Prediction:
         rec = await self.get(account, pid)
-        if Status(rec["status"]).is_terminal():
+        if rec.done:
             return rec
         await self.cancel_now(pid)
         return await self.get(account, pid)
@@ -201,9 +201,9 @@ class PredictionService:
                 resp.cancel()  # still queued here (cold start): drop it from the queue
         return ok
 
-    async def list(self, account: dict, cursor: str | None, limit: int = 100) -> tuple[list[dict], str | None]:
+    async def list(self, account: Account, cursor: str | None, limit: int = 100) -> tuple[list[Prediction], str | None]:
         try:
-            ids, nxt = await self.store.list_ids(account["username"], cursor, limit)
+            ids, nxt = await self.store.list_ids(account.username, cursor, limit)
         except ValueError as e:
             raise InvalidRequest("cursor", str(e)) from e
         return await self.store.get_many(ids), nxt
@@ -236,13 +236,11 @@ class PredictionService:
             if pid in self.inflight or not await self.store.take_lease(pid, now + self.lease_s):
                 continue
             rec = await self.store.get(pid)
-            if rec is None or rec["status"] != Status.STARTING.value:
+            if rec is None or rec.status != Status.STARTING:
                 continue
-            version = await self.resolver.version(rec["version"])
+            version = await self.resolver.version(rec.version)
             if version is None:
                 await self.fail(pid, VERSION_DELETED)
                 continue
             log.info("prediction %s: re-dispatching after a lapsed lease", pid)
-            if rec.get("app"):
-                version = {**version, "app": rec["app"]}
-            self.dispatch(pid, version, rec["input"], float(rec.get("created_ts") or now))
+            self.dispatch(pid, AppSpec.of(version, rec.app), rec.input or {}, rec.created_ts)

@@ -8,18 +8,19 @@ from typing import Any
 
 from vendo_core.errors import InvalidRequest, ModelNotFound, VersionNotFound
 from vendo_core.ids import VERSION_ID, ModelRef
+from vendo_core.records import Account, Model, Version
 from vendo_core.registry import Registry, visible
 
 
 class Resolver:
     def __init__(self, registry: Registry):
         self.registry = registry
-        self._versions: dict[str, dict] = {}
+        self._versions: dict[str, Version] = {}
 
     def forget(self, vid: str) -> None:
         self._versions.pop(vid, None)
 
-    async def version(self, vid: str) -> dict[str, Any] | None:
+    async def version(self, vid: str) -> Version | None:
         v = self._versions.get(vid)
         if v is None:
             v = await self.registry.get_version(vid)
@@ -27,8 +28,8 @@ class Resolver:
                 self._versions[vid] = v  # versions are immutable
         return v
 
-    async def resolve(self, account: dict, *, version_field: str | None = None,
-                      model_ref: ModelRef | None = None) -> tuple[dict, dict]:
+    async def resolve(self, account: Account, *, version_field: Any = None,
+                      model_ref: ModelRef | None = None) -> tuple[Model, Version]:
         """(model, version) for a create body's `version` or a model path; 404 for what the caller
         may not see."""
         if version_field is not None:
@@ -38,10 +39,10 @@ class Resolver:
                 v = await self.version(version_field)
                 if v is None:
                     raise VersionNotFound(version_field)
-                owner, name = v["model"].split("/", 1)
-                model, live = await self.registry.model_and_version(owner, name, v["id"])
+                owner, name = v.model.split("/", 1)
+                model, live = await self.registry.model_and_version(owner, name, v.id)
                 if not live:
-                    self.forget(v["id"])  # deleted (perhaps by another router replica)
+                    self.forget(v.id)  # deleted (perhaps by another router replica)
                 if not visible(model, account) or not live:
                     raise VersionNotFound(version_field)
                 return model, v
@@ -54,14 +55,14 @@ class Resolver:
             model, live = await self.registry.get_model(model_ref.owner, model_ref.name), True
         if not visible(model, account):
             raise ModelNotFound(model_ref.model)
-        vid = model_ref.version or model.get("latest_version")
+        vid = model_ref.version or model.latest_version
         if not vid:
             raise VersionNotFound(f"{model_ref.model} has no versions")
         if not live:
             self.forget(vid)
             raise VersionNotFound(str(model_ref))
         v = await self.version(vid)
-        if v is None or v["model"] != model_ref.model:
+        if v is None or v.model != model_ref.model:
             raise VersionNotFound(str(model_ref))
         return model, v
 

@@ -15,14 +15,14 @@ from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import ModelRef, app_name, version_id
 from vendo_core.keys import package_key
 from vendo_core.packaging import package_digest
+from vendo_core.records import COG_VERSION, Account, Model, Version
 from vendo_core.registry import Registry, visible
 from vendo_core.storage import ObjectStore
 
-COG_VERSION = "0.23.1"
 VISIBILITIES = ("public", "private")
 # what a version record keeps of its introspection: nothing the model's own code could set decides
 # where its package lives, what it runs on or how far it scales
-INTROSPECTED = ("openapi_schema", "traits", "runtime_env", "config")
+INTROSPECTED = ("openapi_schema", "traits", "runtime_env")
 
 Introspect = Callable[[bytes], Any]  # awaitable -> the introspection dict
 
@@ -55,7 +55,7 @@ class VersionService:
         self.skus = skus
         self.introspect = introspect
 
-    async def visible_model(self, account: dict, owner: str, name: str) -> dict[str, Any]:
+    async def visible_model(self, account: Account, owner: str, name: str) -> Model:
         """The model if the caller may see it; ModelNotFound otherwise."""
         ModelRef(owner, name).check_names()
         model = await self.registry.get_model(owner, name)
@@ -63,10 +63,10 @@ class VersionService:
             raise ModelNotFound(f"{owner}/{name}")
         return model
 
-    async def latest(self, model: dict[str, Any]) -> dict[str, Any] | None:
-        return await self.resolver.version(model["latest_version"]) if model.get("latest_version") else None
+    async def latest(self, model: Model) -> Version | None:
+        return await self.resolver.version(model.latest_version) if model.latest_version else None
 
-    async def list(self, account: dict, owner: str, name: str) -> list[dict[str, Any]]:
+    async def list(self, account: Account, owner: str, name: str) -> list[Version]:
         """A model's versions, newest first."""
         await self.visible_model(account, owner, name)
         out = []
@@ -76,24 +76,24 @@ class VersionService:
                 out.append(v)
         return out
 
-    async def get(self, account: dict, owner: str, name: str, vid: str) -> dict[str, Any]:
+    async def get(self, account: Account, owner: str, name: str, vid: str) -> Version:
         await self.visible_model(account, owner, name)
         v = await self.registry.get_version(vid)  # not the cache: the version may have been deleted
-        if v is None or v["model"] != f"{owner}/{name}":
+        if v is None or v.model != f"{owner}/{name}":
             raise NotFound("Version", f"{owner}/{name}:{vid}")
         return v
 
-    async def push(self, account: dict, owner: str, name: str, read: Callable[[], Awaitable[bytes]], *,
+    async def push(self, account: Account, owner: str, name: str, read: Callable[[], Awaitable[bytes]], *,
                    hardware: str | None = None,
                    visibility: str = "private", max_replicas: int | None = None,
-                   downscale_delay_s: float | None = None, upscale_delay_s: float | None = None) -> dict[str, Any]:
+                   downscale_delay_s: float | None = None, upscale_delay_s: float | None = None) -> Version:
         """Register the Cog package that `read()` returns (a tar.gz; read only once the arguments
         are valid) as a version of `owner/name`, creating the
         model on a first push. The id is derived from the model and the package's digest, so the
         same package pushed to the same model is the same version (a no-op), and to another model
         another version; the bytes are stored once, by digest."""
         ModelRef(owner, name).check_names()
-        if owner != account["username"]:
+        if owner != account.username:
             raise ModelNotFound(f"{owner}/{name}")
         if visibility not in VISIBILITIES:
             raise InvalidRequest("visibility", f"must be one of {list(VISIBILITIES)}")
@@ -119,27 +119,28 @@ class VersionService:
             await asyncio.to_thread(self.objects.put_bytes, key, data, "application/gzip")
         model = await self.registry.ensure_model(owner, name, visibility=visibility,
                                                  hardware=hardware or skus.default)
-        sku = hardware or model.get("hardware") or skus.default  # `models.create` may have chosen one
-        record = {"id": vid, "cog_version": COG_VERSION, "package_key": key, "package_digest": digest,
-                  "package_sha256": hashlib.sha256(data).hexdigest(), "hardware": sku,
-                  "max_replicas": max_replicas, "downscale_delay_s": downscale_delay_s,
-                  "upscale_delay_s": upscale_delay_s,
-                  **{k: info[k] for k in INTROSPECTED if k in info}}
-        version, _ = await self.registry.add_version(owner, name, record)
+        sku = hardware or model.hardware or skus.default  # `models.create` may have chosen one
+        record = Version(id=vid, model=f"{owner}/{name}", cog_version=COG_VERSION, package_key=key,
+                         package_digest=digest, package_sha256=hashlib.sha256(data).hexdigest(), hardware=sku,
+                         max_replicas=max_replicas, downscale_delay_s=downscale_delay_s,
+                         upscale_delay_s=upscale_delay_s, **{k: info[k] for k in INTROSPECTED if k in info})
+        version, _ = await self.registry.add_version(record)
         return version
 
-    async def status(self, account: dict) -> tuple[list[dict[str, Any]], int]:
+    async def status(self, account: Account) -> tuple[list[dict[str, Any]], int]:
         """Each version the caller can see with its Serve state, and how many Serve apps run."""
         apps = await self.apps.statuses()
         rows = []
         for m in await self.registry.list_models():
             if not visible(m, account):
                 continue
-            for vid in await self.registry.list_version_ids(m["owner"], m["name"]):
-                v = await self.registry.get_version(vid) or {}
+            for vid in await self.registry.list_version_ids(m.owner, m.name):
+                v = await self.registry.get_version(vid)
+                if v is None:
+                    continue  # deleted meanwhile
                 app = app_name(vid)
                 st = apps.get(app)
-                if v.get("setup_status") == "failed":
+                if v.setup_status == "failed":
                     state = "setup failed"
                 elif st is None:
                     state = "not deployed"
@@ -148,7 +149,6 @@ class VersionService:
                     running = counts.get("running", 0)
                     state = f"{running} replica{'s' if running > 1 else ''}" if running else (
                         "starting" if counts.get("starting") else "deployed at zero")
-                rows.append({"model": f"{m['owner']}/{m['name']}", "version": vid, "app": app,
-                             "hardware": v.get("hardware"), "state": state,
-                             "setup_error": v.get("setup_error") or None})
+                rows.append({"model": m.ref, "version": vid, "app": app, "hardware": v.hardware,
+                             "state": state, "setup_error": v.setup_error or None})
         return rows, len(apps)

@@ -12,6 +12,7 @@ import pytest
 from tests.redisdb import flush, private_db
 from vendo_core.errors import Conflict, NotFound
 from vendo_core.keys import Keys
+from vendo_core.records import Prediction, Version
 from vendo_core.redisconn import connect
 from vendo_core.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry
 from vendo_core.status import Status
@@ -39,15 +40,15 @@ def run(redis_url, fn):
     return asyncio.run(go())
 
 
-def _version(vid: str) -> dict:
-    return {"id": vid, "cog_version": "0.23.1", "openapi_schema": {"components": {}}}
+def _version(vid: str, model: str = "alice/m") -> Version:
+    return Version(id=vid, model=model, cog_version="0.23.1", openapi_schema={"components": {}})
 
 
 async def _all_pages(reg: Registry, viewer: str, sort_by: str, desc: bool, limit: int, keep=lambda m: True):
     out, after, pages = [], None, 0
     while True:
         models, after = await reg.page_models(viewer, sort_by, desc, after, limit, keep)
-        out += [f"{m['owner']}/{m['name']}" for m in models]
+        out += [m.ref for m in models]
         pages += 1
         if after is None:
             return out, pages
@@ -56,11 +57,11 @@ async def _all_pages(reg: Registry, viewer: str, sort_by: str, desc: bool, limit
 def test_create_conflict_and_delete(redis_url):
     async def go(reg: Registry, r):
         m = await reg.create_model("alice", "m", "private", hardware="cpu", description=None)
-        assert m["run_count"] == 0 and m["hardware"] == "cpu" and "description" not in m
+        assert m.run_count == 0 and m.hardware == "cpu" and m.description is None
         with pytest.raises(Conflict):
             await reg.create_model("alice", "m", "public")
-        assert (await reg.ensure_model("alice", "m", visibility="public"))["visibility"] == "private"
-        await reg.add_version("alice", "m", _version("a" * 64))
+        assert (await reg.ensure_model("alice", "m", visibility="public")).visibility == "private"
+        await reg.add_version(_version("a" * 64, "alice/m"))
         with pytest.raises(Conflict, match="1 version"):
             await reg.delete_model("alice", "m")
         assert await reg.delete_version("alice", "m", "a" * 64)
@@ -72,9 +73,9 @@ def test_create_conflict_and_delete(redis_url):
         # a run counter left behind by a deleted model's last prediction does not block re-creation
         await reg.count_run("alice", "m")
         assert await reg.get_model("alice", "m") is None
-        assert (await reg.create_model("alice", "m", "public"))["run_count"] == 0
+        assert (await reg.create_model("alice", "m", "public")).run_count == 0
         with pytest.raises(NotFound):
-            await reg.add_version("alice", "nope", _version("b" * 64))
+            await reg.add_version(_version("b" * 64, "alice/nope"))
 
     run(redis_url, go)
 
@@ -94,7 +95,7 @@ def test_pages_merge_public_and_own_private_in_order(redis_url):
                 assert seen == (expected[::-1] if desc else expected)
                 assert pages == max(1, -(-len(expected) // limit))
         # a filter that rejects most rows still fills pages and ends
-        seen, _ = await _all_pages(reg, "alice", MODEL_CREATED, True, 3, keep=lambda m: m["name"].endswith("7"))
+        seen, _ = await _all_pages(reg, "alice", MODEL_CREATED, True, 3, keep=lambda m: m.name.endswith("7"))
         assert seen == [e for e in expected[::-1] if e.endswith("7")]
 
     run(redis_url, go)
@@ -118,15 +119,15 @@ def test_latest_version_order_and_version_delete(redis_url):
     async def go(reg: Registry, r):
         for n in ("a", "b", "c"):
             await reg.create_model("alice", n, "public")
-        await reg.add_version("alice", "a", _version("1" * 64))
-        await reg.add_version("alice", "b", _version("2" * 64))
-        await reg.add_version("alice", "a", _version("3" * 64))
+        await reg.add_version(_version("1" * 64, "alice/a"))
+        await reg.add_version(_version("2" * 64, "alice/b"))
+        await reg.add_version(_version("3" * 64, "alice/a"))
         seen, _ = await _all_pages(reg, "bob", LATEST_VERSION_CREATED, True, 100)
         assert seen == ["alice/a", "alice/b", "alice/c"]  # no version: last, newest model first
         seen, _ = await _all_pages(reg, "bob", LATEST_VERSION_CREATED, False, 100)
         assert seen == ["alice/c", "alice/b", "alice/a"]
         assert await reg.delete_version("alice", "a", "3" * 64)
-        assert (await reg.get_model("alice", "a"))["latest_version"] == "1" * 64
+        assert (await reg.get_model("alice", "a")).latest_version == "1" * 64
         assert await reg.get_version("3" * 64) is None and not await reg.version_live("3" * 64)
         assert await reg.model_and_version("alice", "a", "3" * 64) == (await reg.get_model("alice", "a"), False)
         seen, _ = await _all_pages(reg, "bob", LATEST_VERSION_CREATED, True, 100)
@@ -138,8 +139,8 @@ def test_latest_version_order_and_version_delete(redis_url):
         # a late replica's setup fields do not bring a deleted version back, and a re-push works
         await r.hset(KEYS.version("1" * 64), mapping={"setup_status": "succeeded"})
         assert await reg.get_version("1" * 64) is None
-        v, created = await reg.add_version("alice", "a", _version("1" * 64))
-        assert created and v["model"] == "alice/a" and "setup_status" not in v
+        v, created = await reg.add_version(_version("1" * 64, "alice/a"))
+        assert created and v.model == "alice/a" and v.setup_status is None
 
     run(redis_url, go)
 
@@ -147,7 +148,7 @@ def test_latest_version_order_and_version_delete(redis_url):
 def test_indexes_are_built_for_models_registered_before_them(redis_url):
     async def go(reg: Registry, r):
         await reg.create_model("alice", "old", "public")
-        await reg.add_version("alice", "old", _version("4" * 64))
+        await reg.add_version(_version("4" * 64, "alice/old"))
         await reg.create_model("alice", "secret", "private")
         for sort_by in (MODEL_CREATED, LATEST_VERSION_CREATED):
             await r.delete(KEYS.models_sorted(sort_by), KEYS.models_sorted(sort_by, "alice"))
@@ -164,8 +165,8 @@ def test_live_predictions_of_a_version(redis_url):
         store = PredictionStore(r, KEYS, ttl_s=60)
         now = time.time()
         for pid, vid in (("p1", "v1"), ("p2", "v1"), ("p3", "v2")):
-            await store.create({"id": pid, "account": "alice", "model": "a/b", "version": vid,
-                                "status": "starting", "created_ts": now}, now + 30)
+            await store.create(Prediction(id=pid, account="alice", model="a/b", version=vid, status="starting",
+                                          created_at="t", created_ts=now), now + 30)
         await store.transition("p2", Status.PROCESSING, heartbeat_deadline=now + 30)
         assert sorted(await store.live_of_version("v1")) == ["p1", "p2"]
         await store.transition("p1", Status.CANCELED)

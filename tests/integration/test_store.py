@@ -11,6 +11,7 @@ import pytest
 
 from tests.redisdb import flush, private_db
 from vendo_core.keys import Keys
+from vendo_core.records import Prediction
 from vendo_core.redisconn import connect
 from vendo_core.status import Status
 from vendo_core.store import PredictionStore
@@ -30,10 +31,10 @@ def store(tmp_path):
     flush(url)
 
 
-def _record(pid: str, account: str = "alice", ts: float | None = None) -> dict:
+def _record(pid: str, account: str = "alice", ts: float | None = None) -> Prediction:
     ts = ts or time.time()
-    return {"id": pid, "account": account, "model": "a/b", "version": "v" * 64, "status": "starting",
-            "input": {"x": 1}, "created_at": "2026-01-01T00:00:00.000000Z", "created_ts": ts}
+    return Prediction(id=pid, account=account, model="a/b", version="v" * 64, status="starting", input={"x": 1},
+                      created_at="2026-01-01T00:00:00.000000Z", created_ts=ts)
 
 
 def run(coro):
@@ -45,7 +46,7 @@ def test_create_get_and_literal_keys(store):
         s = store()
         await s.create(_record("p1"), time.time() + 30)
         rec = await s.get("p1")
-        assert rec["status"] == "starting" and rec["input"] == {"x": 1} and rec["logs"] == ""
+        assert rec.status == "starting" and rec.input == {"x": 1} and rec.logs == ""
         assert await s.redis.exists("vendo:prediction:p1") == 1
         assert await s.redis.zscore("vendo:account:alice:predictions", "p1") is not None
         assert await s.redis.zscore("vendo:dispatch", "p1") is not None
@@ -64,7 +65,7 @@ def test_transitions_follow_the_state_machine(store):
         ok, _ = await s.transition("p1", Status.SUCCEEDED, {"output": ["a"], "metrics": {"predict_time": 1}})
         assert ok
         rec = await s.get("p1")
-        assert rec["status"] == "succeeded" and rec["output"] == ["a"]
+        assert rec.status == "succeeded" and rec.output == ["a"]
         assert await s.redis.zscore("vendo:running", "p1") is None
         assert await s.redis.ttl("vendo:prediction:p1") > 0
         events = await s.read_events("p1", "0-0", None)
@@ -89,8 +90,8 @@ def test_cancel_racing_completion_has_one_winner(store):
             )
             assert a[0] != b[0]
             rec = await s.get(pid)
-            assert rec["status"] in ("canceled", "succeeded")
-            assert ("output" in rec) == (rec["status"] == "succeeded")
+            assert rec.status in ("canceled", "succeeded")
+            assert (rec.output is not None) == (rec.status == "succeeded")
             done = [e for e in await s.read_events(pid, "0-0", None) if e[1] == "done"]
             assert len(done) == 1
     run(go())
@@ -105,7 +106,7 @@ def test_failed_appends_error_then_done(store):
         assert [e[1] for e in events] == ["error", "done"]
         assert json.loads(events[0][2]) == {"detail": "boom"}
         assert json.loads(events[1][2]) == {"reason": "error"}
-        assert (await s.get("p"))["error"] == "boom"
+        assert (await s.get("p")).error == "boom"
     run(go())
 
 
@@ -113,13 +114,13 @@ def test_iterator_output_and_logs(store):
     async def go():
         s = store()
         rec = _record("p")
-        rec["iterator"] = True
+        rec.iterator = True
         await s.create(rec, time.time() + 30)
         await s.transition("p", Status.PROCESSING)
         await s.append_output("p", "a", "a", logs="line 1\n")
         await s.append_output("p", {"k": 1}, '{"k":1}')
         got = await s.get("p")
-        assert got["output"] == ["a", {"k": 1}] and got["logs"] == "line 1\n"
+        assert got.output == ["a", {"k": 1}] and got.logs == "line 1\n"
         assert [e[1] for e in await s.read_events("p", "0-0", None)] == ["logs", "output", "output"]
     run(go())
 

@@ -180,11 +180,12 @@ def _delivery(r, keys, store, secrets, **kw):
 
 
 async def _finished_prediction(store, pid: str, **hooks) -> None:
+    from vendo_core.records import Prediction
     from vendo_core.status import Status
 
-    await store.create({"id": pid, "account": "alice", "model": "a/b", "version": "v" * 64,
-                        "status": "starting", "input": {"x": 1}, "created_at": "2026-01-01T00:00:00.000000Z",
-                        "created_ts": time.time(), "base_url": "http://vendo.test", **hooks}, time.time() + 30)
+    await store.create(Prediction(id=pid, account="alice", model="a/b", version="v" * 64, status="starting",
+                                  input={"x": 1}, created_at="2026-01-01T00:00:00.000000Z", created_ts=time.time(),
+                                  base_url="http://vendo.test", **hooks), time.time() + 30)
     assert (await store.transition(pid, Status.PROCESSING, {"started_at": "t"}))[0]
     assert (await store.transition(pid, Status.SUCCEEDED, {"output": "ok", "completed_at": "t"}))[0]
 

@@ -8,9 +8,10 @@ import asyncio
 import time
 from typing import Any
 
-from router.apps import AppManager
+from router.apps import AppManager, AppSpec
 from router.ratelimit import RateLimiter
 from vendo_core.errors import Conflict, NotFound
+from vendo_core.records import Account, Model, Prediction, Version
 from vendo_core.registry import Registry, token_digest
 from vendo_core.status import ALLOWED_FROM, Status
 from vendo_core.store import PredictionStore, now_iso
@@ -26,35 +27,37 @@ class FakeStore(PredictionStore):
         self.canceled: list[str] = []
         self._changed = asyncio.Condition()
 
-    async def create(self, record: dict[str, Any], lease_deadline: float) -> None:
-        self.records[record["id"]] = dict(record)
-        self.events[record["id"]] = []
-        self.dispatch[record["id"]] = lease_deadline
+    async def create(self, record: Prediction, lease_deadline: float) -> None:
+        self.records[record.id] = record.model_copy()
+        self.events[record.id] = []
+        self.dispatch[record.id] = lease_deadline
 
-    async def get(self, pid: str) -> dict[str, Any] | None:
+    async def get(self, pid: str) -> Prediction | None:
         rec = self.records.get(pid)
-        return None if rec is None else {**rec, "logs": rec.get("logs", "")}
+        return None if rec is None else rec.model_copy()
 
-    async def get_many(self, pids: list[str]) -> list[dict[str, Any]]:
+    async def get_many(self, pids: list[str]) -> list[Prediction]:
         return [r for r in [await self.get(p) for p in pids] if r]
 
     async def status(self, pid: str) -> Status | None:
         rec = self.records.get(pid)
-        return Status(rec["status"]) if rec else None
+        return rec.status if rec else None
 
     async def statuses(self, pids: list[str]) -> list[str | None]:
-        return [self.records[p]["status"] if p in self.records else None for p in pids]
+        return [self.records[p].status.value if p in self.records else None for p in pids]
 
     async def transition(self, pid: str, target: Status, fields: dict[str, Any] | None = None, *,
                          heartbeat_deadline: float = 0.0, error: str | None = None,
                          done_reason: str | None = None, retention_s: float | None = None):
         rec = self.records.get(pid)
-        prev = Status(rec["status"]) if rec else None
+        prev = rec.status if rec else None
         if prev is None or prev not in ALLOWED_FROM[target]:
             return False, prev
-        rec.update(fields or {}, status=target.value)
+        for k, v in (fields or {}).items():
+            setattr(rec, k, v)
+        rec.status = target
         if error and target == Status.FAILED:
-            rec["error"] = error
+            rec.error = error
         if target == Status.PROCESSING:
             self.running[pid] = heartbeat_deadline
             self.dispatch.pop(pid, None)
@@ -85,9 +88,9 @@ class FakeStore(PredictionStore):
         return True
 
     async def list_ids(self, username: str, cursor: str | None, limit: int):
-        ids = sorted((r for r in self.records.values() if r["account"] == username),
-                     key=lambda r: r["created_ts"], reverse=True)
-        return [r["id"] for r in ids[:limit]], None
+        ids = sorted((r for r in self.records.values() if r.account == username),
+                     key=lambda r: r.created_ts, reverse=True)
+        return [r.id for r in ids[:limit]], None
 
     async def read_events(self, pid: str, last_id: str, block_ms: int | None):
         seen = int(last_id.split("-")[0])
@@ -96,7 +99,7 @@ class FakeStore(PredictionStore):
     async def wait_terminal(self, pid: str, timeout_s: float) -> bool:
         async def done() -> None:
             async with self._changed:
-                await self._changed.wait_for(lambda: Status(self.records[pid]["status"]).is_terminal())
+                await self._changed.wait_for(lambda: self.records[pid].done)
         try:
             await asyncio.wait_for(done(), timeout_s)
             return True
@@ -109,27 +112,27 @@ class FakeStore(PredictionStore):
 
 class FakeRegistry(Registry):
     def __init__(self):
-        self.accounts: dict[str, dict[str, str]] = {}
+        self.accounts: dict[str, Account] = {}
         self.tokens: dict[str, str] = {}
-        self.models: dict[str, dict[str, Any]] = {}
-        self.versions: dict[str, dict[str, Any]] = {}
+        self.models: dict[str, Model] = {}
+        self.versions: dict[str, Version] = {}
         self.model_versions: dict[str, list[str]] = {}
         self.gets = 0
 
     async def create_account(self, username: str, token: str | None = None, name: str | None = None,
                              kind: str = "user") -> str:
         token = token or f"token-{username}"
-        self.accounts.setdefault(username, {"username": username, "type": kind, "name": name or username})
+        self.accounts.setdefault(username, Account(username=username, type=kind, name=name or username))
         self.tokens[token_digest(token)] = username
         return token
 
-    async def account_for_token(self, token: str) -> dict[str, str] | None:
+    async def account_for_token(self, token: str) -> Account | None:
         username = self.tokens.get(token_digest(token))
         return self.accounts.get(username) if username else None
 
-    async def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
+    async def get_model(self, owner: str, name: str) -> Model | None:
         m = self.models.get(f"{owner}/{name}")
-        return dict(m) if m else None
+        return m.model_copy() if m else None
 
     async def model_and_version(self, owner: str, name: str, vid: str):
         return await self.get_model(owner, name), vid in self.model_versions.get(f"{owner}/{name}", [])
@@ -137,39 +140,37 @@ class FakeRegistry(Registry):
     async def version_live(self, vid: str) -> bool:
         return vid in self.versions
 
-    async def create_model(self, owner: str, name: str, visibility: str, **fields: Any) -> dict[str, Any]:
+    async def create_model(self, owner: str, name: str, visibility: str, **fields: Any) -> Model:
         ref = f"{owner}/{name}"
         if ref in self.models:
             raise Conflict(f"model {ref} already exists")
-        self.models[ref] = {"owner": owner, "name": name, "visibility": visibility, "created_at": now_iso(),
-                            "run_count": 0, **{k: v for k, v in fields.items() if v is not None}}
-        return dict(self.models[ref])
+        self.models[ref] = Model(owner=owner, name=name, visibility=visibility, created_at=now_iso(),
+                                 **{k: v for k, v in fields.items() if v is not None})
+        return self.models[ref].model_copy()
 
     async def count_run(self, owner: str, name: str) -> None:
-        self.models[f"{owner}/{name}"]["run_count"] += 1
+        self.models[f"{owner}/{name}"].run_count += 1
 
-    async def add_version(self, owner: str, name: str, record: dict[str, Any]):
-        ref = f"{owner}/{name}"
-        if ref not in self.models:
-            raise NotFound("Model", ref)
-        if record["id"] in self.versions:
-            return dict(self.versions[record["id"]]), False
-        self.versions[record["id"]] = {**{k: v for k, v in record.items() if v is not None}, "model": ref,
-                                       "created_at": now_iso()}
-        self.model_versions.setdefault(ref, []).insert(0, record["id"])
-        self.models[ref]["latest_version"] = record["id"]
-        return dict(self.versions[record["id"]]), True
+    async def add_version(self, record: Version) -> tuple[Version, bool]:
+        if record.model not in self.models:
+            raise NotFound("Model", record.model)
+        if record.id in self.versions:
+            return self.versions[record.id].model_copy(), False
+        self.versions[record.id] = record.model_copy(update={"created_at": now_iso()})
+        self.model_versions.setdefault(record.model, []).insert(0, record.id)
+        self.models[record.model].latest_version = record.id
+        return self.versions[record.id].model_copy(), True
 
-    async def get_version(self, vid: str) -> dict[str, Any] | None:
+    async def get_version(self, vid: str) -> Version | None:
         self.gets += 1
         v = self.versions.get(vid)
-        return dict(v) if v else None
+        return v.model_copy() if v else None
 
     async def list_version_ids(self, owner: str, name: str, limit: int = 100) -> list[str]:
         return self.model_versions.get(f"{owner}/{name}", [])[:limit]
 
-    async def list_models(self) -> list[dict[str, Any]]:
-        return [dict(m) for m in self.models.values()]
+    async def list_models(self) -> list[Model]:
+        return [m.model_copy() for m in self.models.values()]
 
 
 class FakeHandle:
@@ -204,7 +205,8 @@ class FakeApps(AppManager):
         self.handles: dict[str, FakeHandle] = {}
         self.created: list[str] = []
 
-    async def handle(self, app: str, version: dict) -> FakeHandle:
+    async def handle(self, spec: AppSpec) -> FakeHandle:
+        app = spec.app
         if app not in self.handles:
             self.created.append(app)
             self.handles[app] = FakeHandle(self.behaviour)

@@ -14,6 +14,7 @@ from tests.unit.fakes import FakeApps, FakeRegistry, FakeStore, NoLimits, replic
 from tests.unit.test_services import SCHEMA, VID
 from vendo_core.files import Files
 from vendo_core.keys import Keys
+from vendo_core.records import Version
 from vendo_core.settings import Settings
 from vendo_core.storage import open_store
 
@@ -23,7 +24,7 @@ async def _app(tmp_path):
     store, registry, limiter = FakeStore(), FakeRegistry(), NoLimits()
     token = await registry.create_account("alice")
     await registry.create_model("alice", "echo", "public")
-    await registry.add_version("alice", "echo", {"id": VID, "openapi_schema": SCHEMA, "package_key": "p"})
+    await registry.add_version(Version(id=VID, model="alice/echo", openapi_schema=SCHEMA, package_key="p"))
     objects = open_store(settings)
     rt = Runtime(settings, store=store, registry=registry, objects=objects, apps=FakeApps(replica(store, "hi")),
                  files=Files(None, Keys("t:"), objects), limiter=limiter)

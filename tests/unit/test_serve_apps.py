@@ -20,6 +20,6 @@ def test_every_autoscaling_field_is_set_and_scales_to_zero():
 
 
 def test_per_version_delays_and_keep_warm():
-    a = autoscaling(Settings(), 2, 1, {"downscale_delay_s": 5, "upscale_delay_s": 0})
+    a = autoscaling(Settings(), 2, 1, downscale_delay_s=5, upscale_delay_s=0)
     assert a["min_replicas"] == a["initial_replicas"] == 1
     assert a["downscale_delay_s"] == 5 and a["upscale_delay_s"] == 0

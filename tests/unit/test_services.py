@@ -16,12 +16,13 @@ from tests.unit.fakes import FakeApps, FakeRegistry, FakeStore, replica
 from vendo_core.errors import InvalidInput, InvalidRequest, ModelNotFound, PredictionNotFound, VersionNotFound
 from vendo_core.hardware import load_hardware
 from vendo_core.ids import ModelRef, app_name, version_id
+from vendo_core.records import Account, Version
 from vendo_core.status import Status
 
 SCHEMA = {"components": {"schemas": {"Input": {"type": "object", "required": ["text"],
                                                "properties": {"text": {"type": "string"}}}}}}
-ALICE = {"username": "alice", "type": "user", "name": "alice"}
-BOB = {"username": "bob", "type": "user", "name": "bob"}
+ALICE = Account(username="alice")
+BOB = Account(username="bob")
 VID = version_id("alice/echo", "0" * 64)
 PRIVATE_VID = version_id("alice/secret", "0" * 64)
 
@@ -29,11 +30,11 @@ PRIVATE_VID = version_id("alice/secret", "0" * 64)
 async def _registry() -> FakeRegistry:
     reg = FakeRegistry()
     for account in (ALICE, BOB):
-        await reg.create_account(account["username"])
+        await reg.create_account(account.username)
     await reg.create_model("alice", "echo", "public")
-    await reg.add_version("alice", "echo", {"id": VID, "openapi_schema": SCHEMA, "package_key": "p"})
+    await reg.add_version(Version(id=VID, model="alice/echo", openapi_schema=SCHEMA, package_key="p"))
     await reg.create_model("alice", "secret", "private")
-    await reg.add_version("alice", "secret", {"id": PRIVATE_VID, "openapi_schema": SCHEMA, "package_key": "p"})
+    await reg.add_version(Version(id=PRIVATE_VID, model="alice/secret", openapi_schema=SCHEMA, package_key="p"))
     return reg
 
 
@@ -51,13 +52,13 @@ def test_create_dispatch_complete():
     async def go():
         svc, store, apps, reg = await _service()
         rec = await svc.create(ALICE, {"input": {"text": "x", "extra": 1}}, version="alice/echo", wait_s=5)
-        assert rec["status"] == "succeeded" and rec["output"] == "hi"
-        assert rec["input"] == {"text": "x"}  # unknown keys dropped, as Cog does
+        assert rec.status == "succeeded" and rec.output == "hi"
+        assert rec.input == {"text": "x"}  # unknown keys dropped, as Cog does
         assert apps.created == [app_name(VID)]
         assert [c["input"] for c in apps.handles[app_name(VID)].calls] == [{"text": "x"}]
         assert store.dispatch == {} and store.running == {}  # the terminal write cleared both indexes
         assert svc.inflight == {}
-        assert reg.models["alice/echo"]["run_count"] == 1
+        assert reg.models["alice/echo"].run_count == 1
     run(go())
 
 
@@ -67,7 +68,7 @@ def test_every_door_resolves_the_same_version():
         by_id = await svc.create(ALICE, {"input": {"text": "a"}}, version=VID, wait_s=5)
         by_ref = await svc.create(ALICE, {"input": {"text": "b"}}, version=f"alice/echo:{VID}", wait_s=5)
         by_model = await svc.create(BOB, {"input": {"text": "c"}}, model=ModelRef("alice", "echo"), wait_s=5)
-        assert {r["version"] for r in (by_id, by_ref, by_model)} == {VID}
+        assert {r.version for r in (by_id, by_ref, by_model)} == {VID}
         assert len(apps.handles[app_name(VID)].calls) == 3
     run(go())
 
@@ -94,10 +95,10 @@ def test_private_models_and_other_accounts_predictions_are_404():
                 await svc.create(BOB, {"input": {"text": "x"}}, **target)
         mine = await svc.create(ALICE, {"input": {"text": "x"}}, version=PRIVATE_VID, wait_s=5)
         with pytest.raises(PredictionNotFound):
-            await svc.get(BOB, mine["id"])
+            await svc.get(BOB, mine.id)
         with pytest.raises(PredictionNotFound):
-            await svc.cancel(BOB, mine["id"])
-        assert (await svc.get(ALICE, mine["id"]))["status"] == "succeeded"
+            await svc.cancel(BOB, mine.id)
+        assert (await svc.get(ALICE, mine.id)).status == "succeeded"
     run(go())
 
 
@@ -108,14 +109,14 @@ def test_cancel_racing_completion_has_one_winner():
             svc, store, apps, _ = await _service()
             apps.behaviour = replica(store, gate=gate)
             rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
-            while (await store.status(rec["id"])) != Status.PROCESSING:
+            while (await store.status(rec.id)) != Status.PROCESSING:
                 await asyncio.sleep(0)
             gate.set()  # completion and cancel now race on the same compare-and-set
-            await svc.cancel_now(rec["id"])
-            await svc.wait(rec["id"], 5)
-            final = store.records[rec["id"]]["status"]
+            await svc.cancel_now(rec.id)
+            await svc.wait(rec.id, 5)
+            final = store.records[rec.id].status
             assert final in ("succeeded", "canceled")
-            assert [e for _, e, _ in store.events[rec["id"]]].count("done") == 1
+            assert [e for _, e, _ in store.events[rec.id]].count("done") == 1
     run(go())
 
 
@@ -129,9 +130,9 @@ def test_cancel_of_a_queued_prediction_drops_it_from_the_queue():
         svc, store, apps, _ = await _service(cold_start)
         rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
         await asyncio.sleep(0)
-        dispatch = svc.inflight[rec["id"]]
-        out = await svc.cancel(ALICE, rec["id"])
-        assert out["status"] == "canceled" and store.canceled == [rec["id"]]
+        dispatch = svc.inflight[rec.id]
+        out = await svc.cancel(ALICE, rec.id)
+        assert out.status == "canceled" and store.canceled == [rec.id]
         await asyncio.wait_for(dispatch, 5)  # the pending handle call was cancelled, so it ends
         assert svc.inflight == {}
     run(go())
@@ -148,15 +149,15 @@ def test_a_lapsed_lease_is_redispatched_once():
         svc, store, _, reg = await _service(dies_while_queued)
         rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
         await queued.wait()
-        svc.inflight[rec["id"]].cancel()  # the dispatching router dies, and with it its lease renewal
-        store.dispatch[rec["id"]] = time.time() - 1
+        svc.inflight[rec.id].cancel()  # the dispatching router dies, and with it its lease renewal
+        store.dispatch[rec.id] = time.time() - 1
         live = FakeApps(replica(store, output="again"))
         others = [PredictionService(store, Resolver(reg), live) for _ in range(2)]
         await asyncio.gather(*(o.sweep() for o in others))  # two routers sweep at once
         for o in others:
-            await o.wait(rec["id"], 5)
-        assert store.records[rec["id"]]["status"] == "succeeded"
-        assert store.records[rec["id"]]["output"] == "again"
+            await o.wait(rec.id, 5)
+        assert store.records[rec.id].status == "succeeded"
+        assert store.records[rec.id].output == "again"
         assert len(live.handles[app_name(VID)].calls) == 1  # exactly one took the lease
         await others[0].sweep()
         assert len(live.handles[app_name(VID)].calls) == 1
@@ -169,15 +170,15 @@ def test_a_lost_replica_fails_its_prediction_and_never_reruns_it():
         svc, store, apps, _ = await _service()
         apps.behaviour = replica(store, gate=gate)
         rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
-        while (await store.status(rec["id"])) != Status.PROCESSING:
+        while (await store.status(rec.id)) != Status.PROCESSING:
             await asyncio.sleep(0)
-        store.running[rec["id"]] = time.time() - 1  # its heartbeat lapsed
+        store.running[rec.id] = time.time() - 1  # its heartbeat lapsed
         await svc.sweep()
-        assert store.records[rec["id"]]["status"] == "failed"
-        assert store.records[rec["id"]]["error"] == HEARTBEAT_LOST
+        assert store.records[rec.id].status == "failed"
+        assert store.records[rec.id].error == HEARTBEAT_LOST
         gate.set()
-        await svc.wait(rec["id"], 5)
-        assert store.records[rec["id"]]["status"] == "failed"  # terminal states are sinks
+        await svc.wait(rec.id, 5)
+        assert store.records[rec.id].status == "failed"  # terminal states are sinks
         assert len(apps.handles[app_name(VID)].calls) == 1
     run(go())
 
@@ -216,12 +217,12 @@ def test_push_of_the_same_package_twice_and_to_a_second_model():
         first = await svc.push(ALICE, "alice", "hello", read)
         again = await svc.push(ALICE, "alice", "hello", read)
         fork = await svc.push(ALICE, "alice", "fork", read)
-        assert first["id"] == again["id"] == version_id("alice/hello", digest)
-        assert fork["id"] == version_id("alice/fork", digest) != first["id"]
+        assert first.id == again.id == version_id("alice/hello", digest)
+        assert fork.id == version_id("alice/fork", digest) != first.id
         assert len(introspections) == 2  # the same package to the same model is not looked at again
         assert objects.puts == [f"packages/{digest}.tar.gz"]  # stored once, by digest
         # the model's own introspection cannot choose where its package lives or what it runs on
-        assert first["package_key"] == f"packages/{digest}.tar.gz" and first["hardware"] != "gpu-huge"
+        assert first.package_key == f"packages/{digest}.tar.gz" and first.hardware != "gpu-huge"
         with pytest.raises(ModelNotFound):
             await svc.push(BOB, "alice", "hello", read)
     run(go())

@@ -20,6 +20,7 @@ from router.webhooks import (
     wants,
 )
 from vendo_core.errors import InvalidRequest, RateLimited
+from vendo_core.records import Prediction
 
 
 def test_secret_shape():
@@ -65,12 +66,17 @@ def test_retry_schedule_ends_about_a_minute_after_completion():
     assert entry_time("1700000000123-4") == pytest.approx(1_700_000_000.123)
 
 
+def _prediction(**fields) -> Prediction:
+    return Prediction(id="p", account="a", model="o/m", version="v", status="starting", created_at="t",
+                      created_ts=0, **fields)
+
+
 def test_event_filter():
-    rec = {"webhook": "https://example.com/h"}
+    rec = _prediction(webhook="https://example.com/h")
     assert all(wants(rec, e) for e in ("start", "output", "logs", "completed"))
-    rec["webhook_events_filter"] = ["completed"]
+    rec.webhook_events_filter = ["completed"]
     assert wants(rec, "completed") and not wants(rec, "start") and not wants(rec, "output")
-    assert not wants({"webhook_completed": "https://example.com/h"}, "completed")
+    assert not wants(_prediction(webhook_completed="https://example.com/h"), "completed")
 
 
 def fields(body: dict, allow_private: bool = False) -> dict:

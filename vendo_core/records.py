@@ -1,0 +1,184 @@
+"""Typed records: one per object, with Replicate's field names. They are what services pass around;
+only the store, the registry, the files service and the deployment service turn them into Redis
+hashes and back (`from_redis`, `to_redis`). Wire shapes (`router/wire.py`) are built from them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from vendo_core.status import Status
+
+COG_VERSION = "0.23.1"  # the Cog that runs every version (pinned in pyproject.toml)
+
+
+class Record(BaseModel):
+    """Base of every record. Redis hashes hold strings: `JSON` fields are stored as JSON, booleans as
+    "1"/"0", numbers as their repr, None as an absent field; pydantic parses the rest back."""
+
+    model_config = ConfigDict(extra="ignore")
+    JSON: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]):
+        """The record from a hash, or None for a missing one."""
+        if not raw:
+            return None
+        data: dict[str, Any] = dict(raw)
+        for k in cls.JSON:
+            if k in data:
+                data[k] = json.loads(data[k])
+        return cls.model_validate(data)
+
+    def to_redis(self, *, exclude: set[str] | None = None) -> dict[str, str]:
+        return encode_fields(self.model_dump(exclude=exclude, exclude_none=True), self.JSON)
+
+
+def encode_fields(fields: dict[str, Any], json_fields: tuple[str, ...]) -> dict[str, str]:
+    """Hash fields for `fields` (a whole record or a change to one); None values are left out."""
+    out = {}
+    for k, v in fields.items():
+        if v is None:
+            continue
+        if k in json_fields:
+            out[k] = json.dumps(v, separators=(",", ":"))
+        elif isinstance(v, bool):
+            out[k] = "1" if v else "0"
+        elif isinstance(v, Status):
+            out[k] = v.value
+        else:
+            out[k] = str(v)
+    return out
+
+
+class Account(Record):
+    """A user or an organization: it owns tokens, models, predictions and deployments."""
+
+    username: str
+    type: Literal["user", "organization"] = "user"
+    name: str | None = None
+    created_at: str | None = None
+
+
+class Model(Record):
+    owner: str
+    name: str
+    visibility: Literal["public", "private"] = "private"
+    description: str | None = None
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    cover_image_url: str | None = None
+    hardware: str | None = None
+    run_count: int = 0
+    latest_version: str | None = None
+    created_at: str | None = None
+    created_ts: float | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def visible_to(self, account: Account) -> bool:
+        """A public model, or the account's own. Everything else is a 404 to it."""
+        return self.visibility == "public" or self.owner == account.username
+
+
+class Version(Record):
+    """An immutable pushed package of a model, and what its replicas reported of their setup."""
+
+    JSON: ClassVar[tuple[str, ...]] = ("openapi_schema", "traits", "runtime_env")
+    id: str
+    model: str
+    created_at: str | None = None
+    cog_version: str | None = None
+    openapi_schema: dict[str, Any] = {}
+    traits: dict[str, Any] = {}
+    runtime_env: dict[str, Any] | None = None
+    package_key: str | None = None
+    package_digest: str | None = None
+    package_sha256: str | None = None
+    hardware: str | None = None
+    max_replicas: int | None = None
+    downscale_delay_s: float | None = None
+    upscale_delay_s: float | None = None
+    setup_status: str | None = None
+    setup_error: str | None = None
+    setup_logs: str | None = None
+    setup_time: float | None = None
+    setup_completed_at: float | None = None
+
+
+class Prediction(Record):
+    JSON: ClassVar[tuple[str, ...]] = ("input", "output", "metrics", "webhook_events_filter")
+    id: str
+    account: str
+    model: str
+    version: str
+    status: Status
+    input: dict[str, Any] | None = None
+    output: Any = None
+    logs: str = ""
+    error: str | None = None
+    metrics: dict[str, Any] | None = None
+    created_at: str
+    created_ts: float
+    started_at: str | None = None
+    completed_at: str | None = None
+    source: Literal["api", "web"] = "api"
+    iterator: bool = False
+    deployment: str | None = None
+    app: str | None = None
+    base_url: str | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    webhook_completed: str | None = None
+    deadline: str | None = None
+    deadline_ts: float | None = None
+    data_removed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.status.is_terminal()
+
+
+class File(Record):
+    """An uploaded file: its bytes are at `key` in the object store until `expires_ts`."""
+
+    JSON: ClassVar[tuple[str, ...]] = ("metadata",)
+    id: str
+    account: str
+    name: str
+    content_type: str
+    size: int
+    md5: str
+    sha256: str
+    metadata: dict[str, Any] = {}
+    created_at: str
+    created_ts: float
+    expires_at: str
+    expires_ts: float
+    key: str
+
+
+class Deployment(Record):
+    """A named endpoint: `owner/name` pinned to a version of `model`, its hardware and instances;
+    `number` is its current release."""
+
+    owner: str
+    name: str
+    model: str
+    version: str
+    hardware: str
+    min_instances: int
+    max_instances: int
+    number: int = 1
+    created_at: str | None = None
+    release_created_at: str | None = None
+    created_by: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.name}"
