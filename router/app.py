@@ -19,6 +19,10 @@ from vendo_core.settings import Settings
 PROBLEM_JSON = "application/problem+json"
 
 
+class _BodyTooLarge(Exception):
+    """Raised from `receive` into whatever reads a body past its limit."""
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"type": None, "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
@@ -59,24 +63,59 @@ def create_app(runtime: Runtime) -> FastAPI:
 
 
 class BodyLimit:
-    """Refuses a declared Content-Length over the route's limit before anything reads the body.
-    Plain ASGI: Starlette's `@app.middleware("http")` costs a task and a stream per request."""
+    """Caps every request body at its route's limit: a declared Content-Length over it is refused
+    before anything is read, and a body that grows past it while streaming (chunked, or longer than
+    declared) is cut off at the chunk that crosses it and answered 413, whatever the route, and
+    before authentication. Plain ASGI: Starlette's `@app.middleware("http")` costs a task and a
+    stream per request."""
 
     def __init__(self, app, settings: Settings):
         self.app = app
         self.settings = settings
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            for k, v in scope["headers"]:
-                if k == b"content-length":
-                    limit = self.limit_for(scope["method"], scope["path"])
-                    if v.isdigit() and int(v) > limit:
-                        resp = JSONResponse(PayloadTooLarge(limit).problem(), status_code=413,
-                                            media_type=PROBLEM_JSON)
-                        return await resp(scope, receive, send)
-                    break
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit_for(scope["method"], scope["path"])
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                if v.isdigit() and int(v) > limit:
+                    return await self._too_large(scope, receive, send, limit)
+                break
+        seen, over, started = 0, False, False
+
+        async def capped_receive():
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    over = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if over:
+                return  # whatever the app answers to a body it never got whole, the answer is 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._too_large(scope, receive, send, limit)
+
+    @staticmethod
+    async def _too_large(scope, receive, send, limit: int) -> None:
+        resp = JSONResponse(PayloadTooLarge(limit).problem(), status_code=413, media_type=PROBLEM_JSON,
+                            headers={"Connection": "close"})
+        await resp(scope, receive, send)
 
     def limit_for(self, method: str, path: str) -> int:
         s = self.settings

@@ -18,6 +18,7 @@ log = logging.getLogger("vendo.deadlines")
 
 HEADER = "Cancel-After"
 MIN_S = 5.0
+MAX_S = 30 * 86400.0  # a prediction record lives 30 days
 _NUM = r"\d+(?:\.\d+)?"
 _BARE = re.compile(rf"^{_NUM}$")
 _HMS = re.compile(rf"^(?:({_NUM})h)?(?:({_NUM})m)?(?:({_NUM})s)?$")
@@ -41,6 +42,8 @@ def parse_cancel_after(value: str | None) -> float | None:
         seconds = h * 3600 + mi * 60 + s
     if seconds < MIN_S:
         raise InvalidRequest(HEADER, f"must be at least {MIN_S:g} seconds, got {value!r}")
+    if not seconds <= MAX_S:  # also catches inf and nan from absurdly long numbers
+        raise InvalidRequest(HEADER, f"must be at most {MAX_S:g} seconds (30 days), got {value[:50]!r}")
     return seconds
 
 

@@ -5,14 +5,18 @@ from each other or from the app module."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from router.ratelimit import bucket_for
 from router.runtime import Runtime
-from vendo_core.errors import InvalidRequest, Unauthenticated
+from vendo_core.errors import InvalidRequest, Unauthenticated, UnsupportedMediaType
 from vendo_core.records import Account
+
+# application/json and any +json type, with parameters (charset); nothing else is a JSON body
+_JSON_TYPE = re.compile(r"^\s*application/([\w.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
 
 
 async def runtime(request: Request) -> Runtime:
@@ -40,12 +44,23 @@ def base_url(request: Request) -> str:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The body as a JSON object (an empty body is `{}`); `input`, when present, an object."""
+    """The body as a JSON object (an empty body is `{}`); `input`, when present, an object.
+    415 for a body declared as anything but JSON; 422 for JSON that is not valid, nested deeper
+    than Python parses, or holds a lone UTF-16 surrogate (it could never be stored as UTF-8)."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None and not _JSON_TYPE.match(ctype):
+        raise UnsupportedMediaType(ctype)
     raw = await request.body()
     try:
         body = json.loads(raw or b"{}")
-    except ValueError as e:
-        raise InvalidRequest("body", f"not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else f"not valid JSON: {e}"
+        raise InvalidRequest("body", reason) from None
+    if b"\\u" in raw:  # an escape may be a lone surrogate: check only then
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest("body", "holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object")
     if "input" in body and not isinstance(body["input"], dict):

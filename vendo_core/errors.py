@@ -120,6 +120,15 @@ class PayloadTooLarge(VendoError):
         self.limit_bytes = limit_bytes
 
 
+class UnsupportedMediaType(VendoError):
+    status = 415
+    title = "Unsupported media type"
+
+    def __init__(self, got: str, expected: str = "application/json"):
+        super().__init__(f"expected a body of type {expected}, got {got!r}")
+        self.got = got
+
+
 class PackageInvalid(VendoError):
     """A pushed Cog project that cannot be loaded or introspected."""
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 
 from vendo_core.errors import InvalidInput, InvalidRequest, NotFound
-from vendo_core.ids import new_prediction_id
+from vendo_core.ids import OPAQUE_ID, new_prediction_id
 from vendo_core.keys import Keys, file_object
 from vendo_core.records import Account, File
 from vendo_core.signing import LinkSigner
@@ -46,7 +46,6 @@ def stored_key(value: str) -> str | None:
     return value[len(FILE_MARKER):] if value.startswith(FILE_MARKER) else None
 
 
-FILE_ID = re.compile(r"^[a-z2-7]{26}$")
 # the path of a platform file URL, under any base (REPLICATE_BASE_URL may carry a path prefix)
 _FILE_PATH = re.compile(r"(?:^|/)v1/files/([a-z2-7]{26})$")
 SWEEP_BATCH = 200
@@ -119,7 +118,7 @@ class Files:
     # records
 
     async def _record(self, file_id: str) -> File | None:
-        if not FILE_ID.match(file_id or ""):
+        if not OPAQUE_ID.match(file_id or ""):
             return None
         return _unexpired(await self.redis.hgetall(self.keys.file(file_id)), time.time())
 

@@ -63,5 +63,10 @@ def version_id(model: str, package_digest: str) -> str:
     return hashlib.sha256(f"{model}\n{package_digest}".encode()).hexdigest()
 
 
+# what `new_prediction_id` makes (predictions and files): anything else names nothing of ours, and
+# never reaches a Redis key
+OPAQUE_ID = re.compile(r"^[a-z2-7]{26}$")
+
+
 def new_prediction_id() -> str:
     return base64.b32encode(os.urandom(20)).decode().lower()[:26]

@@ -198,17 +198,22 @@ class PredictionStore:
             except aioredis.WatchError:
                 return False
 
-    async def list_ids(self, username: str, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        """Newest-first ids of an account's predictions, keyset-paginated by (created, id)."""
+    async def list_ids(self, username: str, cursor: str | None, limit: int, *, after_ts: float | None = None,
+                       before_ts: float | None = None) -> tuple[list[str], str | None]:
+        """Newest-first ids of an account's predictions created strictly between `after_ts` and
+        `before_ts` (None: unbounded), keyset-paginated by (created, id)."""
         key = self.keys.account_predictions(username)
+        hi = "+inf" if before_ts is None else f"({before_ts!r}"
+        lo = "-inf" if after_ts is None else f"({after_ts!r}"
         if cursor:
             score, last = decode_cursor(cursor)
-            rows = await self.redis.zrevrangebyscore(key, score, "-inf", start=0, num=limit + 64,
-                                                     withscores=True)
+            if before_ts is None or score < before_ts:
+                hi = repr(score)
+            rows = await self.redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 64, withscores=True)
             # drop the rows at or before the cursor within the same score
             rows = [(m, s) for m, s in rows if s < score or (s == score and m < last)]
         else:
-            rows = await self.redis.zrevrange(key, 0, limit, withscores=True)
+            rows = await self.redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 1, withscores=True)
         page = rows[:limit]
         nxt = encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
         return [m for m, _ in page], nxt

@@ -4,11 +4,11 @@ download of the bytes."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from router import wire
 from router.deps import CurrentAccount, Rt, base_url
+from router.downloads import file_response
 from router.multipart import read_upload
 from vendo_core.files import discard_download
 
@@ -57,6 +57,5 @@ async def delete_file(file_id: str, account: CurrentAccount, rt: Rt):
 async def download_file(file_id: str, rt: Rt, owner: str = "", expiry: int = 0, signature: str = ""):
     """A file's bytes, for whoever holds a valid, unexpired signed link."""
     path, rec, temporary = await rt.files.open_signed(file_id, owner, expiry, signature)
-    return FileResponse(path, media_type=rec.content_type, filename=rec.name,
-                        content_disposition_type="inline",
-                        background=BackgroundTask(discard_download, path) if temporary else None)
+    return file_response(path, rec.content_type, rec.name,
+                         background=BackgroundTask(discard_download, path) if temporary else None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -12,6 +14,7 @@ from router import wire
 from router.deadlines import parse_cancel_after
 from router.deps import CurrentAccount, Rt, base_url, json_body
 from router.runtime import Runtime
+from vendo_core.errors import InvalidRequest
 from vendo_core.ids import ModelRef
 from vendo_core.records import Account
 
@@ -20,6 +23,8 @@ router = APIRouter(prefix="/v1", tags=["predictions"])
 MAX_WAIT_S = 60.0
 WAIT_MARGIN_S = 0.3  # the client's read timeout is N + 0.5 s
 KEEPALIVE_MS = 15_000
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")  # a Redis stream id, as this stream's events carry
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:=(\d+))?(?:$|[,;\s])")
 
 
@@ -88,13 +93,33 @@ async def get_prediction(pid: str, request: Request, account: CurrentAccount, rt
 
 
 @router.get("/predictions", response_model=wire.Page[wire.Prediction])
-async def list_predictions(request: Request, account: CurrentAccount, rt: Rt, cursor: str | None = None):
-    """List the caller's predictions, newest first."""
-    recs, nxt = await rt.predictions.list(account, cursor)
+async def list_predictions(request: Request, account: CurrentAccount, rt: Rt, cursor: str | None = None,
+                           created_after: str | None = None, created_before: str | None = None,
+                           source: str | None = None):
+    """List the caller's predictions, newest first; optionally created after or before a time
+    (ISO 8601) or from one source (`api`, `web`)."""
+    recs, nxt = await rt.predictions.list(
+        account, cursor or None, created_after=_instant("created_after", created_after),
+        created_before=_instant("created_before", created_before), source=source)
     base = base_url(request)
     url_for = rt.url_for(base)
     results = [wire.prediction(r, base, url_for) for r in recs]
-    return wire.page(results, f"{base}/v1/predictions?cursor={nxt}" if nxt else None)
+    filters = {k: v for k, v in (("created_after", created_after), ("created_before", created_before),
+                                 ("source", source)) if v is not None}
+    next_url = f"{base}/v1/predictions?{urlencode({**filters, 'cursor': nxt})}" if nxt else None
+    return wire.page(results, next_url)
+
+
+def _instant(field: str, value: str | None) -> float | None:
+    """An ISO 8601 date-time (or date) as a Unix time; one without a zone is UTC."""
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidRequest(field, f"expected an ISO 8601 date-time such as 2026-01-31T12:00:00Z, "
+                                    f"got {value[:100]!r}") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
 @router.post("/predictions/{pid}/cancel", response_model=wire.Prediction)
@@ -107,13 +132,16 @@ async def cancel_prediction(pid: str, request: Request, account: CurrentAccount,
 
 @router.get("/predictions/{pid}/stream")
 async def stream_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
-    """Server-sent events: output, logs, error and done, replayed from the start."""
+    """Server-sent events: output, logs, error and done, replayed from the start (or after the
+    event a reconnecting client names in `Last-Event-ID`)."""
     await rt.predictions.get(account, pid)
     base = base_url(request)
     url_for = rt.url_for(base)
+    resume = (request.headers.get("last-event-id") or "").strip()
+    start = resume if _EVENT_ID.match(resume) else "0-0"
 
     async def events():
-        last = "0-0"
+        last = start
         while True:
             batch = await rt.predictions.events(pid, last, KEEPALIVE_MS)
             if not batch:
@@ -134,7 +162,8 @@ async def stream_prediction(pid: str, request: Request, account: CurrentAccount,
 
 
 def sse_event(event: str, eid: str, data: str) -> str:
-    lines = data.split("\n") if data else [""]
+    """One event; `data` split on every line ending the SSE spec's parsers split on (CR LF, CR, LF)."""
+    lines = _LINE_END.split(data) if data else [""]
     if event == "logs" and len(lines) > 1 and lines[-1] == "":
         lines = lines[:-1]
     return f"event: {event}\nid: {eid}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"

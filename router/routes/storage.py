@@ -5,9 +5,9 @@ from __future__ import annotations
 import mimetypes
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
 
 from router.deps import Rt
+from router.downloads import file_response
 from vendo_core.errors import NotFound
 
 router = APIRouter(tags=["files"])
@@ -26,4 +26,4 @@ async def download(key: str, rt: Rt, expires: int = 0, sig: str = ""):
         raise NotFound("File", key) from None
     if not path.is_file():
         raise NotFound("File", key)
-    return FileResponse(path, media_type=mimetypes.guess_type(key)[0] or "application/octet-stream")
+    return file_response(path, mimetypes.guess_type(key)[0] or "application/octet-stream")

@@ -16,7 +16,7 @@ from router.validation import validate_input
 from router.webhooks import WebhookPolicy
 from vendo_core.errors import InvalidRequest, NotFound, PredictionNotFound, VersionNotFound
 from vendo_core.files import Files
-from vendo_core.ids import ModelRef, new_prediction_id
+from vendo_core.ids import OPAQUE_ID, ModelRef, new_prediction_id
 from vendo_core.records import Account, Model, Prediction
 from vendo_core.status import Status
 from vendo_core.store import PredictionStore, now_iso
@@ -27,6 +27,7 @@ REPLICA_DIED = "The model replica died while running this prediction ({})"
 HEARTBEAT_LOST = "The model replica stopped responding while running this prediction"
 VERSION_DELETED = "Its version was deleted before it could run"
 DISPATCH_ATTEMPTS = 3
+SOURCES = ("api", "web")
 
 
 class PredictionService:
@@ -174,6 +175,8 @@ class PredictionService:
     # read and cancel
 
     async def get(self, account: Account, pid: str) -> Prediction:
+        if not OPAQUE_ID.match(pid):
+            raise PredictionNotFound(pid)
         rec = await self.store.get(pid)
         if rec is None or rec.account != account.username:
             raise PredictionNotFound(pid)
@@ -201,12 +204,20 @@ class PredictionService:
                 resp.cancel()  # still queued here (cold start): drop it from the queue
         return ok
 
-    async def list(self, account: Account, cursor: str | None, limit: int = 100) -> tuple[list[Prediction], str | None]:
+    async def list(self, account: Account, cursor: str | None, limit: int = 100, *,
+                   created_after: float | None = None, created_before: float | None = None,
+                   source: str | None = None) -> tuple[list[Prediction], str | None]:
+        """The caller's predictions, newest first, optionally only those created strictly between
+        two times or from one source (`api` or `web`)."""
+        if source is not None and source not in SOURCES:
+            raise InvalidRequest("source", f"must be one of {list(SOURCES)}")
         try:
-            ids, nxt = await self.store.list_ids(account.username, cursor, limit)
+            ids, nxt = await self.store.list_ids(account.username, cursor, limit, after_ts=created_after,
+                                                 before_ts=created_before)
         except ValueError as e:
             raise InvalidRequest("cursor", str(e)) from e
-        return await self.store.get_many(ids), nxt
+        recs = await self.store.get_many(ids)
+        return [r for r in recs if r.source == source] if source else recs, nxt
 
     # keeping every accepted prediction moving
 

@@ -174,3 +174,18 @@ def test_oversize_upload_is_413_without_reading_the_body(cluster):
         c.files.delete(small.id)
     finally:
         cluster.deploy_router()
+
+
+def test_downloads_are_never_sniffed_and_only_media_is_inline(cluster):
+    """An uploaded page can never run as the platform's origin: every download says nosniff, and
+    only images, audio and video are shown inline (not SVG, which can carry script)."""
+    c = cluster.client()
+    cases = [("page.html", "text/html", "attachment"), ("pic.svg", "image/svg+xml", "attachment"),
+             ("pic.png", "image/png", "inline"), ("clip.mp4", "video/mp4", "inline"),
+             ("notes.txt", "text/plain", "attachment")]
+    for name, ctype, disposition in cases:
+        f = c.files.create(io.BytesIO(b"<script>alert(1)</script>"), filename=name, content_type=ctype)
+        r = httpx.get(f.urls["download"])
+        assert r.status_code == 200
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-disposition"].startswith(disposition), (name, r.headers["content-disposition"])

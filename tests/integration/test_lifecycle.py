@@ -43,7 +43,13 @@ def wait_for(pred, timeout_s: float, what: str):
 
 
 def wait_status(pred, statuses, timeout_s=60):
-    wait_for(lambda: pred.reload() or pred.status in statuses, timeout_s, f"status in {statuses}")
+    def reached() -> bool:
+        pred.reload()
+        if pred.status not in statuses and pred.status in ("succeeded", "failed", "canceled"):
+            raise AssertionError(f"{pred.id} ended {pred.status} ({pred.error}) waiting for {statuses}")
+        return pred.status in statuses
+
+    wait_for(reached, timeout_s, f"status in {statuses}")
 
 
 def test_idle_version_scales_to_zero_and_cold_starts(cluster, examples, tmp_path):

@@ -87,8 +87,11 @@ class FakeStore(PredictionStore):
         self.dispatch[pid] = deadline
         return True
 
-    async def list_ids(self, username: str, cursor: str | None, limit: int):
-        ids = sorted((r for r in self.records.values() if r.account == username),
+    async def list_ids(self, username: str, cursor: str | None, limit: int, *, after_ts: float | None = None,
+                       before_ts: float | None = None):
+        ids = sorted((r for r in self.records.values() if r.account == username
+                      and (after_ts is None or r.created_ts > after_ts)
+                      and (before_ts is None or r.created_ts < before_ts)),
                      key=lambda r: r.created_ts, reverse=True)
         return [r.id for r in ids[:limit]], None
 

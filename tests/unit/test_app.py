@@ -19,8 +19,8 @@ from vendo_core.settings import Settings
 from vendo_core.storage import open_store
 
 
-async def _app(tmp_path):
-    settings = Settings(data_dir=tmp_path, redis_prefix="t:")
+async def _app(tmp_path, **settings_fields):
+    settings = Settings(data_dir=tmp_path, redis_prefix="t:", **settings_fields)
     store, registry, limiter = FakeStore(), FakeRegistry(), NoLimits()
     token = await registry.create_account("alice")
     await registry.create_model("alice", "echo", "public")
@@ -85,4 +85,35 @@ def test_openapi_shows_every_response(tmp_path):
         schemas = doc["components"]["schemas"]
         assert {"Prediction", "Version", "Model", "Account", "File", "Deployment"} <= set(schemas)
         assert "status" in schemas["Prediction"]["properties"]
+    asyncio.run(go())
+
+
+def test_bodies_are_capped_while_they_stream(tmp_path):
+    """A chunked body (no Content-Length) past the route's limit is cut off where it crosses the
+    limit and answered 413, on every route, before authentication or parsing."""
+    chunk = b"x" * 4096
+
+    async def go():
+        client, _ = await _app(tmp_path, max_body_bytes=64 * 1024)
+        sent = []
+
+        async def body():
+            for _ in range(10_000):  # 40 MB if it were all read
+                sent.append(len(chunk))
+                yield chunk
+
+        async with client:
+            for method, path, headers in (("POST", "/v1/predictions", {}),
+                                          ("POST", "/v1/models", {"Authorization": "Bearer nobody"}),
+                                          ("PATCH", "/v1/deployments/alice/d", {})):
+                sent.clear()
+                r = await client.request(method, path, content=body(), headers=headers)
+                assert r.status_code == 413, (path, r.status_code, r.text)
+                assert r.json()["title"] == "Payload too large"
+                assert sum(sent) <= 64 * 1024 + 2 * len(chunk), (path, sum(sent))
+            sent.clear()  # a route that never reads its body does not read it past the limit either
+            r = await client.post("/v1/predictions/" + "a" * 26 + "/cancel", content=body())
+            assert r.status_code == 404 and sum(sent) <= 64 * 1024 + 2 * len(chunk)
+            small = await client.post("/v1/predictions", json={"version": "alice/echo", "input": {"text": "x"}})
+            assert small.status_code == 201
     asyncio.run(go())

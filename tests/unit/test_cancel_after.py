@@ -33,3 +33,10 @@ def test_under_five_seconds_is_refused(value):
     with pytest.raises(InvalidRequest) as e:
         parse_cancel_after(value)
     assert e.value.field == "Cancel-After" and "at least 5" in e.value.reason
+
+
+@pytest.mark.parametrize("value", ["2592001", "720h1s", "9" * 400, "9" * 400 + "h"])
+def test_absurdly_long_is_422_not_an_overflow(value):
+    with pytest.raises(InvalidRequest) as e:
+        parse_cancel_after(value)
+    assert e.value.field == "Cancel-After" and "at most" in e.value.reason
