@@ -49,6 +49,7 @@ def stored_key(value: str) -> str | None:
 # the path of a platform file URL, under any base (REPLICATE_BASE_URL may carry a path prefix)
 _FILE_PATH = re.compile(r"(?:^|/)v1/files/([a-z2-7]{26})$")
 SWEEP_BATCH = 200
+SWEEP_GRACE_S = 3600
 
 
 @dataclass
@@ -136,7 +137,9 @@ class Files:
                    expires_ts=expires, key=key)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.file(fid), mapping=rec.to_redis())
-        pipe.expireat(self.keys.file(fid), int(expires) + 1)
+        # the hash outlives the file by an hour: reads already treat it as gone at `expires_ts`, and
+        # the sweep still finds whose index to remove it from
+        pipe.expireat(self.keys.file(fid), int(expires) + SWEEP_GRACE_S)
         pipe.zadd(self.keys.account_files(account.username), {fid: now})
         pipe.zadd(self.keys.files_expiring(), {fid: expires})
         await pipe.execute()
