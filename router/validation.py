@@ -10,10 +10,12 @@ need lists, "object" inputs need objects, and file inputs need a URL, never a lo
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
+
+import re2
 
 from vendo_core.errors import InvalidInput
 
@@ -168,11 +170,24 @@ def _check_constraints(name: str, prop: dict, choices: list | None, value: Any) 
     if "maxLength" in prop and not all(len(v) <= prop["maxLength"] for v in values):
         raise _Reject(f"fails constraint len() <= {prop['maxLength']}")
     if "pattern" in prop:
-        pattern = re.compile(prop["pattern"])
-        if not all(pattern.match(v) for v in values):  # match, not fullmatch: as cog does
+        pattern = _linear_pattern(prop["pattern"])
+        # match, not fullmatch: as cog does
+        if pattern is not None and not all(pattern.match(v) for v in values):
             raise _Reject(f"does not match regex {prop['pattern']!r}")
     if choices is not None and not all(v in choices for v in values):
         raise _Reject(f"does not match choices {choices!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _linear_pattern(pattern: str) -> Any:
+    """`pattern` compiled for RE2, whose matching time is linear in the input, so no schema's pattern
+    can stall the router (`^(a+)+$` against 40 characters would, with Python's engine). A pattern
+    RE2 cannot express (backreferences, lookaround) is None: the router skips it and the model's own
+    process enforces it, as Cog does."""
+    try:
+        return re2.compile(pattern)
+    except re2.error:
+        return None
 
 
 def validate_input(
