@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 import uuid
 from typing import Callable
 
@@ -92,7 +93,8 @@ class WebhookDelivery:
                  url_for: Callable[[str], Callable[[str], str]], default_base: str, *,
                  allow_private: bool = False, retry_base_s: float = 1.0, max_attempts: int = 7,
                  claim_idle_s: float = 30.0, throttle_s: float = 0.5, timeout_s: float = 5.0,
-                 max_follow_s: float = 3600.0, max_concurrent: int = 100, consumer: str | None = None):
+                 max_follow_s: float = 3600.0, max_concurrent: int = 100, max_per_destination: int = 4,
+                 consumer: str | None = None):
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -109,7 +111,12 @@ class WebhookDelivery:
         # no proxies from the environment: the address checked is the address connected to
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                       timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)))
+        self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(max_concurrent)
+        # one destination (host:port) holds at most this many sends, so a receiver that trickles its
+        # answers delays only its own deliveries, never another account's
+        self.max_per_destination = max_per_destination
+        self._destinations: dict[str, asyncio.Semaphore] = {}
         self._inflight: dict[str, asyncio.Task] = {}  # entry id -> its handler
         self._chains: dict[str, asyncio.Task] = {}  # prediction id -> its latest handler (keeps order)
         self._followers: dict[str, _Follower] = {}
@@ -303,17 +310,30 @@ class WebhookDelivery:
                 log.info("prediction %s: webhook %s: cannot resolve: %s", pid, wid, e)
                 return FAILED
         try:
-            async with self._slots:
-                async with self.http.stream("POST", url, content=body,
-                                            headers=signed_headers(secret, wid, body)) as resp:
-                    status = resp.status_code
-        except httpx.HTTPError as e:
+            async with self._destination(url), self._slots:
+                # a total deadline: httpx's timeouts are per read, which a trickled answer never hits
+                status = await asyncio.wait_for(self._post(url, wid, body, secret), self.timeout_s)
+        except (httpx.HTTPError, asyncio.TimeoutError) as e:
             log.info("prediction %s: webhook %s to %s failed: %s", pid, wid, url, type(e).__name__)
             return FAILED
         if 200 <= status < 300:
             return DELIVERED
         log.info("prediction %s: webhook %s to %s answered %d", pid, wid, url, status)
         return FAILED
+
+    async def _post(self, url: str, wid: str, body: bytes, secret: str) -> int:
+        async with self.http.stream("POST", url, content=body, headers=signed_headers(secret, wid, body)) as resp:
+            return resp.status_code
+
+    def _destination(self, url: str) -> asyncio.Semaphore:
+        parts = urllib.parse.urlsplit(url)
+        key = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        sem = self._destinations.get(key)
+        if sem is None:
+            if len(self._destinations) > 10_000:  # forget idle destinations rather than grow
+                self._destinations = {k: s for k, s in self._destinations.items() if s.locked()}
+            sem = self._destinations[key] = asyncio.Semaphore(self.max_per_destination)
+        return sem
 
     # progress
 
