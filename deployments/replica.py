@@ -76,7 +76,8 @@ class ModelReplica:
         self.keys = Keys(self.settings.redis_prefix)
         self.redis = connect(redis_url)
         self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s,
-                                     retention_s=self.settings.retention_s)
+                                     retention_s=self.settings.retention_s,
+                                     max_log_bytes=self.settings.max_log_bytes)
         self.objects = open_store(self.settings)
         self.files = Files(self.redis, self.keys, self.objects)
         self.running: dict[str, Running] = {}

@@ -91,7 +91,8 @@ class Runtime:
         objects = open_store(settings, signer=signer)
         return cls(
             settings, redis=redis, redis_url=redis_url, registry=registry, objects=objects,
-            store=PredictionStore(redis, keys, settings.prediction_ttl_s, retention_s=settings.retention_s),
+            store=PredictionStore(redis, keys, settings.prediction_ttl_s, retention_s=settings.retention_s,
+                                  max_log_bytes=settings.max_log_bytes),
             apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live),
             files=Files(redis, keys, objects, expiry_s=settings.file_expiry_s,
                         signer=signer),

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     max_prediction_s: float = Field(default=1800.0, description="longest a prediction may run")
     max_queue_s: float = Field(default=1800.0, description="longest a prediction may wait for a replica")
     prediction_ttl_s: int = 30 * 24 * 3600
+    max_log_bytes: int = Field(default=4 * 1024 * 1024, description="a prediction's logs are capped at "
+                               "this; past it the earliest half is dropped and the logs say so")
     router_replicas: int = 1
     hardware_config: Path | None = None
     collections_config: Path | None = Field(

@@ -19,6 +19,7 @@ from vendo_core.status import ALLOWED_FROM, Status
 
 EVENTS_MAXLEN = 100_000
 _TRANSITION_LUA = resources.files("vendo_core").joinpath("transition.lua").read_text()
+_APPEND_LOGS_LUA = resources.files("vendo_core").joinpath("append_logs.lua").read_text()
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -48,19 +49,23 @@ class PredictionStore:
     """Async access to prediction records. Every method is one Redis round trip unless it says so."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600, *,
-                 retention_s: float = 0):
+                 retention_s: float = 0, max_log_bytes: int = 4 * 1024 * 1024):
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
         self.retention_s = retention_s
+        self.max_log_bytes = max_log_bytes
         self._transition = redis.register_script(_TRANSITION_LUA)
+        self._append_logs = redis.register_script(_APPEND_LOGS_LUA)
 
     async def create(self, record: Prediction, lease_deadline: float) -> None:
         """Write a new `starting` prediction, index it for its account and take the dispatch lease."""
         pid = record.id
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.prediction(pid), mapping=record.to_redis(exclude={"logs"}))
-        pipe.zadd(self.keys.account_predictions(record.account), {pid: record.created_ts})
+        index = self.keys.account_predictions(record.account)
+        pipe.zadd(index, {pid: record.created_ts})
+        pipe.zremrangebyscore(index, "-inf", record.created_ts - self.ttl_s)  # their records expired
         pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
         if record.deadline_ts:
             pipe.zadd(self.keys.deadlines(), {pid: record.deadline_ts})
@@ -146,19 +151,17 @@ class PredictionStore:
         return bool(ok), (Status(prev) if prev else None)
 
     async def append_logs(self, pid: str, text: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.append(self.keys.prediction_logs(pid), text)
-        pipe.xadd(self.keys.prediction_events(pid), {"event": "logs", "data": text},
-                  maxlen=EVENTS_MAXLEN, approximate=True)
-        await pipe.execute()
+        """Append to the logs (over `max_log_bytes` the oldest half goes, and the logs say so) and
+        to the event stream, in one call."""
+        await self._append_logs(keys=[self.keys.prediction_logs(pid), self.keys.prediction_events(pid)],
+                                args=[text, self.max_log_bytes, EVENTS_MAXLEN])
 
     async def append_output(self, pid: str, item: Any, text: str, logs: str = "") -> None:
         """Append one iterator item (JSON-encoded into the output list, `text` as the SSE event)."""
         pipe = self.redis.pipeline(transaction=False)
         if logs:
-            pipe.append(self.keys.prediction_logs(pid), logs)
-            pipe.xadd(self.keys.prediction_events(pid), {"event": "logs", "data": logs},
-                      maxlen=EVENTS_MAXLEN, approximate=True)
+            await self._append_logs(keys=[self.keys.prediction_logs(pid), self.keys.prediction_events(pid)],
+                                    args=[logs, self.max_log_bytes, EVENTS_MAXLEN], client=pipe)
         pipe.rpush(self.keys.prediction_output(pid), json.dumps(item, separators=(",", ":")))
         pipe.xadd(self.keys.prediction_events(pid), {"event": "output", "data": text},
                   maxlen=EVENTS_MAXLEN, approximate=True)

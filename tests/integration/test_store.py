@@ -175,3 +175,44 @@ def test_wait_terminal_wakes_on_done(store):
         assert time.monotonic() - t0 < 5
         assert not await s.wait_terminal("missing", 0.2)
     run(go())
+
+
+def test_logs_are_capped_keeping_the_tail_and_saying_so(tmp_path):
+    url = private_db(DB)
+
+    async def go():
+        r = connect(url)
+        s = PredictionStore(r, Keys("vendo:"), ttl_s=3600, max_log_bytes=1000)
+        await s.create(_record("p"), time.time() + 30)
+        for i in range(100):
+            await s.append_logs("p", f"line {i:03d} é\n")  # a two-byte character on every line
+        logs = (await s.get("p")).logs
+        assert logs.startswith("[vendo: logs longer than 1000 bytes; the earliest were removed]\n")
+        assert logs.endswith("line 099 é\n") and "line 000" not in logs
+        assert len(logs.encode()) <= 1000 + 100
+        events = await s.read_events("p", "0-0", None)
+        assert len(events) == 100 and events[0][2] == "line 000 é\n"  # the stream is capped by count
+        await r.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        flush(url)
+
+
+def test_an_accounts_index_forgets_predictions_whose_records_expired(tmp_path):
+    url = private_db(DB)
+
+    async def go():
+        r = connect(url)
+        s = PredictionStore(r, Keys("vendo:"), ttl_s=3600)
+        now = time.time()
+        await s.create(_record("old", ts=now - 7200), now + 30)
+        await s.create(_record("new", ts=now), now + 30)
+        assert await r.zrange("vendo:account:alice:predictions", 0, -1) == ["new"]
+        await r.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        flush(url)
