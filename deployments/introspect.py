@@ -9,13 +9,13 @@ from typing import Any
 
 from deployments import cog_runtime
 from deployments.cog_config import read_cog_config, runtime_env_for
-from vendo_core.packaging import unpack_package
+from vendo_core.packaging import UnpackLimits, unpack_package
 
 
-def introspect_package(package: bytes) -> dict[str, Any]:
+def introspect_package(package: bytes, limits: UnpackLimits | None = None) -> dict[str, Any]:
     """Unpack, import the predictor, and return its OpenAPI schema, traits and runtime_env."""
     with tempfile.TemporaryDirectory(prefix="vendo-introspect-") as tmp:
-        project = unpack_package(package, tmp)
+        project = unpack_package(package, tmp, limits=limits)
         config = read_cog_config(project)
         cwd = os.getcwd()
         try:
@@ -27,7 +27,7 @@ def introspect_package(package: bytes) -> dict[str, Any]:
                 "runtime_env": runtime_env_for(config)}
 
 
-def package_runtime_env(package: bytes) -> dict[str, Any]:
+def package_runtime_env(package: bytes, limits: UnpackLimits | None = None) -> dict[str, Any]:
     """The Ray runtime_env that a package's cog.yaml asks for (no user code is imported)."""
     with tempfile.TemporaryDirectory(prefix="vendo-config-") as tmp:
-        return runtime_env_for(read_cog_config(unpack_package(package, tmp)))
+        return runtime_env_for(read_cog_config(unpack_package(package, tmp, limits=limits)))

@@ -23,7 +23,7 @@ from deployments import cog_runtime, logs
 from deployments.run import Runner, Running
 from vendo_core.files import Files
 from vendo_core.keys import Keys
-from vendo_core.packaging import unpack_package
+from vendo_core.packaging import UnpackLimits, unpack_package
 from vendo_core.redisconn import connect
 from vendo_core.registry import Registry
 from vendo_core.settings import Settings
@@ -36,7 +36,8 @@ log = logging.getLogger("vendo.replica")
 LOG_FLUSH_S = 0.1
 
 
-def package_dir(cache_root: Path, version_id: str, store, package_key: str) -> Path:
+def package_dir(cache_root: Path, version_id: str, store, package_key: str,
+                limits: UnpackLimits | None = None) -> Path:
     """Fetch and unpack a version's package once per node (atomic rename, so replicas may race)."""
     dest = cache_root / version_id
     if (dest / "cog.yaml").exists():
@@ -44,7 +45,7 @@ def package_dir(cache_root: Path, version_id: str, store, package_key: str) -> P
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version_id[:12]}-", dir=cache_root))
     try:
-        unpack_package(store.get_bytes(package_key), tmp)
+        unpack_package(store.get_bytes(package_key), tmp, limits=limits)
         try:
             os.rename(tmp, dest)
         except OSError:
@@ -94,7 +95,7 @@ class ModelReplica:
         try:
             cache = self.settings.package_cache_dir or Path(tempfile.gettempdir()) / "vendo-packages"
             project = await asyncio.to_thread(package_dir, Path(cache), self.version_id, self.objects,
-                                              version["package_key"])
+                                              version["package_key"], UnpackLimits.of(self.settings))
             self.predictor = await asyncio.to_thread(cog_runtime.load, project)
             await self.predictor.asetup(self.pool)
             self.runner = Runner(self.predictor, self.pool, self.store, self.files, self.objects,

@@ -27,6 +27,7 @@ from vendo_core.collections import collections_for
 from vendo_core.files import Files
 from vendo_core.hardware import skus_for
 from vendo_core.keys import Keys
+from vendo_core.packaging import UnpackLimits
 from vendo_core.records import Account
 from vendo_core.redisconn import connect
 from vendo_core.registry import Registry
@@ -63,7 +64,8 @@ class Runtime:
         self.predictions = PredictionService(store, self.resolver, apps, deployments=self.deployments,
                                              lease_s=settings.lease_s, max_queue_s=settings.max_queue_s,
                                              files=files, webhooks=WebhookPolicy(settings.allow_private_webhooks))
-        self.versions = VersionService(registry, self.resolver, objects, apps, skus=skus)
+        self.versions = VersionService(registry, self.resolver, objects, apps, skus=skus,
+                                       limits=UnpackLimits.of(settings))
         self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
                                    deployments=self.deployments)
         self.webhook_delivery: WebhookDelivery | None = None

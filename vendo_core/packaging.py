@@ -18,6 +18,8 @@ import posixpath
 import re
 import stat
 import tarfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from vendo_core.errors import PackageInvalid
@@ -213,41 +215,76 @@ def _open(data: bytes) -> tarfile.TarFile:
         raise PackageInvalid(f"not a tar archive: {e}") from e
 
 
-def _check_members(tar: tarfile.TarFile, max_bytes: int | None) -> list[tarfile.TarInfo]:
-    try:
-        members = tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise PackageInvalid(f"corrupt package: {e}") from e
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What a package may unpack to: total bytes, files, and how far it may inflate. The ratio is
+    judged only past `ratio_floor_bytes`, so a small project of text (which compresses well) always
+    passes, while a few megabytes that inflate to gigabytes of zeros (a bomb) never do; real weights
+    barely compress, so a large archive of them passes."""
+
+    max_bytes: int = 64 * 2**30
+    max_files: int = 100_000
+    max_ratio: float = 100.0
+    ratio_floor_bytes: int = 256 * 2**20
+
+    @classmethod
+    def of(cls, settings) -> UnpackLimits:
+        return cls(max_bytes=settings.max_unpacked_bytes, max_files=settings.max_package_files,
+                   max_ratio=settings.max_compression_ratio)
+
+    def check(self, unpacked: int, files: int, packed: int) -> None:
+        if unpacked > self.max_bytes:
+            raise PackageInvalid(f"package unpacks to more than {self.max_bytes} bytes")
+        if files > self.max_files:
+            raise PackageInvalid(f"package holds more than {self.max_files} files")
+        if unpacked > self.ratio_floor_bytes and unpacked > self.max_ratio * max(packed, 1):
+            raise PackageInvalid(f"package inflates more than {self.max_ratio:g} times ({packed} bytes "
+                                 f"to over {unpacked}): refused as a decompression bomb")
+
+
+def _check_members(tar: tarfile.TarFile, max_bytes: int | None, limits: UnpackLimits | None = None,
+                   packed: int = 0) -> list[tarfile.TarInfo]:
+    """Every member, checked as its header is read: a bomb is refused at its first header, before
+    its data is ever inflated."""
+    members: list[tarfile.TarInfo] = []
     total = 0
-    for m in members:
-        name = m.name
-        norm = posixpath.normpath(name)
-        if name.startswith("/") or norm == ".." or norm.startswith("../") or "\0" in name:
-            raise PackageInvalid(f"unsafe path in package: {name!r}")
-        if m.issym():
-            target = posixpath.normpath(posixpath.join(posixpath.dirname(norm), m.linkname))
-            if m.linkname.startswith("/") or target == ".." or target.startswith("../"):
-                raise PackageInvalid(f"link leads outside the package: {name!r} -> {m.linkname!r}")
-        elif m.islnk():
-            raise PackageInvalid(f"hard link in package: {name!r}")
-        elif not (m.isfile() or m.isdir()):
-            raise PackageInvalid(f"special file in package: {name!r}")
-        total += m.size
-        if max_bytes is not None and total > max_bytes:
-            raise PackageInvalid(f"package unpacks to more than {max_bytes} bytes")
+    try:
+        while (m := tar.next()) is not None:
+            name = m.name
+            norm = posixpath.normpath(name)
+            if name.startswith("/") or norm == ".." or norm.startswith("../") or "\0" in name:
+                raise PackageInvalid(f"unsafe path in package: {name!r}")
+            if m.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(norm), m.linkname))
+                if m.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                    raise PackageInvalid(f"link leads outside the package: {name!r} -> {m.linkname!r}")
+            elif m.islnk():
+                raise PackageInvalid(f"hard link in package: {name!r}")
+            elif not (m.isfile() or m.isdir()):
+                raise PackageInvalid(f"special file in package: {name!r}")
+            total += m.size
+            members.append(m)
+            if max_bytes is not None and total > max_bytes:
+                raise PackageInvalid(f"package unpacks to more than {max_bytes} bytes")
+            if limits is not None:
+                limits.check(total, len(members), packed)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise PackageInvalid(f"corrupt package: {e}") from e
     if not any(posixpath.normpath(m.name) == "cog.yaml" and m.isfile() for m in members):
         raise PackageInvalid("package has no cog.yaml at its top")
     return members
 
 
-def unpack_package(data: bytes, dest: str | Path, max_bytes: int | None = None) -> Path:
-    """Extract a package into `dest` (created), refusing anything that could write outside it."""
+def unpack_package(data: bytes, dest: str | Path, max_bytes: int | None = None,
+                   limits: UnpackLimits | None = None) -> Path:
+    """Extract a package into `dest` (created), refusing anything that could write outside it or
+    unpack past `limits` (checked on the headers, before anything is written)."""
     if max_bytes is not None and len(data) > max_bytes:
         raise PackageInvalid(f"package is larger than {max_bytes} bytes")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with _open(data) as tar:
-        members = _check_members(tar, max_bytes)
+        members = _check_members(tar, max_bytes, limits, len(data))
         try:
             tar.extractall(dest, members=members, filter="data")
         except (tarfile.TarError, OSError) as e:
@@ -255,11 +292,11 @@ def unpack_package(data: bytes, dest: str | Path, max_bytes: int | None = None) 
     return dest
 
 
-def package_digest(data: bytes, max_bytes: int | None = None) -> str:
+def package_digest(data: bytes, max_bytes: int | None = None, limits: UnpackLimits | None = None) -> str:
     """The digest of an archive's contents: equal to what `pack_project` gave for them."""
     manifest: list[tuple[str, str, int, str]] = []
     with _open(data) as tar:
-        for m in _check_members(tar, max_bytes):
+        for m in _check_members(tar, max_bytes, limits, len(data)):
             name = posixpath.normpath(m.name)
             if name == ".":
                 continue

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024
     max_package_bytes: int = 512 * 1024 * 1024
     max_upload_bytes: int = 100 * 1024 * 1024
+    max_unpacked_bytes: int = Field(default=64 * 2**30, description="what a pushed package may unpack to")
+    max_package_files: int = Field(default=100_000, description="files a pushed package may hold")
+    max_compression_ratio: float = Field(
+        default=100.0, description="past 256 MiB unpacked, a package inflating more than this is a bomb")
     file_expiry_s: int = Field(default=86400, description="uploaded files are deleted this long after upload")
     retention_s: int = Field(default=3600, description="a finished prediction's input, output and files "
                              "are removed this long after completion; 0 keeps them")

@@ -14,7 +14,7 @@ from vendo_core.errors import InvalidRequest, ModelNotFound, NotFound, PackageIn
 from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import ModelRef, app_name, version_id
 from vendo_core.keys import package_key
-from vendo_core.packaging import package_digest
+from vendo_core.packaging import UnpackLimits, package_digest
 from vendo_core.records import COG_VERSION, Account, Model, Version
 from vendo_core.registry import Registry, visible
 from vendo_core.storage import ObjectStore
@@ -24,20 +24,20 @@ VISIBILITIES = ("public", "private")
 # where its package lives, what it runs on or how far it scales
 INTROSPECTED = ("openapi_schema", "traits", "runtime_env")
 
-Introspect = Callable[[bytes], Any]  # awaitable -> the introspection dict
+Introspect = Callable[[bytes, UnpackLimits], Any]  # awaitable -> the introspection dict
 
 
-async def introspect_in_ray(data: bytes) -> dict[str, Any]:
+async def introspect_in_ray(data: bytes, limits: UnpackLimits) -> dict[str, Any]:
     """Import the predictor in a Ray task with the version's runtime_env and read its schema.
     cog.yaml (plain YAML) is read here; user code is only ever imported in that task."""
     import ray  # heavy: only a router that pushes needs it
 
     from deployments.introspect import introspect_package, package_runtime_env
 
-    runtime_env = await asyncio.to_thread(package_runtime_env, data)
+    runtime_env = await asyncio.to_thread(package_runtime_env, data, limits)
     task = ray.remote(num_cpus=0, max_retries=0)(introspect_package)
     try:
-        return await task.options(runtime_env=runtime_env or None).remote(data)
+        return await task.options(runtime_env=runtime_env or None).remote(data, limits)
     except Exception as e:  # noqa: BLE001 - surface the predictor's own import/definition error
         cause = getattr(e, "cause", None) or e
         if isinstance(cause, PackageInvalid):
@@ -47,12 +47,14 @@ async def introspect_in_ray(data: bytes) -> dict[str, Any]:
 
 class VersionService:
     def __init__(self, registry: Registry, resolver: Resolver, objects: ObjectStore, apps: AppManager, *,
-                 skus: Callable[[], HardwareConfig], introspect: Introspect = introspect_in_ray):
+                 skus: Callable[[], HardwareConfig], limits: UnpackLimits = UnpackLimits(),
+                 introspect: Introspect = introspect_in_ray):
         self.registry = registry
         self.resolver = resolver
         self.objects = objects
         self.apps = apps
         self.skus = skus
+        self.limits = limits
         self.introspect = introspect
 
     async def visible_model(self, account: Account, owner: str, name: str) -> Model:
@@ -108,12 +110,12 @@ class VersionService:
         data = await read()
         if not data:
             raise InvalidRequest("body", "expected a tar.gz of a Cog project")
-        digest = await asyncio.to_thread(package_digest, data)
+        digest = await asyncio.to_thread(package_digest, data, None, self.limits)
         vid = version_id(f"{owner}/{name}", digest)
         existing = await self.registry.get_version(vid)  # not the cache: it may have been deleted
         if existing is not None:
             return existing
-        info = await self.introspect(data)
+        info = await self.introspect(data, self.limits)
         key = package_key(digest)
         if not await asyncio.to_thread(self.objects.exists, key):
             await asyncio.to_thread(self.objects.put_bytes, key, data, "application/gzip")

@@ -117,3 +117,13 @@ def test_same_package_under_another_model_is_another_version(cluster, examples):
     r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
     keys = Keys(cluster.settings.redis_prefix)
     assert {r.hget(keys.version(v), "package_key") for v in (original, copy)} == {package_key(digest)}
+
+
+def test_a_decompression_bomb_push_is_refused(cluster, tmp_path):
+    from tests.unit.test_packaging import _bomb
+
+    data = _bomb(tmp_path, 300 * 2**20)
+    with cluster.http() as h:
+        r = h.post("/v1/models/alice/bomb/versions", content=data, headers={"Content-Type": "application/gzip"})
+        assert r.status_code == 422 and "decompression bomb" in r.json()["detail"], r.text
+        assert h.get("/v1/models/alice/bomb").status_code == 404  # nothing was registered

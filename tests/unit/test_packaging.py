@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from vendo_core.errors import PackageInvalid
-from vendo_core.packaging import pack_project, package_digest, read_member, unpack_package
+from vendo_core.packaging import UnpackLimits, pack_project, package_digest, read_member, unpack_package
 
 
 def _project(root, files=None):
@@ -246,3 +246,57 @@ def test_read_member(tmp_path):
         read_member(data, "cog.yaml", max_bytes=3)
     with pytest.raises(PackageInvalid):
         read_member(b"junk", "cog.yaml")
+
+
+def _bomb(tmp_path, unpacked: int) -> bytes:
+    """cog.yaml and one file of `unpacked` zero bytes, gzipped (a few MB for gigabytes)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        cfg = b'predict: "predict.py:Predictor"\n'
+        info = tarfile.TarInfo("cog.yaml")
+        info.size = len(cfg)
+        tar.addfile(info, io.BytesIO(cfg))
+        info = tarfile.TarInfo("weights.bin")
+        info.size = unpacked
+
+        class Zeros(io.RawIOBase):
+            def __init__(self):
+                self.left = unpacked
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                n = min(len(b), self.left)
+                b[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        tar.addfile(info, io.BufferedReader(Zeros(), 1 << 20))
+    return buf.getvalue()
+
+
+def test_a_decompression_bomb_is_refused_at_its_header_and_leaves_nothing(tmp_path):
+    data = _bomb(tmp_path, 300 * 2**20)
+    assert len(data) < 2 * 2**20  # 300 MiB of zeros in about one MiB
+    limits = UnpackLimits()
+    with pytest.raises(PackageInvalid, match="decompression bomb"):
+        package_digest(data, limits=limits)
+    dest = tmp_path / "out"
+    with pytest.raises(PackageInvalid, match="decompression bomb"):
+        unpack_package(data, dest, limits=limits)
+    assert not any(dest.iterdir())
+
+
+def test_unpack_limits_on_bytes_files_and_ratio():
+    limits = UnpackLimits(max_bytes=1000, max_files=3, max_ratio=10, ratio_floor_bytes=100)
+    limits.check(1000, 3, 100)  # at every limit: fine
+    for unpacked, files, packed, reason in ((1001, 1, 10_000, "more than 1000 bytes"),
+                                            (10, 4, 10, "more than 3 files"),
+                                            (500, 1, 40, "inflates more than 10 times")):
+        with pytest.raises(PackageInvalid, match=reason):
+            limits.check(unpacked, files, packed)
+    # real weights barely compress: a large archive of them passes the ratio
+    UnpackLimits().check(3 * 2**30, 10, int(2.9 * 2**30))
+    # a small project of text compresses well and passes: the ratio applies only past the floor
+    UnpackLimits().check(2**20, 50, 2**14)

@@ -201,7 +201,7 @@ def test_push_of_the_same_package_twice_and_to_a_second_model():
     data, digest = pack_project(EXAMPLES / "hello-world")
     introspections = []
 
-    async def introspect(package: bytes):
+    async def introspect(package: bytes, limits):
         introspections.append(package)
         return {"openapi_schema": SCHEMA, "traits": {}, "package_key": "evil", "hardware": "gpu-huge"}
 
