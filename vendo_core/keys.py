@@ -120,6 +120,10 @@ class Keys:
         """Set: every deployment (owner/name), for the reconcile loop."""
         return f"{self.prefix}deployments"
 
+    def deployments_deleted(self) -> str:
+        """Set: deleted deployments (owner/name) whose Serve app may still be up."""
+        return f"{self.prefix}deployments:deleted"
+
 
 # Object-store keys: relative "/"-separated paths (the store adds its own prefix). Only these
 # functions format them.

@@ -48,6 +48,7 @@ class DeploymentService:
         self.apps = apps
         self.resolver = resolver
         self.skus = skus
+        self._removals: set[asyncio.Task] = set()
 
     async def get_record(self, owner: str, name: str) -> Deployment | None:
         raw = await self.redis.hgetall(self.keys.deployment(owner, name))
@@ -152,9 +153,24 @@ class DeploymentService:
         pipe.delete(self.keys.deployment(owner, name))
         pipe.zrem(self.keys.account_deployments(owner), f"{owner}/{name}")
         pipe.srem(self.keys.deployments(), f"{owner}/{name}")
+        # remembered until its app is gone: a router that dies before then leaves it to reconcile
+        pipe.sadd(self.keys.deployments_deleted(), f"{owner}/{name}")
         await pipe.execute()
         # Serve waits for running predictions (graceful shutdown) while it tears the app down
-        asyncio.get_running_loop().create_task(self.apps.delete(deployment_app_name(owner, name)))
+        task = asyncio.get_running_loop().create_task(self._remove_app(owner, name))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove_app(self, owner: str, name: str, running: set[str] | None = None) -> None:
+        ref = f"{owner}/{name}"
+        if await self.redis.exists(self.keys.deployment(owner, name)):
+            await self.redis.srem(self.keys.deployments_deleted(), ref)  # made again since: its app stays
+            return
+        app = deployment_app_name(owner, name)
+        if running is None or app in running:
+            await self.apps.delete(app)
+            log.info("deleted Serve app %s of deleted deployment %s", app, ref)
+        await self.redis.srem(self.keys.deployments_deleted(), ref)
 
     async def target(self, account: Account, owner: str, name: str) -> tuple[Deployment, AppSpec]:
         """(deployment, its app's spec) for a prediction through a deployment."""
@@ -173,11 +189,14 @@ class DeploymentService:
     async def reconcile(self) -> list[str]:
         """Recreate the apps of deployments that must stay up (min_instances ≥ 1) when Serve lacks
         them, e.g. after a head restart; the rest come back on demand."""
-        created = []
+        created: list[str] = []
         refs = await self.redis.smembers(self.keys.deployments())
-        if not refs:
+        deleted = await self.redis.smembers(self.keys.deployments_deleted())
+        if not refs and not deleted:
             return created
         running = await self.apps.running_apps()  # one controller read per round, not per deployment
+        for ref in deleted:  # deleted deployments whose app a dead router never removed
+            await self._remove_app(*ref.split("/", 1), running=running)
         for ref in refs:
             o, n = ref.split("/", 1)
             d = await self.get_record(o, n)
