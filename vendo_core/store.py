@@ -184,6 +184,13 @@ class PredictionStore:
         running, dispatch = await pipe.execute()
         return running, dispatch
 
+    async def forget_lost(self, pid: str) -> None:
+        """Drop a prediction whose record is gone from the running and dispatch indexes."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.running(), pid)
+        pipe.zrem(self.keys.dispatch(), pid)
+        await pipe.execute()
+
     async def take_lease(self, pid: str, deadline: float) -> bool:
         """Claim a lapsed dispatch lease (so exactly one router re-dispatches it)."""
         key = self.keys.dispatch()

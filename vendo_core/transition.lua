@@ -12,9 +12,15 @@
 -- ARGV[8] ttl seconds applied to every key of a terminal prediction
 -- ARGV[9] when a terminal prediction's data is removed (epoch seconds; 0: never) into KEYS[7]
 -- ARGV[10..] field, value pairs written to the hash with the status
--- Returns {1, previous status} on success, {0, current status or false} when refused.
+-- Returns {1, previous status} on success, {0, current status or false} when refused. A prediction
+-- whose record is gone (expired) is dropped from the running and dispatch indexes, where it would
+-- otherwise lapse again on every sweep, for good.
 local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return {0, false} end
+if not cur then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  return {0, false}
+end
 local allowed = false
 for s in string.gmatch(ARGV[2], '[^,]+') do
   if s == cur then allowed = true end

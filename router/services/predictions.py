@@ -247,7 +247,10 @@ class PredictionService:
             if pid in self.inflight or not await self.store.take_lease(pid, now + self.lease_s):
                 continue
             rec = await self.store.get(pid)
-            if rec is None or rec.status != Status.STARTING:
+            if rec is None:
+                await self.store.forget_lost(pid)  # expired: never again a lapsed lease to take
+                continue
+            if rec.status != Status.STARTING:
                 continue
             version = await self.resolver.version(rec.version)
             if version is None:

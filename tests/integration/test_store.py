@@ -216,3 +216,16 @@ def test_an_accounts_index_forgets_predictions_whose_records_expired(tmp_path):
         asyncio.run(go())
     finally:
         flush(url)
+
+
+def test_a_transition_of_an_expired_record_drops_its_index_entries(store):
+    async def go():
+        s = store()
+        await s.redis.zadd("vendo:running", {"gone": time.time() - 1})
+        await s.redis.zadd("vendo:dispatch", {"gone": time.time() - 1})
+        assert await s.lapsed(time.time()) == (["gone"], ["gone"])
+        assert await s.transition("gone", Status.FAILED, {"completed_at": "t"}, error="lost") == (False, None)
+        assert await s.lapsed(time.time()) == ([], [])
+        assert await s.redis.exists("vendo:prediction:gone") == 0  # nothing was made of it
+
+    run(go())

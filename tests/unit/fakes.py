@@ -81,6 +81,10 @@ class FakeStore(PredictionStore):
         return ([p for p, t in self.running.items() if t <= now],
                 [p for p, t in self.dispatch.items() if t <= now])
 
+    async def forget_lost(self, pid: str) -> None:
+        self.running.pop(pid, None)
+        self.dispatch.pop(pid, None)
+
     async def take_lease(self, pid: str, deadline: float) -> bool:
         if pid not in self.dispatch or self.dispatch[pid] > time.time():
             return False

@@ -226,3 +226,12 @@ def test_push_of_the_same_package_twice_and_to_a_second_model():
         with pytest.raises(ModelNotFound):
             await svc.push(BOB, "alice", "hello", read)
     run(go())
+
+
+def test_index_entries_of_expired_records_are_dropped_by_the_sweep():
+    async def go():
+        svc, store, apps, _ = await _service()
+        store.dispatch["gone"] = time.time() - 1  # its record expired; its index entry did not
+        await svc.sweep()
+        assert "gone" not in store.dispatch and apps.created == []
+    run(go())
