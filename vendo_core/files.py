@@ -27,7 +27,7 @@ from vendo_core.keys import Keys, file_object
 from vendo_core.records import Account, File
 from vendo_core.signing import LinkSigner
 from vendo_core.storage import ObjectStore
-from vendo_core.store import decode_cursor, encode_cursor, now_iso
+from vendo_core.store import newest_first, now_iso
 
 log = logging.getLogger("vendo.files")
 
@@ -154,20 +154,12 @@ class Files:
 
     async def list(self, account: Account, cursor: str | None, limit: int = 100) -> tuple[list[File], str | None]:
         """The caller's unexpired files, newest first, keyset-paginated like predictions."""
-        key = self.keys.account_files(account.username)
-        if cursor:
-            try:
-                score, last = decode_cursor(cursor)
-            except ValueError as e:
-                raise InvalidRequest("cursor", str(e)) from None
-            rows = await self.redis.zrevrangebyscore(key, score, "-inf", start=0, num=limit + 64, withscores=True)
-            rows = [(m, s) for m, s in rows if s < score or (s == score and m < last)]
-        else:
-            rows = await self.redis.zrevrange(key, 0, limit, withscores=True)
-        page = rows[:limit]
-        nxt = encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
+        try:
+            page, nxt = await newest_first(self.redis, self.keys.account_files(account.username), cursor, limit)
+        except ValueError as e:
+            raise InvalidRequest("cursor", str(e)) from None
         pipe = self.redis.pipeline(transaction=False)
-        for fid, _ in page:
+        for fid in page:
             pipe.hgetall(self.keys.file(fid))
         now = time.time()
         out = [rec for raw in await pipe.execute() if (rec := _unexpired(raw, now))]

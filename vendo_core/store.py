@@ -45,6 +45,28 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise ValueError("malformed cursor") from e
 
 
+async def newest_first(redis: aioredis.Redis, key: str, cursor: str | None, limit: int, *,
+                       after: float | None = None, before: float | None = None) -> tuple[list[str], str | None]:
+    """One page of a sorted set's members, highest score first, strictly between `after` and
+    `before` (None: unbounded), keyset-paginated by (score, member): the next page starts after
+    the cursor's row even when others share its score. Returns (members, next cursor or None);
+    raises ValueError for a malformed cursor."""
+    hi = "+inf" if before is None else f"({before!r}"
+    lo = "-inf" if after is None else f"({after!r}"
+    if cursor:
+        score, last = decode_cursor(cursor)
+        if before is None or score < before:
+            hi = repr(score)
+        rows = await redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 64, withscores=True)
+        # drop the rows at or before the cursor within the same score
+        rows = [(m, s) for m, s in rows if s < score or (s == score and m < last)]
+    else:
+        rows = await redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 1, withscores=True)
+    page = rows[:limit]
+    nxt = encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
+    return [m for m, _ in page], nxt
+
+
 class PredictionStore:
     """Async access to prediction records. Every method is one Redis round trip unless it says so."""
 
@@ -212,21 +234,8 @@ class PredictionStore:
                        before_ts: float | None = None) -> tuple[list[str], str | None]:
         """Newest-first ids of an account's predictions created strictly between `after_ts` and
         `before_ts` (None: unbounded), keyset-paginated by (created, id)."""
-        key = self.keys.account_predictions(username)
-        hi = "+inf" if before_ts is None else f"({before_ts!r}"
-        lo = "-inf" if after_ts is None else f"({after_ts!r}"
-        if cursor:
-            score, last = decode_cursor(cursor)
-            if before_ts is None or score < before_ts:
-                hi = repr(score)
-            rows = await self.redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 64, withscores=True)
-            # drop the rows at or before the cursor within the same score
-            rows = [(m, s) for m, s in rows if s < score or (s == score and m < last)]
-        else:
-            rows = await self.redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 1, withscores=True)
-        page = rows[:limit]
-        nxt = encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
-        return [m for m, _ in page], nxt
+        return await newest_first(self.redis, self.keys.account_predictions(username), cursor, limit,
+                                  after=after_ts, before=before_ts)
 
     async def read_events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:
         """Events after `last_id`, waiting up to `block_ms` for the first (None: do not wait)."""
