@@ -13,10 +13,11 @@ import enum
 import io
 import os
 import pathlib
-import shutil
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cog
@@ -40,6 +41,8 @@ _REPEATED = (adt.Repetition.REPEATED, adt.Repetition.OPTIONAL_REPEATED)
 # echoes the value) is replaced by cog's generic "Invalid value for type X".
 _MAX_REDIRECTS = 5
 _KNOWN_REASONS = ("Invalid value", "Field required", "fails constraint", "does not match", "missing value")
+
+_CHUNK = 1 << 20
 
 PutFile = Callable[[str | bytes, str], str]
 
@@ -114,7 +117,15 @@ def _split_error(message: str, names: list[str]) -> tuple[str, str]:
     return "", message
 
 
-def _fetch(name: str, url: str, suffix: str, allow_private: bool) -> cog.Path:
+@dataclass(frozen=True)
+class FetchLimits:
+    """How much of a URL input is downloaded, and for how long, before the input is refused."""
+
+    max_bytes: int = 1 << 30
+    timeout_s: float = 300.0
+
+
+def _fetch(name: str, url: str, suffix: str, allow_private: bool, limits: FetchLimits) -> cog.Path:
     # Not URLPath.convert(): requests would follow redirects, and a public URL that redirects
     # to a private address would slip past the check. Every hop is checked here instead.
     headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
@@ -129,20 +140,39 @@ def _fetch(name: str, url: str, suffix: str, allow_private: bool) -> cog.Path:
             resp.raise_for_status()
             resp.raw.decode_content = True
             with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as dest:
-                shutil.copyfileobj(resp.raw, dest)
+                try:
+                    _copy_limited(name, resp.raw, dest, limits)
+                except BaseException:
+                    os.unlink(dest.name)
+                    raise
             return cog.Path(dest.name)
         finally:
             resp.close()
     raise InvalidInput(name, "cannot download file: too many redirects")
 
 
-def _download(name: str, value: Any, temp_files: list[str] | None, allow_private: bool) -> Any:
+def _copy_limited(name: str, src: Any, dest: Any, limits: FetchLimits) -> None:
+    """Copy at most `limits.max_bytes`, finishing within `limits.timeout_s` in all (read1 returns
+    what has arrived, so a sender that trickles cannot stretch one read past the deadline)."""
+    deadline = time.monotonic() + limits.timeout_s
+    total = 0
+    while chunk := src.read1(_CHUNK):
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise InvalidInput(name, f"cannot download file: larger than {limits.max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise InvalidInput(name, f"cannot download file: it took longer than {limits.timeout_s:g}s")
+        dest.write(chunk)
+
+
+def _download(name: str, value: Any, temp_files: list[str] | None, allow_private: bool,
+              limits: FetchLimits) -> Any:
     if isinstance(value, list):
-        return [_download(name, v, temp_files, allow_private) for v in value]
+        return [_download(name, v, temp_files, allow_private, limits) for v in value]
     if isinstance(value, URLPath):
         try:
             if value.source.startswith(("http://", "https://")):
-                local = _fetch(name, value.source, value.filename, allow_private)
+                local = _fetch(name, value.source, value.filename, allow_private, limits)
             else:
                 local = value.convert()  # data: URI, decoded in memory already
         except InvalidInput:
@@ -162,6 +192,7 @@ def prepare_input(
     *,
     allow_private_urls: bool = False,
     temp_files: list[str] | None = None,
+    fetch_limits: FetchLimits = FetchLimits(),
 ) -> dict:
     """Turn a prediction's JSON input into the kwargs for `loaded.call`.
 
@@ -170,7 +201,8 @@ def prepare_input(
     `cog.Path`s: `resolve_url(url)` may map a URL to a local path (the platform's own files);
     other http(s) and data: URLs are downloaded to temp files, whose paths are appended to
     `temp_files` (when given) for the caller to delete afterwards. http(s) URLs whose host is
-    loopback/private/link-local raise PrivateURLRefused unless `allow_private_urls`. Raises
+    loopback/private/link-local raise PrivateURLRefused unless `allow_private_urls`; a download
+    past `fetch_limits` (size or total time) is refused and its partial file removed. Raises
     InvalidInput.
     """
     if not isinstance(payload, dict):
@@ -196,7 +228,8 @@ def prepare_input(
         if field and not reason.startswith(_KNOWN_REASONS):
             reason = f"Invalid value for type {_type_name(inputs[field].type)}"
         raise InvalidInput(field, reason) from None
-    return {name: _download(name, value, temp_files, allow_private_urls) for name, value in kwargs.items()}
+    return {name: _download(name, value, temp_files, allow_private_urls, fetch_limits)
+            for name, value in kwargs.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments import cog_runtime, logs
+from deployments.cog_io import FetchLimits
 from deployments.run import Runner, Running
 from vendo_core.files import Files
 from vendo_core.keys import Keys
@@ -99,7 +100,9 @@ class ModelReplica:
             self.predictor = await asyncio.to_thread(cog_runtime.load, project)
             await self.predictor.asetup(self.pool)
             self.runner = Runner(self.predictor, self.pool, self.store, self.files, self.objects,
-                                 allow_private_urls=self.settings.allow_private_urls)
+                                 allow_private_urls=self.settings.allow_private_urls,
+                                 fetch_limits=FetchLimits(self.settings.max_input_download_bytes,
+                                                          self.settings.input_download_timeout_s))
         except BaseException as e:  # noqa: BLE001 - a failed setup fails predictions, not the replica
             self.setup_error = f"{type(e).__name__}: {e}"
             sink.write(traceback.format_exc())

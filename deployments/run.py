@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments import cog_runtime, logs
+from deployments.cog_io import FetchLimits
 from vendo_core.files import Files, file_id_of, file_urls_in, stored_ref
 from vendo_core.keys import prediction_files
 from vendo_core.storage import ObjectStore
@@ -44,13 +45,15 @@ class Runner:
     """Runs predictions of one loaded predictor; the replica owns state changes and cancellation."""
 
     def __init__(self, predictor: cog_runtime.LoadedPredictor, pool: Executor, store: PredictionStore,
-                 files: Files, objects: ObjectStore, *, allow_private_urls: bool = False):
+                 files: Files, objects: ObjectStore, *, allow_private_urls: bool = False,
+                 fetch_limits: FetchLimits = FetchLimits()):
         self.predictor = predictor
         self.pool = pool
         self.store = store
         self.files = files
         self.objects = objects
         self.allow_private_urls = allow_private_urls
+        self.fetch_limits = fetch_limits
 
     async def __call__(self, pid: str, payload: dict[str, Any], run: Running) -> tuple[Any, dict]:
         """Run prediction `pid` on `payload`: stage its inputs, call the predictor, encode (and
@@ -109,6 +112,7 @@ class Runner:
     def _prepare(self, payload: dict[str, Any], resolve_url=None, downloaded: list | None = None) -> dict:
         return cog_runtime.prepare_input(self.predictor, payload, resolve_url,
                                          allow_private_urls=self.allow_private_urls,
+                                         fetch_limits=self.fetch_limits,
                                          temp_files=downloaded)
 
     def _sync_path(self, pid: str, run: Running, payload: dict, resolve_url, downloaded: list,

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     collections_config: Path | None = Field(
         default=None, description="collections YAML (default: configs/collections.yaml)")
     allow_private_urls: bool = False
+    max_input_download_bytes: int = Field(default=1 << 30, description="a URL input downloads at most this")
+    input_download_timeout_s: float = Field(default=300.0, description="a URL input downloads within this")
     allow_private_webhooks: bool = Field(
         default=False, description="accept webhook URLs on loopback/private/link-local/reserved addresses")
     webhook_retry_base_s: float = Field(

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -824,3 +825,60 @@ def test_example_slow(capfd):
     # The last progress line must parse the way replicate.Prediction.progress reads logs.
     bars = [line.strip() for line in captured.err.replace("\r", "\n").split("\n") if "%|" in line]
     assert re.match(r"^\s*100%\s*\|.+?\|\s*5/5", bars[-1])
+
+
+def test_a_url_input_past_the_size_limit_is_refused_and_nothing_is_left(all_inputs, fake_http):
+    from deployments.cog_io import FetchLimits
+
+    routes, _ = fake_http
+    routes["http://93.184.215.14/big.png"] = FakeResponse(b"x" * (3 << 20))
+    def partials():
+        return {f for f in os.listdir(tempfile.gettempdir()) if f.endswith("big.png")}
+
+    before = partials()
+    with pytest.raises(InvalidInput, match="larger than 1048576 bytes") as e:
+        cr.prepare_input(all_inputs, {"text": "hi", "image": "http://93.184.215.14/big.png"},
+                         fetch_limits=FetchLimits(max_bytes=1 << 20))
+    assert e.value.field == "image"
+    assert partials() == before  # the partial download was removed
+    routes["http://93.184.215.14/ok.png"] = FakeResponse(b"x" * (1 << 20))
+    kwargs = cr.prepare_input(all_inputs, {"text": "hi", "image": "http://93.184.215.14/ok.png"},
+                              fetch_limits=FetchLimits(max_bytes=1 << 20))
+    assert kwargs["image"].stat().st_size == 1 << 20
+    os.unlink(kwargs["image"])
+
+
+def test_a_url_input_that_trickles_is_refused_at_the_total_deadline(all_inputs):
+    """A local server that answers a byte at a time, well inside each read's timeout, forever."""
+    import http.server
+    import socketserver
+
+    from deployments.cog_io import FetchLimits
+
+    stop = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            while not stop.is_set():
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/slow.png"
+    try:
+        with pytest.raises(InvalidInput, match="took longer than 0.5s"):
+            cr.prepare_input(all_inputs, {"text": "hi", "image": url}, allow_private_urls=True,
+                             fetch_limits=FetchLimits(timeout_s=0.5))
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
