@@ -23,6 +23,7 @@ Redirects are not followed; a 3xx is a failure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -116,7 +117,7 @@ class WebhookDelivery:
         # one destination (host:port) holds at most this many sends, so a receiver that trickles its
         # answers delays only its own deliveries, never another account's
         self.max_per_destination = max_per_destination
-        self._destinations: dict[str, asyncio.Semaphore] = {}
+        self._destinations: dict[str, list] = {}  # host:port -> [its semaphore, sends using it]
         self._inflight: dict[str, asyncio.Task] = {}  # entry id -> its handler
         self._chains: dict[str, asyncio.Task] = {}  # prediction id -> its latest handler (keeps order)
         self._followers: dict[str, _Follower] = {}
@@ -325,15 +326,21 @@ class WebhookDelivery:
         async with self.http.stream("POST", url, content=body, headers=signed_headers(secret, wid, body)) as resp:
             return resp.status_code
 
-    def _destination(self, url: str) -> asyncio.Semaphore:
+    @contextlib.asynccontextmanager
+    async def _destination(self, url: str):
+        """One of the destination's slots; a destination no send uses is forgotten, so the map
+        holds only the destinations being sent to."""
         parts = urllib.parse.urlsplit(url)
         key = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-        sem = self._destinations.get(key)
-        if sem is None:
-            if len(self._destinations) > 10_000:  # forget idle destinations rather than grow
-                self._destinations = {k: s for k, s in self._destinations.items() if s.locked()}
-            sem = self._destinations[key] = asyncio.Semaphore(self.max_per_destination)
-        return sem
+        entry = self._destinations.setdefault(key, [asyncio.Semaphore(self.max_per_destination), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._destinations[key]
 
     # progress
 

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request
 
 from router import wire
 from router.deps import CurrentAccount, Rt, base_url
-from vendo_core.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -42,21 +41,11 @@ async def push_version(owner: str, name: str, request: Request, account: Current
                        max_replicas: int | None = None, downscale_delay_s: float | None = None,
                        upscale_delay_s: float | None = None):
     """Push a Cog project (a tar.gz body, as `vendo push` sends it) as a new version."""
-    version = await rt.versions.push(account, owner, name,
-                                     lambda: _read_limited(request, rt.settings.max_package_bytes), hardware=hardware, visibility=visibility,
+    # the body is read only once the arguments are valid; BodyLimit caps it at max_package_bytes
+    version = await rt.versions.push(account, owner, name, request.body, hardware=hardware, visibility=visibility,
                                      max_replicas=max_replicas, downscale_delay_s=downscale_delay_s,
                                      upscale_delay_s=upscale_delay_s)
     return wire.version(version)
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.get("/status", response_model=wire.ClusterStatus)

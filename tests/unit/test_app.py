@@ -94,7 +94,7 @@ def test_bodies_are_capped_while_they_stream(tmp_path):
     chunk = b"x" * 4096
 
     async def go():
-        client, _ = await _app(tmp_path, max_body_bytes=64 * 1024)
+        client, _ = await _app(tmp_path, max_body_bytes=64 * 1024, max_package_bytes=64 * 1024)
         sent = []
 
         async def body():
@@ -105,7 +105,8 @@ def test_bodies_are_capped_while_they_stream(tmp_path):
         async with client:
             for method, path, headers in (("POST", "/v1/predictions", {}),
                                           ("POST", "/v1/models", {"Authorization": "Bearer nobody"}),
-                                          ("PATCH", "/v1/deployments/alice/d", {})):
+                                          ("PATCH", "/v1/deployments/alice/d", {}),
+                                          ("POST", "/v1/models/alice/x/versions", {})):
                 sent.clear()
                 r = await client.request(method, path, content=body(), headers=headers)
                 assert r.status_code == 413, (path, r.status_code, r.text)

@@ -84,6 +84,7 @@ def test_a_slow_destination_holds_only_its_own_slots():
             for t in (first, second):
                 t.cancel()
             await asyncio.gather(first, second, return_exceptions=True)
+            assert d._destinations == {}  # a destination no send uses is forgotten
         finally:
             await d.http.aclose()
             slow_server.close()
