@@ -31,7 +31,11 @@ app = typer.Typer(help="vendo: run open models on your own GPUs, the Replicate w
 predictions_app = typer.Typer(help="List, inspect and cancel predictions.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts and API tokens (talks to Redis directly).", no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
+tokens_app = typer.Typer(help="Revoke and rotate API tokens (talks to Redis directly).", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Your webhook signing secret.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(webhooks_app, name="webhooks")
 out = Console()
 err = Console(stderr=True)
 
@@ -90,13 +94,19 @@ def status():
         st = c.json("GET", "/v1/status")
     except (ApiError, httpx.HTTPError) as e:
         _fail(e)
-    table = Table("model", "version", "hardware", "state")
+    table = Table("model", "version", "hardware", "state", "isolation")
+    partial = set()
     for row in st["versions"]:
         state = row["state"] + (f" ({row['setup_error']})" if row.get("setup_error") else "")
-        table.add_row(row["model"], row["version"][:12], row.get("hardware") or "", state)
+        table.add_row(row["model"], row["version"][:12], row.get("hardware") or "", state,
+                      row.get("isolation") or "")
+        if row.get("isolation") == "partial":
+            partial.add(row.get("isolation_reason") or "")
     out.print(table)
-    out.print(f"API: {c.base_url}   state: {st['redis']}   files: {st['storage']}   "
-              f"Serve apps: {st['serve_apps']}")
+    for reason in sorted(partial):
+        out.print(f"[yellow]model isolation is partial[/]: {reason}")
+    where = f"state: {st['redis']}   files: {st['storage']}   " if st.get("redis") else ""
+    out.print(f"API: {c.base_url}   {where}Serve apps: {st['serve_apps']}")
 
 
 @app.command()
@@ -252,10 +262,8 @@ def predictions_cancel(pid: str):
     out.print(f"{p['id']}: {p['status']}")
 
 
-@accounts_app.command("create")
-def accounts_create(username: str, name: Optional[str] = typer.Option(None)):
-    """Create an account (or add a token to one) and print its new API token."""
-
+def _registry_call(fn):
+    """Run `fn(registry)` against the cluster's Redis (the accounts commands talk to it directly)."""
     settings = Settings()
     state = read_state(settings) or {}
     url = settings.redis_url or state.get("redis_url")
@@ -265,11 +273,57 @@ def accounts_create(username: str, name: Optional[str] = typer.Option(None)):
     async def go():
         r = connect(url)
         try:
-            return await Registry(r, Keys(settings.redis_prefix)).create_account(username, name=name)
+            return await fn(Registry(r, Keys(settings.redis_prefix)))
         finally:
             await r.aclose()
 
-    out.print(asyncio.run(go()))
+    try:
+        return asyncio.run(go())
+    except VendoError as e:
+        _fail(e)
+
+
+@accounts_app.command("create")
+def accounts_create(username: str, name: Optional[str] = typer.Option(None),
+                    role: list[str] = typer.Option([], help="grant a role: push (create models, push "
+                                                            "versions) or admin")):
+    """Create an account (or add a token to one) and print its new API token."""
+    out.print(_registry_call(lambda reg: reg.create_account(username, name=name, roles=tuple(role))))
+
+
+@accounts_app.command("grant")
+def accounts_grant(username: str, role: str = typer.Argument(..., help="push or admin"),
+                   revoke: bool = typer.Option(False, "--revoke", help="take the role away instead")):
+    """Grant (or revoke) a role; prints the account's roles."""
+    roles = _registry_call(lambda reg: reg.grant(username, role, revoke=revoke))
+    out.print(f"{username}: {', '.join(roles) or 'no roles'}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token: str = typer.Argument(..., help="the token to stop, in the clear")):
+    """Make one API token stop working (within 5 s on every router replica)."""
+    owner = _registry_call(lambda reg: reg.revoke_token(token))
+    if owner is None:
+        _fail(ValueError("no such token"))
+    out.print(f"revoked a token of {owner}")
+
+
+@tokens_app.command("rotate")
+def tokens_rotate(username: str):
+    """Revoke every token of an account and print its one new token."""
+    out.print(_registry_call(lambda reg: reg.rotate_tokens(username)))
+
+
+@webhooks_app.command("secret")
+def webhooks_secret(rotate: bool = typer.Option(False, "--rotate", help="replace it with a new one")):
+    """Print your webhook signing secret (`whsec_…`), or with --rotate a new one."""
+    c = _client()
+    try:
+        body = c.json("POST", "/v1/webhooks/default/secret/rotate") if rotate else \
+            c.json("GET", "/v1/webhooks/default/secret")
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
+    out.print(body["key"])
 
 
 def main() -> None:

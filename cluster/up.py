@@ -18,6 +18,7 @@ import httpx
 
 from cluster.embedded import ensure_redis, stop_redis
 from vendo_core.keys import Keys
+from vendo_core.privatefile import private_dir, write_private
 from vendo_core.redisconn import connect
 from vendo_core.registry import Registry
 from vendo_core.settings import Settings
@@ -45,22 +46,22 @@ def first_token(settings: Settings) -> str:
     if path.exists():
         return path.read_text().strip()
     token = "r8_" + secrets.token_urlsafe(30)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    private_dir(path.parent)
+    write_private(path, token + "\n")
     return token
 
 
-async def _ensure_account(settings: Settings, redis_url: str, username: str, token: str) -> None:
+async def _ensure_account(settings: Settings, redis_url: str, username: str, token: str,
+                          roles: tuple[str, ...] = ("admin",)) -> None:
     r = connect(redis_url)
     try:
-        await Registry(r, Keys(settings.redis_prefix)).create_account(username, token)
+        await Registry(r, Keys(settings.redis_prefix)).configure_token(username, token, roles=roles)
     finally:
         await r.aclose()
 
 
 def ensure_account(settings: Settings, redis_url: str, username: str, token: str) -> None:
+    """The operator's account (the first one): an admin, so it may push and see everything."""
     asyncio.run(_ensure_account(settings, redis_url, username, token))
 
 
@@ -72,8 +73,7 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
 
     from cluster.serve_apps import deploy_router  # imports Ray Serve and the router: only `up` needs them
 
-    data = settings.resolved_data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.resolved_data_dir())  # tokens, the Redis password, the signing key
     redis_url = ensure_redis(settings)
     token = first_token(settings)
     ensure_account(settings, redis_url, settings.username, token)
@@ -102,7 +102,7 @@ def run_foreground(settings: Settings, address: str | None) -> None:
     url, token, redis_url = start(settings, address)
     state = {"url": url, "pid": os.getpid(), "redis_url": redis_url, "started_at": time.time(),
              "port": settings.port, "data_dir": str(settings.resolved_data_dir())}
-    state_path(settings).write_text(json.dumps(state, indent=2))
+    write_private(state_path(settings), json.dumps(state, indent=2))  # its redis_url holds the password
     print(f"vendo is up at {url}", flush=True)
     print(f"API token: {token}", flush=True)
     stop = threading.Event()
@@ -119,8 +119,7 @@ def run_foreground(settings: Settings, address: str | None) -> None:
 
 def run_detached(settings: Settings, address: str | None, timeout_s: float = 180.0) -> tuple[str, str]:
     """Start `vendo up` in the background and return once the API answers."""
-    data = settings.resolved_data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(settings.resolved_data_dir())
     state_path(settings).unlink(missing_ok=True)
     log_path = data / "vendo.log"
     cmd = [sys.executable, "-m", "cluster.cli", "up", "--host", settings.host, "--port", str(settings.port)]

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cog
-import requests
+import httpx
 from cog import _adt as adt
 from cog import _inspector
 from cog.types import URLPath
 
 from vendo_core.errors import InvalidInput
-from vendo_core.netpolicy import NonPublicAddress, check_public_sync
+from vendo_core.netpolicy import NonPublicAddress, PublicOnlyTransport, check_public_sync
 
 
 class Loaded(Protocol):
@@ -42,7 +42,6 @@ _REPEATED = (adt.Repetition.REPEATED, adt.Repetition.OPTIONAL_REPEATED)
 _MAX_REDIRECTS = 5
 _KNOWN_REASONS = ("Invalid value", "Field required", "fails constraint", "does not match", "missing value")
 
-_CHUNK = 1 << 20
 
 PutFile = Callable[[str | bytes, str], str]
 
@@ -125,38 +124,44 @@ class FetchLimits:
     timeout_s: float = 300.0
 
 
+def _client(allow_private: bool) -> httpx.Client:
+    transport = None if allow_private else PublicOnlyTransport()
+    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=httpx.Timeout(10.0))
+
+
 def _fetch(name: str, url: str, suffix: str, allow_private: bool, limits: FetchLimits) -> cog.Path:
-    # Not URLPath.convert(): requests would follow redirects, and a public URL that redirects
-    # to a private address would slip past the check. Every hop is checked here instead.
+    # Not URLPath.convert(): it would follow redirects, and a public URL that redirects to a
+    # private address would slip past the check. Every hop is checked here, and the connection
+    # goes to the address that was checked (no second lookup a rebinding name could answer).
     headers = {"User-Agent": os.environ["COG_USER_AGENT"]} if os.environ.get("COG_USER_AGENT") else {}
-    for _ in range(_MAX_REDIRECTS + 1):
-        if not allow_private:
-            _check_public(name, url)
-        resp = requests.get(url, stream=True, timeout=10, allow_redirects=False, headers=headers)
-        try:
-            if resp.is_redirect:
-                url = urllib.parse.urljoin(url, resp.headers["location"])
-                continue
-            resp.raise_for_status()
-            resp.raw.decode_content = True
-            with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as dest:
-                try:
-                    _copy_limited(name, resp.raw, dest, limits)
-                except BaseException:
-                    os.unlink(dest.name)
-                    raise
-            return cog.Path(dest.name)
-        finally:
-            resp.close()
+    with _client(allow_private) as client:
+        for _ in range(_MAX_REDIRECTS + 1):
+            if not allow_private:
+                _check_public(name, url)
+            try:
+                with client.stream("GET", url, headers=headers) as resp:
+                    if resp.is_redirect:
+                        url = urllib.parse.urljoin(url, resp.headers["location"])
+                        continue
+                    resp.raise_for_status()
+                    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as dest:
+                        try:
+                            _copy_limited(name, resp.iter_bytes(), dest, limits)  # as it arrives
+                        except BaseException:
+                            os.unlink(dest.name)
+                            raise
+                    return cog.Path(dest.name)
+            except NonPublicAddress as e:
+                raise PrivateURLRefused(name, str(e)) from None
     raise InvalidInput(name, "cannot download file: too many redirects")
 
 
-def _copy_limited(name: str, src: Any, dest: Any, limits: FetchLimits) -> None:
-    """Copy at most `limits.max_bytes`, finishing within `limits.timeout_s` in all (read1 returns
-    what has arrived, so a sender that trickles cannot stretch one read past the deadline)."""
+def _copy_limited(name: str, chunks: Any, dest: Any, limits: FetchLimits) -> None:
+    """Copy at most `limits.max_bytes` (decoded), finishing within `limits.timeout_s` in all
+    (chunks come as they arrive, so a sender that trickles cannot stretch the download)."""
     deadline = time.monotonic() + limits.timeout_s
     total = 0
-    while chunk := src.read1(_CHUNK):
+    for chunk in chunks:
         total += len(chunk)
         if total > limits.max_bytes:
             raise InvalidInput(name, f"cannot download file: larger than {limits.max_bytes} bytes")

@@ -1,30 +1,28 @@
 """Reads a pushed Cog package's schema and traits. Runs as a Ray task in the version's own
-runtime_env (user code is never imported into the router)."""
+runtime_env; the model's code is imported only in a model worker process that this task starts
+(`deployments.supervisor.introspect`), never in the task itself or the router."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import tempfile
 from typing import Any
 
-from deployments import cog_runtime
+from deployments import supervisor
 from deployments.cog_config import read_cog_config, runtime_env_for
+from deployments.supervisor import WorkerOptions, share_tree
 from vendo_core.packaging import UnpackLimits, unpack_package
 
 
-def introspect_package(package: bytes, limits: UnpackLimits | None = None) -> dict[str, Any]:
-    """Unpack, import the predictor, and return its OpenAPI schema, traits and runtime_env."""
+def introspect_package(package: bytes, limits: UnpackLimits | None = None,
+                       options: WorkerOptions | None = None, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Unpack, have a worker import the predictor, and return its OpenAPI schema, traits and
+    runtime_env. Raises PackageInvalid."""
     with tempfile.TemporaryDirectory(prefix="vendo-introspect-") as tmp:
         project = unpack_package(package, tmp, limits=limits)
-        config = read_cog_config(project)
-        cwd = os.getcwd()
-        try:
-            schema = cog_runtime.openapi_schema(project)
-            traits = cog_runtime.predictor_traits(project)
-        finally:
-            os.chdir(cwd)
-        return {"openapi_schema": schema, "traits": traits,
-                "runtime_env": runtime_env_for(config)}
+        share_tree(tmp)
+        info = asyncio.run(supervisor.introspect(project, options or WorkerOptions(), timeout_s))
+        return {**info, "runtime_env": runtime_env_for(read_cog_config(project))}
 
 
 def package_runtime_env(package: bytes, limits: UnpackLimits | None = None) -> dict[str, Any]:

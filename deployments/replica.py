@@ -1,27 +1,28 @@
-"""The per-version model deployment: one replica loads one Cog project in-process and runs its
-predictions, writing their state, logs and outputs straight to Redis and storage.
+"""The per-version model deployment. A replica is vendo code: it holds the Redis client, the
+storage credentials and its Ray worker, and it never runs the model's own code. That runs in the
+replica's model worker process (`deployments.worker`, started by `deployments.supervisor`), which
+gets the project, the inputs and a scrubbed environment, and answers in JSON frames.
 
 A replica runs a prediction only after its own `starting → processing` compare-and-set succeeds,
 so a duplicate dispatch is dropped, never run twice. Cancellation arrives on a Redis channel and
-interrupts the predictor: `CancelationException` raised into a sync predictor's thread, or the
-task cancelled for an async one."""
+is passed to the worker (Cog's `CancelationException` in a sync predictor's thread, the task
+cancelled for an async one); a worker that ignores it is killed after a grace period and started
+again."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import shutil
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from deployments import cog_runtime, logs
-from deployments.cog_io import FetchLimits
+from deployments import logs
 from deployments.run import Runner, Running
+from deployments.supervisor import ModelWorker, WorkerFailed, WorkerOptions, share_tree
 from vendo_core.files import Files
 from vendo_core.keys import Keys
 from vendo_core.packaging import UnpackLimits, unpack_package
@@ -39,14 +40,17 @@ LOG_FLUSH_S = 0.1
 
 def package_dir(cache_root: Path, version_id: str, store, package_key: str,
                 limits: UnpackLimits | None = None) -> Path:
-    """Fetch and unpack a version's package once per node (atomic rename, so replicas may race)."""
+    """Fetch and unpack a version's package once per node (atomic rename, so replicas may race).
+    The tree is readable, not writable, by the model's worker."""
     dest = cache_root / version_id
     if (dest / "cog.yaml").exists():
         return dest
     cache_root.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache_root, 0o755)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version_id[:12]}-", dir=cache_root))
     try:
         unpack_package(store.get_bytes(package_key), tmp, limits=limits)
+        share_tree(tmp)
         try:
             os.rename(tmp, dest)
         except OSError:
@@ -57,20 +61,9 @@ def package_dir(cache_root: Path, version_id: str, store, package_key: str,
     return dest
 
 
-def cap_gpu_memory(num_gpus: float) -> None:
-    """Ray splits GPUs for scheduling only; a fractional replica caps its own torch allocator."""
-    if not (0 < num_gpus < 1):
-        return
-    try:
-        import torch  # heavy and optional: only a fractional-GPU replica that has torch needs it
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(num_gpus)
-
-
 class ModelReplica:
-    """Serve deployment class; the constructor is setup(), `predict` runs one prediction."""
+    """Serve deployment class; the constructor starts the worker (setup()), `predict` runs one
+    prediction."""
 
     async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
         self.version_id = version["id"]
@@ -82,42 +75,36 @@ class ModelReplica:
                                      max_log_bytes=self.settings.max_log_bytes)
         self.objects = open_store(self.settings)
         self.files = Files(self.redis, self.keys, self.objects)
+        self.registry = Registry(self.redis, self.keys)
         self.running: dict[str, Running] = {}
-        self.setup_error: str | None = None
         # the predictor's own slots; Serve admits one request more, which waits here
         self.slots = asyncio.Semaphore(int(version.get("concurrency") or 1))
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="predict")
-        logs.install()
-        cap_gpu_memory(float(version.get("num_gpus") or 0))
-
-        sink = logs.LogSink()
-        token = logs.bind(sink)
-        started = time.time()
+        options = WorkerOptions.of(self.settings, gpu_fraction=float(version.get("num_gpus") or 0))
         try:
             cache = self.settings.package_cache_dir or Path(tempfile.gettempdir()) / "vendo-packages"
             project = await asyncio.to_thread(package_dir, Path(cache), self.version_id, self.objects,
                                               version["package_key"], UnpackLimits.of(self.settings))
-            self.predictor = await asyncio.to_thread(cog_runtime.load, project)
-            await self.predictor.asetup(self.pool)
-            self.runner = Runner(self.predictor, self.pool, self.store, self.files, self.objects,
-                                 allow_private_urls=self.settings.allow_private_urls,
-                                 fetch_limits=FetchLimits(self.settings.max_input_download_bytes,
-                                                          self.settings.input_download_timeout_s))
-        except BaseException as e:  # noqa: BLE001 - a failed setup fails predictions, not the replica
-            self.setup_error = f"{type(e).__name__}: {e}"
-            sink.write(traceback.format_exc())
-        finally:
-            logs.unbind(token)
-        self.setup_logs = sink.drain()
-        await Registry(self.redis, self.keys).record_setup(self.version_id, {
-            "setup_status": "failed" if self.setup_error else "succeeded",
-            "setup_error": self.setup_error or "",
-            "setup_logs": self.setup_logs[-20000:],
-            "setup_time": round(time.time() - started, 3),
-            "setup_completed_at": round(time.time(), 6),
-        })
+        except Exception as e:  # noqa: BLE001 - a package that cannot be unpacked fails predictions
+            project = Path(tempfile.gettempdir())
+            self.worker = ModelWorker(project, options, on_setup=self._record_setup)
+            self.worker.setup_error = f"{type(e).__name__}: {e}"
+            self.worker.ready.set()
+            await self._record_setup({"setup_status": "failed", "setup_error": self.worker.setup_error,
+                                      "setup_logs": "", "setup_time": 0.0,
+                                      "setup_completed_at": round(time.time(), 6)})
+        else:
+            self.worker = ModelWorker(project, options, on_setup=self._record_setup)
+            await self.worker.start()
+        self.runner = Runner(self.worker, self.store, self.files, self.objects)
         self._bg = [asyncio.get_running_loop().create_task(self._heartbeat_loop()),
                     asyncio.get_running_loop().create_task(self._cancel_listener())]
+
+    async def _record_setup(self, record: dict[str, Any]) -> None:
+        await self.registry.record_setup(self.version_id, record)
+
+    @property
+    def setup_error(self) -> str | None:
+        return self.worker.setup_error
 
     # background work
 
@@ -144,10 +131,7 @@ class ModelReplica:
         else:
             run.canceled = True
             log.info("prediction %s: cancel requested", pid)
-        if run.task is not None:
-            run.task.cancel()
-        if run.thread_id is not None:
-            cog_runtime.raise_in_thread(run.thread_id)
+        self.worker.cancel(pid)
 
     async def _cancel_listener(self) -> None:
         while True:
@@ -163,6 +147,10 @@ class ModelReplica:
                 log.exception("cancel listener failed; resubscribing")
                 await asyncio.sleep(1)
 
+    async def __del__(self) -> None:
+        """Serve's graceful shutdown: stop the worker and remove its folders."""
+        await self.worker.close()
+
     def check_health(self) -> None:
         # a failed setup keeps the replica up so predictions fail with its error, as Cog does
         return None
@@ -176,6 +164,7 @@ class ModelReplica:
 
     async def _predict(self, request: dict[str, Any]) -> dict[str, Any]:
         pid = request["id"]
+        await self.worker.ready.wait()  # a worker being restarted is set up again first
         if self.setup_error:
             await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
                                         error=f"setup failed: {self.setup_error}",
@@ -203,13 +192,15 @@ class ModelReplica:
             if run.timed_out:
                 status = Status.FAILED
                 error = f"Prediction ran longer than the {self.settings.max_prediction_s:g}s limit"
-            elif run.canceled:
+            elif run.canceled or isinstance(e, asyncio.CancelledError):
                 status = Status.CANCELED
-            elif isinstance(e, asyncio.CancelledError):
-                status = Status.CANCELED
+            elif isinstance(e, WorkerFailed):
+                status, error = Status.FAILED, e.error
+                if e.crashed:
+                    run.sink.write(f"{e.error}\n")
             else:
-                status, error = Status.FAILED, _describe(e)
-                run.sink.write(traceback.format_exc())
+                log.exception("prediction %s failed in the replica", pid)
+                status, error = Status.FAILED, f"{type(e).__name__}: {e}"
         finally:
             watchdog.cancel()
             flusher.cancel()
@@ -234,7 +225,3 @@ class ModelReplica:
             text = sink.drain()
             if text:
                 await self.store.append_logs(pid, text)
-
-def _describe(e: BaseException) -> str:
-    text = str(e)
-    return text if text else type(e).__name__

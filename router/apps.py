@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -19,10 +18,10 @@ from vendo_core.errors import VersionNotFound
 from vendo_core.ids import VERSION_APP_PREFIX, app_name
 from vendo_core.keys import Keys
 from vendo_core.records import Version
+from vendo_core.redislock import RedisLock
 
 log = logging.getLogger("vendo.apps")
 
-LOCK_TTL_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,8 @@ class AppManager:
                     log.info("created Serve app %s in %.3fs", app, time.monotonic() - t0)
         return serve.get_deployment_handle("model", app_name=app)
 
-    def _lock(self, app: str) -> _RedisLock:
-        return _RedisLock(self.redis, self.keys.app_lock(app))
+    def _lock(self, app: str) -> RedisLock:
+        return RedisLock(self.redis, self.keys.app_lock(app))
 
     async def touch(self, app: str, force: bool = False) -> None:
         """Record that `app` is in use. Written at most every `idle_s / 20` (≤ 5 s) per app unless
@@ -223,23 +222,3 @@ def replica_counts(app_status: Any) -> dict[str, int]:
             key = str(state).split(".")[-1].lower()
             out[key] = out.get(key, 0) + count
     return out
-
-
-class _RedisLock:
-    """A short lock: SET NX PX, released only by its holder."""
-
-    _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-    def __init__(self, redis: aioredis.Redis, key: str):
-        self.redis, self.key, self.token = redis, key, uuid.uuid4().hex
-
-    async def __aenter__(self):
-        delay = 0.01
-        while not await self.redis.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.redis.eval(self._RELEASE, 1, self.key, self.token)
-

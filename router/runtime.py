@@ -12,15 +12,17 @@ from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
+from deployments.supervisor import WorkerOptions
 from router.apps import AppManager
 from router.deadlines import Deadlines
+from router.openslots import OpenSlots
 from router.ratelimit import RateLimiter
 from router.retention import Retention
 from router.services.catalogue import Catalogue
 from router.services.deployments import DeploymentService
 from router.services.predictions import PredictionService
 from router.services.resolve import Resolver
-from router.services.versions import VersionService
+from router.services.versions import VersionService, introspect_in_ray
 from router.webhook_delivery import WebhookDelivery
 from router.webhooks import WebhookPolicy, WebhookSecrets
 from vendo_core.collections import collections_for
@@ -57,17 +59,21 @@ class Runtime:
         self.apps = apps
         self.files = files
         self.limiter = limiter
+        self.open_slots = OpenSlots(settings.max_open_per_account)
         skus = partial(skus_for, settings)
         self.resolver = Resolver(registry)
         # what needs Redis beyond the store and the registry (absent in the in-process unit app)
         self.deployments = DeploymentService(redis, self.keys, apps, self.resolver, skus) if redis else None
         self.predictions = PredictionService(store, self.resolver, apps, deployments=self.deployments,
                                              lease_s=settings.lease_s, max_queue_s=settings.max_queue_s,
+                                             max_queued=settings.max_queued_per_account,
                                              files=files, webhooks=WebhookPolicy(settings.allow_private_webhooks))
         self.versions = VersionService(registry, self.resolver, objects, apps, skus=skus,
-                                       limits=UnpackLimits.of(settings))
+                                       limits=UnpackLimits.of(settings),
+                                       introspect=partial(introspect_in_ray, options=WorkerOptions.of(settings),
+                                                          timeout_s=settings.introspect_timeout_s))
         self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
-                                   deployments=self.deployments)
+                                   deployments=self.deployments, objects=objects)
         self.webhook_delivery: WebhookDelivery | None = None
         if redis is not None:
             self.deadlines = Deadlines(redis, self.keys, self.predictions.cancel_now)
@@ -94,7 +100,9 @@ class Runtime:
         return cls(
             settings, redis=redis, redis_url=redis_url, registry=registry, objects=objects,
             store=PredictionStore(redis, keys, settings.prediction_ttl_s, retention_s=settings.retention_s,
-                                  max_log_bytes=settings.max_log_bytes),
+                                  max_log_bytes=settings.max_log_bytes,
+                                  blocking=connect(redis_url, settings.max_blocking_connections,
+                                                   wait_for_connection=True)),
             apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live),
             files=Files(redis, keys, objects, expiry_s=settings.file_expiry_s,
                         signer=signer),

@@ -46,7 +46,7 @@ from router.webhooks import (
     wants,
 )
 from vendo_core.keys import Keys
-from vendo_core.netpolicy import NonPublicAddress, check_public
+from vendo_core.netpolicy import NonPublicAddress, PublicOnlyAsyncTransport, check_public
 from vendo_core.records import Prediction
 from vendo_core.store import PredictionStore
 
@@ -111,6 +111,7 @@ class WebhookDelivery:
         self.stream = keys.webhooks()
         # no proxies from the environment: the address checked is the address connected to
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                      transport=None if allow_private else PublicOnlyAsyncTransport(),
                                       timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)))
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -314,6 +315,9 @@ class WebhookDelivery:
             async with self._destination(url), self._slots:
                 # a total deadline: httpx's timeouts are per read, which a trickled answer never hits
                 status = await asyncio.wait_for(self._post(url, wid, body, secret), self.timeout_s)
+        except NonPublicAddress as e:  # it resolved to a public address for the check, not for the connect
+            log.warning("prediction %s: webhook %s refused at connect: %s", pid, wid, e)
+            return REFUSED
         except (httpx.HTTPError, asyncio.TimeoutError) as e:
             log.info("prediction %s: webhook %s to %s failed: %s", pid, wid, url, type(e).__name__)
             return FAILED

@@ -134,21 +134,32 @@ class WebhookPolicy:
 
 
 class WebhookSecrets:
-    """One signing secret per account, created on first use (by the secret endpoint or a delivery)."""
+    """One signing secret per account, created on first use (by the secret endpoint or a delivery)
+    and rotated on request. Each router replica keeps a secret for `CACHE_S`, so a rotation
+    reaches every replica's deliveries within that."""
+
+    CACHE_S = 10.0
 
     def __init__(self, redis: aioredis.Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
-        self._cache: dict[str, str] = {}
+        self._cache: dict[str, tuple[float, str]] = {}
 
     async def get(self, username: str) -> str:
         hit = self._cache.get(username)
-        if hit:
-            return hit
+        if hit and time.monotonic() - hit[0] < self.CACHE_S:
+            return hit[1]
         key = self.keys.webhook_secret(username)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(key, new_secret(), nx=True)
         pipe.get(key)
         _, secret = await pipe.execute()
-        self._cache[username] = secret  # never rotated, so safe to keep
+        self._cache[username] = (time.monotonic(), secret)
+        return secret
+
+    async def rotate(self, username: str) -> str:
+        """A new secret for the account; the old one signs nothing from now on."""
+        secret = new_secret()
+        await self.redis.set(self.keys.webhook_secret(username), secret)
+        self._cache[username] = (time.monotonic(), secret)
         return secret

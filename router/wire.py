@@ -282,10 +282,12 @@ class VersionState(BaseModel):
     hardware: str | None = None
     state: str
     setup_error: str | None = None
+    isolation: str | None = None  # "full" | "partial" (see the README's trust model)
+    isolation_reason: str | None = None
 
 
 class ClusterStatus(BaseModel):
     versions: list[VersionState]
-    redis: str
-    storage: str
+    redis: str | None = None  # admins only
+    storage: str | None = None  # admins only
     serve_apps: int

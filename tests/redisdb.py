@@ -1,6 +1,7 @@
 """Real Redis for tests: a private logical database of the machine's Redis, or, when none answers
-(a user's machine without Redis) or VENDO_TEST_REDIS=embedded, one embedded redis-server for the
-whole test session. Database 0 is never used, and each database is flushed before and after use."""
+(a user's machine without Redis) or VENDO_TEST_REDIS=embedded, one embedded server (Valkey, with a
+generated password, as `vendo up` runs it) for the whole test session; the test cluster always uses
+that one (`embedded_db`). Database 0 is never used, and each database is flushed before and after use."""
 
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ def private_db(db: int) -> str:
     """The URL of logical database `db` (never 0), flushed."""
     assert db != 0, "tests never touch database 0"
     url = f"{base_url()}/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def embedded_db(db: int) -> str:
+    """Logical database `db` of this session's embedded server, which, as `vendo up` runs it,
+    has a generated password: a model's code that finds its address still cannot use it."""
+    assert db != 0, "tests never touch database 0"
+    url = f"{_embedded_base()}/{db}"
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -83,7 +83,8 @@ class InvalidRequest(FieldError):
 
 
 class Forbidden(VendoError):
-    """The caller may see the object but not change it (another account's public model)."""
+    """The caller may see the object but not change it (another account's public model), or lacks
+    the role an action needs."""
 
     status = 403
     title = "Forbidden"
@@ -118,6 +119,36 @@ class PayloadTooLarge(VendoError):
     def __init__(self, limit_bytes: int):
         super().__init__(f"Request body must be at most {limit_bytes} bytes")
         self.limit_bytes = limit_bytes
+
+
+class TooManyOpen(VendoError):
+    """An account holding as many open streams and waiting creates as it may."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, username: str, limit: int):
+        super().__init__(f"account {username!r} already holds {limit} open streams and waiting requests, "
+                         "the most allowed at once; close one, or create without `Prefer: wait`")
+        self.limit = limit
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class TooManyQueued(VendoError):
+    """An account with as many predictions waiting for a replica as it may have."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, username: str, limit: int):
+        super().__init__(f"account {username!r} has {limit} predictions waiting to start, the most allowed; "
+                         "retry when some have started")
+        self.limit = limit
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class UnsupportedMediaType(VendoError):

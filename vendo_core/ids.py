@@ -53,8 +53,10 @@ def app_name(version_id: str) -> str:
 
 
 def deployment_app_name(owner: str, name: str) -> str:
-    """The Serve application of a named deployment (its own replicas, hardware and instances)."""
-    return f"{DEPLOYMENT_APP_PREFIX}{owner}--{name}"
+    """The Serve application of a named deployment (its own replicas, hardware and instances).
+    Names may hold `--`, so a digest of `owner/name` keeps `a--b/c` and `a/b--c` apart."""
+    digest = hashlib.sha256(f"{owner}/{name}".encode()).hexdigest()[:12]
+    return f"{DEPLOYMENT_APP_PREFIX}{owner}--{name}--{digest}"
 
 
 def version_id(model: str, package_digest: str) -> str:

@@ -24,6 +24,10 @@ class Keys:
     def account_predictions(self, username: str) -> str:
         return f"{self.prefix}account:{username}:predictions"
 
+    def account_queued(self, username: str) -> str:
+        """Zset: the account's predictions created and maybe still `starting` (pruned lazily)."""
+        return f"{self.prefix}account:{username}:queued"
+
     def account(self, username: str) -> str:
         return f"{self.prefix}account:{username}"
 
@@ -32,6 +36,10 @@ class Keys:
 
     def token(self, token_sha256: str) -> str:
         return f"{self.prefix}token:{token_sha256}"
+
+    def account_tokens(self, username: str) -> str:
+        """Set: the sha256 digests of the account's API tokens."""
+        return f"{self.prefix}account:{username}:tokens"
 
     def rate_limit(self, token_sha256: str, bucket: str) -> str:
         """String: a token's GCRA theoretical arrival time (ms) for one bucket (`creates`, `requests`)."""
@@ -86,6 +94,13 @@ class Keys:
 
     def app_lock(self, app: str) -> str:
         return f"{self.prefix}lock:app:{app}"
+
+    def package_lock(self, digest: str) -> str:
+        return f"{self.prefix}lock:package:{digest}"
+
+    def package_versions(self, digest: str) -> str:
+        """Set: the live versions whose package is `packages/<digest>.tar.gz` (stored once)."""
+        return f"{self.prefix}package:{digest}:versions"
 
     def cancel_channel(self) -> str:
         return f"{self.prefix}cancel"

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from vendo_core.errors import Forbidden
 from vendo_core.status import Status
 
 COG_VERSION = "0.23.1"  # the Cog that runs every version (pinned in pyproject.toml)
@@ -53,13 +54,27 @@ def encode_fields(fields: dict[str, Any], json_fields: tuple[str, ...]) -> dict[
     return out
 
 
+ROLES = ("admin", "push")  # admin: everything, and the cluster's hosts in /v1/status; push: models
+
+
 class Account(Record):
     """A user or an organization: it owns tokens, models, predictions and deployments."""
 
+    JSON: ClassVar[tuple[str, ...]] = ("roles",)
     username: str
     type: Literal["user", "organization"] = "user"
     name: str | None = None
     created_at: str | None = None
+    roles: list[str] = []
+
+    def has(self, role: str) -> bool:
+        return role in self.roles or "admin" in self.roles
+
+    def require(self, role: str, doing: str) -> None:
+        """Forbidden (403) unless the account holds `role` (or is an admin)."""
+        if not self.has(role):
+            raise Forbidden(f"account {self.username!r} may not {doing}: it needs the {role!r} role, "
+                            f"which an admin grants with `vendo accounts grant {self.username} {role}`")
 
 
 class Model(Record):
@@ -109,6 +124,8 @@ class Version(Record):
     setup_logs: str | None = None
     setup_time: float | None = None
     setup_completed_at: float | None = None
+    isolation: str | None = None  # "full" | "partial": whether its model code runs unprivileged
+    isolation_reason: str | None = None
 
 
 class Prediction(Record):

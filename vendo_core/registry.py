@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
-from vendo_core.errors import Conflict, NotFound
+from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.keys import Keys
-from vendo_core.records import Account, Model, Version, encode_fields
+from vendo_core.records import ROLES, Account, Model, Version, encode_fields
+from vendo_core.redislock import RedisLock
 from vendo_core.store import now_iso, parse_iso
 
 MODEL_CREATED, LATEST_VERSION_CREATED = "model_created_at", "latest_version_created_at"
@@ -60,8 +62,9 @@ class Registry:
     # accounts and tokens
 
     async def create_account(self, username: str, token: str | None = None, name: str | None = None,
-                             kind: str = "user") -> str:
-        """Create (or keep) an account and add a token to it; returns the token in the clear once."""
+                             kind: str = "user", roles: tuple[str, ...] = ()) -> str:
+        """Create (or keep) an account and add a token to it, and grant it `roles`; returns the
+        token in the clear once."""
         token = token or new_token()
         k = self.keys
         pipe = self.redis.pipeline(transaction=True)
@@ -71,8 +74,65 @@ class Registry:
         pipe.hsetnx(k.account(username), "created_at", now_iso())
         pipe.sadd(k.accounts(), username)
         pipe.hset(k.token(token_digest(token)), mapping={"username": username, "created_at": now_iso()})
+        pipe.sadd(k.account_tokens(username), token_digest(token))
         await pipe.execute()
+        if roles:
+            await self.grant(username, *roles)
         return token
+
+    async def revoke_token(self, token: str) -> str | None:
+        """Make `token` (given in the clear) stop working; returns whose it was, or None."""
+        return await self._revoke_digest(token_digest(token))
+
+    async def _revoke_digest(self, digest: str) -> str | None:
+        key = self.keys.token(digest)
+        username = await self.redis.hget(key, "username")
+        if username:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.srem(self.keys.account_tokens(username), digest)
+            await pipe.execute()
+        return username
+
+    async def rotate_tokens(self, username: str) -> str:
+        """Revoke every token of the account and return a new one."""
+        if not await self.redis.exists(self.keys.account(username)):
+            raise NotFound("Account", username)
+        for digest in await self.redis.smembers(self.keys.account_tokens(username)):
+            await self._revoke_digest(digest)
+        return await self.create_account(username)
+
+    async def configure_token(self, username: str, token: str, roles: tuple[str, ...] = ()) -> None:
+        """The operator's configured token (`VENDO_API_TOKEN`) for the account: when it changes,
+        the one configured before stops working."""
+        digest = token_digest(token)
+        before = await self.redis.hget(self.keys.account(username), "configured_token")
+        await self.create_account(username, token, roles=roles)
+        if before and before != digest:
+            await self._revoke_digest(before)
+        await self.redis.hset(self.keys.account(username), "configured_token", digest)
+
+    # packages (stored once per digest, shared by the versions of any model with those contents)
+
+    def package_lock(self, digest: str) -> RedisLock:
+        """Held while a package is stored for a new version or removed after its last one."""
+        return RedisLock(self.redis, self.keys.package_lock(digest))
+
+    async def package_in_use(self, digest: str) -> bool:
+        return bool(await self.redis.scard(self.keys.package_versions(digest)))
+
+    async def grant(self, username: str, *roles: str, revoke: bool = False) -> list[str]:
+        """Add (or with `revoke`, remove) roles of an account; returns its roles."""
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise InvalidRequest("role", f"unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}")
+        key = self.keys.account(username)
+        if not await self.redis.exists(key):
+            raise NotFound("Account", username)
+        current = json.loads(await self.redis.hget(key, "roles") or "[]")
+        new = sorted(set(current) - set(roles) if revoke else set(current) | set(roles))
+        await self.redis.hset(key, "roles", json.dumps(new))
+        return new
 
     async def account_for_token(self, token: str) -> Account | None:
         username = await self.redis.hget(self.keys.token(token_digest(token)), "username")
@@ -274,6 +334,8 @@ class Registry:
                     pipe.multi()
                     pipe.delete(key)  # setup fields a deleted version's last replica may have left
                     pipe.hset(key, mapping=record.to_redis())
+                    if record.package_digest:
+                        pipe.sadd(self.keys.package_versions(record.package_digest), vid)
                     pipe.zadd(self.keys.model_versions(owner, name), {vid: ts})
                     pipe.hset(mkey, "latest_version", vid)
                     pipe.zadd(self._index(LATEST_VERSION_CREATED, model), {ref: ts})
@@ -283,9 +345,10 @@ class Registry:
                     continue
         return await self.get_version(vid), True
 
-    async def delete_version(self, owner: str, name: str, vid: str) -> bool:
+    async def delete_version(self, owner: str, name: str, vid: str) -> Version | None:
         """Remove `vid` from the registry (no new prediction can use it) and move the model's
-        latest version to the previous one. False when it is not a version of `owner/name`."""
+        latest version to the previous one. Returns the removed record; None when it is not a
+        version of `owner/name`."""
         ref, mkey, vkey = f"{owner}/{name}", self.keys.model(owner, name), self.keys.model_versions(owner, name)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -294,11 +357,14 @@ class Registry:
                     model = _model(await pipe.hgetall(mkey))
                     if model is None or await pipe.zscore(vkey, vid) is None:
                         await pipe.unwatch()
-                        return False
+                        return None
+                    record = _version(await pipe.hgetall(self.keys.version(vid))) or Version(id=vid, model=ref)
                     rest = [r for r in await pipe.zrevrange(vkey, 0, 1, withscores=True) if r[0] != vid]
                     pipe.multi()
                     pipe.zrem(vkey, vid)
                     pipe.delete(self.keys.version(vid))
+                    if record.package_digest:
+                        pipe.srem(self.keys.package_versions(record.package_digest), vid)
                     latest = self._index(LATEST_VERSION_CREATED, model)
                     if rest:
                         pipe.hset(mkey, "latest_version", rest[0][0])
@@ -307,7 +373,7 @@ class Registry:
                         pipe.hdel(mkey, "latest_version")
                         pipe.zadd(latest, {ref: _unversioned(_created_ts(model))})
                     await pipe.execute()
-                    return True
+                    return record
                 except aioredis.WatchError:
                     continue
 

@@ -65,11 +65,30 @@ class Settings(BaseSettings):
         default=600, description="prediction creates per token per minute; 0: unlimited")
     rate_limit_requests_per_min: int = Field(
         default=3000, description="other API requests per token per minute; 0: unlimited")
+    max_queued_per_account: int = Field(
+        default=1000, description="predictions of one account waiting to start at once; past it: 429")
+    max_open_per_account: int = Field(
+        default=64, description="open SSE streams plus `Prefer: wait` creates one account may hold at "
+        "once on one router replica; past it: 429")
+    max_blocking_connections: int = Field(
+        default=1024, description="Redis connections for blocking reads (streams, waits) per router replica")
     autoscale_downscale_delay_s: float = 60.0
     autoscale_upscale_delay_s: float = 2.0
     autoscale_look_back_period_s: float = 5.0
     autoscale_max_replicas: int = 1
-    package_cache_dir: Path | None = None
+    package_cache_dir: Path | None = Field(
+        default=None, description="where replicas unpack packages (default: <tmp>/vendo-packages); "
+        "model code must be able to read it, so not inside the data directory")
+    worker_python: str | None = Field(
+        default=None, description="interpreter that runs model code (default: vendo's own); when vendo "
+        "runs as root it must be runnable by worker_uid")
+    worker_uid: int = Field(default=65534, description="uid model code runs as when vendo runs as root")
+    worker_gid: int = Field(default=65534, description="gid model code runs as when vendo runs as root")
+    worker_env: str = Field(default="", description="comma-separated environment variable names passed "
+                            "on to model code (nothing else of vendo's environment is)")
+    worker_kill_grace_s: float = Field(
+        default=5.0, description="a model that ignores a cancel this long is killed and set up again")
+    introspect_timeout_s: float = Field(default=300.0, description="longest a push may spend importing a model")
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser()

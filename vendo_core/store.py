@@ -71,8 +71,12 @@ class PredictionStore:
     """Async access to prediction records. Every method is one Redis round trip unless it says so."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600, *,
-                 retention_s: float = 0, max_log_bytes: int = 4 * 1024 * 1024):
+                 retention_s: float = 0, max_log_bytes: int = 4 * 1024 * 1024,
+                 blocking: aioredis.Redis | None = None):
         self.redis = redis
+        # blocking reads (XREAD BLOCK) hold a connection each: their own pool, so many open
+        # streams never starve the short commands every request needs
+        self.blocking = blocking or redis
         self.keys = keys
         self.ttl_s = ttl_s
         self.retention_s = retention_s
@@ -89,9 +93,28 @@ class PredictionStore:
         pipe.zadd(index, {pid: record.created_ts})
         pipe.zremrangebyscore(index, "-inf", record.created_ts - self.ttl_s)  # their records expired
         pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
+        queued = self.keys.account_queued(record.account)
+        pipe.zadd(queued, {pid: record.created_ts})
+        pipe.expire(queued, self.ttl_s)
         if record.deadline_ts:
             pipe.zadd(self.keys.deadlines(), {pid: record.deadline_ts})
         await pipe.execute()
+
+    async def queued(self, username: str, limit: int) -> int:
+        """How many of the account's predictions are `starting`, counted exactly only when the
+        cheap count (one ZCARD) reaches `limit`: then the ones that moved on are pruned."""
+        key = self.keys.account_queued(username)
+        n = await self.redis.zcard(key)
+        if n < limit:
+            return n
+        pids = await self.redis.zrange(key, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for pid in pids:
+            pipe.hget(self.keys.prediction(pid), "status")
+        gone = [pid for pid, st in zip(pids, await pipe.execute(), strict=True) if st != Status.STARTING.value]
+        if gone:
+            await self.redis.zrem(key, *gone)
+        return len(pids) - len(gone)
 
     async def get(self, pid: str) -> Prediction | None:
         """The record with `logs` and, for iterators still running, the output so far."""
@@ -239,7 +262,8 @@ class PredictionStore:
 
     async def read_events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:
         """Events after `last_id`, waiting up to `block_ms` for the first (None: do not wait)."""
-        res = await self.redis.xread({self.keys.prediction_events(pid): last_id}, count=500, block=block_ms)
+        client = self.redis if block_ms is None else self.blocking
+        res = await client.xread({self.keys.prediction_events(pid): last_id}, count=500, block=block_ms)
         if not res:
             return []
         return [(eid, f["event"], f.get("data", "")) for eid, f in res[0][1]]

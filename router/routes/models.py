@@ -52,6 +52,8 @@ async def push_version(owner: str, name: str, request: Request, account: Current
 async def cluster_status(account: CurrentAccount, rt: Rt):
     """Each visible version with its Serve state, and where state and files live."""
     rows, n_apps = await rt.versions.status(account)
+    if not account.has("admin"):  # where state and files live is the operator's business
+        return {"versions": rows, "redis": None, "storage": None, "serve_apps": n_apps}
     return {"versions": rows, "redis": _redact(rt.redis_url), "storage": rt.objects.describe(),
             "serve_apps": n_apps}
 

@@ -45,10 +45,15 @@ async def _created(request: Request, rt: Runtime, account: Account, body: dict[s
     `Prefer: wait`, the finished prediction, or the unfinished one as `starting`)."""
     wait = prefer_wait(request.headers.get("prefer"))
     base = base_url(request)
-    rec = await rt.predictions.create(
-        account, body, **target, deadline_s=parse_cancel_after(request.headers.get("cancel-after")),
-        wait_s=None if wait is None else wait - WAIT_MARGIN_S, file_url_prefixes=(f"{base}/v1/files/",),
-        base=base)
+    deadline_s = parse_cancel_after(request.headers.get("cancel-after"))
+    if wait is None:
+        rec = await rt.predictions.create(account, body, **target, deadline_s=deadline_s,
+                                          file_url_prefixes=(f"{base}/v1/files/",), base=base)
+    else:
+        async with rt.open_slots.hold(account.username):  # 429 before anything is created
+            rec = await rt.predictions.create(
+                account, body, **target, deadline_s=deadline_s, wait_s=wait - WAIT_MARGIN_S,
+                file_url_prefixes=(f"{base}/v1/files/",), base=base)
     headers = {}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={int(wait)}"
@@ -135,13 +140,22 @@ async def stream_prediction(pid: str, request: Request, account: CurrentAccount,
     """Server-sent events: output, logs, error and done, replayed from the start (or after the
     event a reconnecting client names in `Last-Event-ID`)."""
     await rt.predictions.get(account, pid)
+    slots = rt.open_slots
+    slots.check(account.username)  # 429 now; the stream holds its slot while it runs
     base = base_url(request)
     url_for = rt.url_for(base)
     resume = (request.headers.get("last-event-id") or "").strip()
     start = resume if _EVENT_ID.match(resume) else "0-0"
 
     async def events():
-        last = start
+        slots.take(account.username)
+        try:
+            async for chunk in _events(start):
+                yield chunk
+        finally:
+            slots.give_back(account.username)
+
+    async def _events(last: str):
         while True:
             batch = await rt.predictions.events(pid, last, KEEPALIVE_MS)
             if not batch:

@@ -18,6 +18,7 @@ from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import ModelRef, app_name
 from vendo_core.records import Account, Model, Version
 from vendo_core.registry import LATEST_VERSION_CREATED, SORT_KEYS, Registry, visible
+from vendo_core.storage import ObjectStore
 from vendo_core.store import PredictionStore, decode_cursor, encode_cursor
 
 log = logging.getLogger("vendo.catalogue")
@@ -33,13 +34,14 @@ ModelWithLatest = tuple[Model, Version | None]
 class Catalogue:
     def __init__(self, registry: Registry, store: PredictionStore, apps: AppManager, *,
                  skus: Callable[[], HardwareConfig], collections: Callable[[], CollectionsConfig],
-                 deployments: DeploymentService | None = None):
+                 deployments: DeploymentService | None = None, objects: ObjectStore | None = None):
         """`skus()` and `collections()` return the hardware and collections configs."""
         self.registry = registry
         self.store = store
         self.apps = apps
         self.skus = skus
         self.deployments = deployments
+        self.objects = objects
         self.collections_config = collections
         self._teardowns: set[asyncio.Task] = set()
 
@@ -50,6 +52,7 @@ class Catalogue:
         see), 409 when it exists, 422 naming the field on bad input."""
         if body.owner != account.username:
             raise NotFound("Account", body.owner)
+        account.require("push", "create models")
         ModelRef(body.owner, body.name).check_names("name")
         self.skus().pick(body.hardware)
         fields = body.model_dump(exclude={"owner", "name", "visibility"})
@@ -107,20 +110,25 @@ class Catalogue:
     async def delete_version(self, account: Account, owner: str, name: str, vid: str) -> None:
         """Remove a version: at once no new prediction can use it and the model's latest version
         is the previous one; its Serve app is deleted in the background once every prediction
-        of it that is starting or processing has finished (those finish normally). 409 while a
-        deployment's current release runs it."""
+        of it that is starting or processing has finished (those finish normally). 409 while one
+        of the caller's deployments' current release runs it."""
         await self.owned_model(account, owner, name)
         used_by = await self.deployments.using_version(vid) if self.deployments else []
+        # only the caller's own deployments hold a version back: another account's deployment of
+        # a public version never blocks its owner (that deployment's predictions then say why)
+        used_by = [ref for ref in used_by if ref.split("/", 1)[0] == account.username]
         if used_by:
             raise Conflict(f"version {vid} is the current release of deployment(s) {', '.join(used_by)}; "
                            "update or delete them first")
-        if not await self.registry.delete_version(owner, name, vid):
+        deleted = await self.registry.delete_version(owner, name, vid)
+        if deleted is None:
             raise VersionNotFound(f"{owner}/{name}:{vid}")
-        task = asyncio.get_running_loop().create_task(self._teardown(vid))
+        task = asyncio.get_running_loop().create_task(self._teardown(deleted))
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
 
-    async def _teardown(self, vid: str) -> None:
+    async def _teardown(self, version: Version) -> None:
+        vid = version.id
         app = app_name(vid)
         try:
             await self.apps.delete_when_idle(app, lambda: self.store.live_of_version(vid), self._wait_ended)
@@ -128,6 +136,24 @@ class Catalogue:
             raise
         except Exception:  # noqa: BLE001 - the idle reaper removes the app later anyway
             log.exception("deleting the Serve app %s of deleted version %s failed", app, vid)
+        try:
+            await self.remove_package_if_unused(version)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a leftover package costs storage, never correctness
+            log.exception("removing the package of deleted version %s failed", vid)
+
+    async def remove_package_if_unused(self, version: Version) -> bool:
+        """Delete a deleted version's package unless a live version (of any model) shares it."""
+        digest, key = version.package_digest, version.package_key
+        if not digest or not key or self.objects is None:
+            return False
+        async with self.registry.package_lock(digest):
+            if await self.registry.package_in_use(digest):
+                return False
+            await asyncio.to_thread(self.objects.delete_prefix, key)
+        log.info("removed package %s of deleted version %s", key, version.id)
+        return True
 
     async def _wait_ended(self, pids: list[str]) -> None:
         for pid in pids:  # one at a time: each wait holds a Redis connection while it blocks

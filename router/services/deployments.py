@@ -134,7 +134,8 @@ class DeploymentService:
     async def apps_version(self, vid: str) -> Version:
         v = await self.resolver.registry.get_version(vid)  # not the cache: it may have been deleted
         if v is None:
-            raise NotFound("Version", vid)
+            raise NotFound("Version", f"{vid} (deleted by its model's owner; update the deployment "
+                           "to another version)")
         return v
 
     def spec(self, d: Deployment, version: Version) -> AppSpec:

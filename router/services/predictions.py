@@ -14,7 +14,7 @@ from router.services.deployments import DeploymentService
 from router.services.resolve import Resolver
 from router.validation import validate_input
 from router.webhooks import WebhookPolicy
-from vendo_core.errors import InvalidRequest, NotFound, PredictionNotFound, VersionNotFound
+from vendo_core.errors import InvalidRequest, NotFound, PredictionNotFound, TooManyQueued, VersionNotFound
 from vendo_core.files import Files
 from vendo_core.ids import OPAQUE_ID, ModelRef, new_prediction_id
 from vendo_core.records import Account, Model, Prediction
@@ -34,7 +34,7 @@ class PredictionService:
     def __init__(self, store: PredictionStore, resolver: Resolver, apps: AppManager, *,
                  deployments: DeploymentService | None = None, lease_s: float = 30.0,
                  files: Files | None = None, webhooks: WebhookPolicy | None = None,
-                 max_queue_s: float = 1800.0):
+                 max_queue_s: float = 1800.0, max_queued: int = 0):
         self.store = store
         self.resolver = resolver
         self.registry = resolver.registry
@@ -46,6 +46,7 @@ class PredictionService:
         self.inflight: dict[str, asyncio.Task] = {}
         self.responses: dict[str, Any] = {}
         self.max_queue_s = max_queue_s
+        self.max_queued = max_queued
         self._queued_since: dict[str, float] = {}
 
     # create and dispatch
@@ -89,6 +90,8 @@ class PredictionService:
         version = spec.version
         payload = validate_input(version.openapi_schema, body.get("input", {}),
                                  file_url_prefixes=file_url_prefixes)
+        if self.max_queued and await self.store.queued(account.username, self.max_queued) >= self.max_queued:
+            raise TooManyQueued(account.username, self.max_queued)
         if self.files is not None and file_url_prefixes:
             await self.files.check_inputs(account, payload, file_url_prefixes)
         hooks = await self.webhooks.record_fields(body)

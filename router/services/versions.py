@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 from typing import Any, Awaitable, Callable
 
+from deployments.supervisor import WorkerOptions
 from router.apps import AppManager, replica_counts
 from router.services.resolve import Resolver
 from vendo_core.errors import InvalidRequest, ModelNotFound, NotFound, PackageInvalid
@@ -27,9 +28,10 @@ INTROSPECTED = ("openapi_schema", "traits", "runtime_env")
 Introspect = Callable[[bytes, UnpackLimits], Any]  # awaitable -> the introspection dict
 
 
-async def introspect_in_ray(data: bytes, limits: UnpackLimits) -> dict[str, Any]:
-    """Import the predictor in a Ray task with the version's runtime_env and read its schema.
-    cog.yaml (plain YAML) is read here; user code is only ever imported in that task."""
+async def introspect_in_ray(data: bytes, limits: UnpackLimits, *, options: WorkerOptions | None = None,
+                            timeout_s: float = 300.0) -> dict[str, Any]:
+    """Read the predictor's schema in a Ray task with the version's runtime_env. cog.yaml (plain
+    YAML) is read here; user code is only ever imported in the model worker that task starts."""
     import ray  # heavy: only a router that pushes needs it
 
     from deployments.introspect import introspect_package, package_runtime_env
@@ -37,7 +39,7 @@ async def introspect_in_ray(data: bytes, limits: UnpackLimits) -> dict[str, Any]
     runtime_env = await asyncio.to_thread(package_runtime_env, data, limits)
     task = ray.remote(num_cpus=0, max_retries=0)(introspect_package)
     try:
-        return await task.options(runtime_env=runtime_env or None).remote(data, limits)
+        return await task.options(runtime_env=runtime_env or None).remote(data, limits, options, timeout_s)
     except Exception as e:  # noqa: BLE001 - surface the predictor's own import/definition error
         cause = getattr(e, "cause", None) or e
         if isinstance(cause, PackageInvalid):
@@ -97,6 +99,7 @@ class VersionService:
         ModelRef(owner, name).check_names()
         if owner != account.username:
             raise ModelNotFound(f"{owner}/{name}")
+        account.require("push", "push versions")
         if visibility not in VISIBILITIES:
             raise InvalidRequest("visibility", f"must be one of {list(VISIBILITIES)}")
         skus = self.skus()
@@ -117,8 +120,6 @@ class VersionService:
             return existing
         info = await self.introspect(data, self.limits)
         key = package_key(digest)
-        if not await asyncio.to_thread(self.objects.exists, key):
-            await asyncio.to_thread(self.objects.put_bytes, key, data, "application/gzip")
         model = await self.registry.ensure_model(owner, name, visibility=visibility,
                                                  hardware=hardware or skus.default)
         sku = hardware or model.hardware or skus.default  # `models.create` may have chosen one
@@ -126,7 +127,12 @@ class VersionService:
                          package_digest=digest, package_sha256=hashlib.sha256(data).hexdigest(), hardware=sku,
                          max_replicas=max_replicas, downscale_delay_s=downscale_delay_s,
                          upscale_delay_s=upscale_delay_s, **{k: info[k] for k in INTROSPECTED if k in info})
-        version, _ = await self.registry.add_version(record)
+        # under the package's lock, so the teardown of another version with these contents
+        # cannot remove the bytes between our check and our registration
+        async with self.registry.package_lock(digest):
+            if not await asyncio.to_thread(self.objects.exists, key):
+                await asyncio.to_thread(self.objects.put_bytes, key, data, "application/gzip")
+            version, _ = await self.registry.add_version(record)
         return version
 
     async def status(self, account: Account) -> tuple[list[dict[str, Any]], int]:
@@ -152,5 +158,6 @@ class VersionService:
                     state = f"{running} replica{'s' if running > 1 else ''}" if running else (
                         "starting" if counts.get("starting") else "deployed at zero")
                 rows.append({"model": m.ref, "version": vid, "app": app, "hardware": v.hardware,
-                             "state": state, "setup_error": v.setup_error or None})
+                             "state": state, "setup_error": v.setup_error or None,
+                             "isolation": v.isolation, "isolation_reason": v.isolation_reason or None})
         return rows, len(apps)

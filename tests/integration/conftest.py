@@ -5,7 +5,9 @@ server), and one local Ray with Serve and the router, started once."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,13 +15,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.redisdb import flush, private_db
+from tests.redisdb import embedded_db, flush
 from tests.s3server import TEST_CREDENTIALS, s3_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 FIXTURES = ROOT / "tests" / "fixtures" / "predictors"
 TEST_DB = int(os.environ.get("VENDO_TEST_REDIS_DB", "13"))
+
+
+def _worker_python() -> str | None:
+    """An interpreter the model workers' uid can run. Run as root from a Python under /root (a
+    folder other users cannot enter, as on CI), vendo could only give models partial isolation;
+    the system's own Python of the same version can run as the worker uid, so tests use it, as an
+    operator would with VENDO_WORKER_PYTHON. VENDO_TEST_WORKER_PYTHON overrides ("" for none)."""
+    if "VENDO_TEST_WORKER_PYTHON" in os.environ:
+        return os.environ["VENDO_TEST_WORKER_PYTHON"] or None
+    candidate = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if os.geteuid() == 0 and os.access(candidate, os.X_OK):
+        return candidate
+    return None
 
 
 def _free_port() -> int:
@@ -82,7 +97,11 @@ def cluster():
     from vendo_core.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="vendo-test-"))
-    redis_url = private_db(TEST_DB)
+    packages = Path(tempfile.mkdtemp(prefix="vendo-test-packages-"))  # models read it; data_dir is 0700
+    os.chmod(packages, 0o755)
+    # the cluster's Redis has a password, as `vendo up`'s embedded one does (the model-isolation
+    # tests check that model code cannot use it); the other Redis tests use the machine's
+    redis_url = os.environ.get("VENDO_TEST_CLUSTER_REDIS") or embedded_db(TEST_DB)
     settings_env = {"VENDO_DATA_DIR": str(data_dir)}
     with s3_server() as endpoint:
         os.environ.update(TEST_CREDENTIALS)
@@ -91,10 +110,11 @@ def cluster():
             data_dir=data_dir, redis_url=redis_url, storage_url="s3://vendo-test/outputs",
             s3_endpoint_url=endpoint, port=_free_port(), autoscale_downscale_delay_s=4.0,
             autoscale_look_back_period_s=2.0, autoscale_upscale_delay_s=0.0, sweep_interval_s=2.0,
-            heartbeat_s=2.0, allow_private_urls=True, package_cache_dir=data_dir / "packages",
+            heartbeat_s=2.0, allow_private_urls=True, package_cache_dir=packages,
             max_prediction_s=120.0, hardware_config=ROOT / "tests" / "fixtures" / "hardware.yaml",
             collections_config=ROOT / "tests" / "fixtures" / "collections.yaml",
-            allow_private_webhooks=True, webhook_retry_base_s=0.2,
+            allow_private_webhooks=True, webhook_retry_base_s=0.2, worker_python=_worker_python(),
+            worker_kill_grace_s=2.0,
         )
         import boto3
 
@@ -107,7 +127,8 @@ def cluster():
         c = Cluster(url, redis_url, settings, data_dir)
         for user in ("alice", "bob"):
             c.tokens[user] = f"test-token-{user}"
-            asyncio.run(_ensure_account(settings, redis_url, user, c.tokens[user]))
+            roles = ("admin",) if user == "alice" else ("push",)  # alice runs it; bob only pushes
+            asyncio.run(_ensure_account(settings, redis_url, user, c.tokens[user], roles))
         _wait_health(url)
         try:
             yield c
@@ -115,6 +136,7 @@ def cluster():
             serve.shutdown()
             ray.shutdown()
             flush(redis_url)
+            shutil.rmtree(packages, ignore_errors=True)
 
 
 def _wait_health(url: str, timeout_s: float = 60) -> None:

@@ -127,3 +127,50 @@ def test_a_decompression_bomb_push_is_refused(cluster, tmp_path):
         r = h.post("/v1/models/alice/bomb/versions", content=data, headers={"Content-Type": "application/gzip"})
         assert r.status_code == 422 and "decompression bomb" in r.json()["detail"], r.text
         assert h.get("/v1/models/alice/bomb").status_code == 404  # nothing was registered
+
+
+def test_one_accounts_open_streams_never_fail_another_accounts_requests(cluster, examples):
+    """Past its cap an account's new streams get 429s (with Retry-After); they hold their own
+    Redis pool, so another account's requests meanwhile answer as usual."""
+    import asyncio
+
+    import httpx
+
+    cap = cluster.settings.max_open_per_account
+    with cluster.http("bob") as h:
+        slow = h.post("/v1/predictions", json={"version": examples["slow"],
+                                               "input": {"steps": 600, "step_s": 0.1}}).json()
+
+    async def go():
+        limits = httpx.Limits(max_connections=cap + 40)
+        bob = httpx.AsyncClient(base_url=cluster.url, limits=limits, timeout=60,
+                                headers={"Authorization": f"Bearer {cluster.tokens['bob']}"})
+        alice = httpx.AsyncClient(base_url=cluster.url, timeout=30,
+                                  headers={"Authorization": f"Bearer {cluster.tokens['alice']}"})
+        opened: asyncio.Queue = asyncio.Queue()
+
+        async def stream():
+            async with bob.stream("GET", f"/v1/predictions/{slow['id']}/stream") as r:
+                await opened.put((r.status_code, r.headers.get("retry-after")))
+                if r.status_code == 200:
+                    async for _ in r.aiter_raw():
+                        pass
+
+        tasks = [asyncio.create_task(stream()) for _ in range(cap + 20)]
+        answers = [await opened.get() for _ in tasks]
+        # meanwhile, another account is served as usual
+        for _ in range(5):
+            assert (await alice.get("/v1/predictions")).status_code == 200
+            r = await alice.post("/v1/predictions", json={"version": examples["hello-world"], "input": {}},
+                                 headers={"Prefer": "wait=30"})
+            assert r.status_code == 201 and r.json()["status"] == "succeeded"
+        await bob.post(f"/v1/predictions/{slow['id']}/cancel")
+        await asyncio.gather(*tasks)
+        await bob.aclose()
+        await alice.aclose()
+        return answers
+
+    answers = asyncio.run(go())
+    ok = [a for a in answers if a[0] == 200]
+    refused = [a for a in answers if a[0] == 429]
+    assert len(ok) == cap and len(refused) == 20 and all(ra == "1" for _, ra in refused)

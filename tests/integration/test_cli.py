@@ -68,3 +68,40 @@ def test_status_and_predictions(cluster, examples):
     assert json.loads(r.stdout)["status"] == "canceled"
     r = vendo(cluster, "predictions", "get", pid, user="bob")
     assert r.returncode == 1 and "404" in r.stderr
+
+
+def test_push_needs_a_role_granted_with_the_cli(cluster, tmp_path):
+    """A new account may run models but not publish them until an admin grants it `push`."""
+    from tests.integration.test_lifecycle import variant
+
+    env = dict(os.environ, VENDO_REDIS_URL=cluster.redis_url, COLUMNS="200")
+
+    def admin(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cluster.cli", "accounts", *args], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    made = admin("create", "carol")
+    assert made.returncode == 0, made.stderr
+    cluster.tokens["carol"] = made.stdout.strip()
+    project = variant(EXAMPLES / "hello-world", tmp_path / "p", "carol")
+    refused = vendo(cluster, "push", str(project), "carol/hello", user="carol")
+    assert refused.returncode == 1 and "needs the 'push' role" in refused.stderr
+    with cluster.http("carol") as h:
+        r = h.post("/v1/models", json={"owner": "carol", "name": "m", "visibility": "private", "hardware": "cpu"})
+        assert r.status_code == 403 and "push" in r.json()["detail"]
+        assert h.get("/v1/models/carol/m").status_code == 404  # nothing was created
+        status = h.get("/v1/status").json()
+        assert status["redis"] is None and status["storage"] is None  # hosts and buckets: admins only
+    with cluster.http("alice") as h:
+        assert h.get("/v1/status").json()["redis"].startswith("redis://")
+        assert cluster.redis_url.split("@")[0].split(":")[-1] not in h.get("/v1/status").text
+
+    granted = admin("grant", "carol", "push")
+    assert granted.returncode == 0 and "carol: push" in granted.stdout
+    # a router replica keeps an account for up to 5 s (ACCOUNT_CACHE_S), so the grant shows within that
+    from tests.integration.test_lifecycle import wait_for
+
+    wait_for(lambda: vendo(cluster, "push", str(project), "carol/hello", user="carol").returncode == 0,
+             30, "carol's push to be allowed")
+    assert admin("grant", "carol", "root").returncode == 1  # no such role
+    assert admin("grant", "nobody-here", "push").returncode == 1  # no such account

@@ -12,6 +12,7 @@ from router.services.resolve import Resolver
 from tests.redisdb import flush, private_db
 from tests.unit.fakes import FakeApps, FakeRegistry
 from vendo_core.hardware import load_hardware
+from vendo_core.ids import deployment_app_name
 from vendo_core.keys import Keys
 from vendo_core.redisconn import connect
 
@@ -43,13 +44,14 @@ def test_reconcile_removes_the_apps_of_deployments_deleted_by_a_dead_router():
         await r.hset(keys.deployment("alice", "back"), mapping={
             "owner": "alice", "name": "back", "model": "alice/m", "version": "v" * 64, "hardware": "cpu",
             "min_instances": "0", "max_instances": "1"})
-        apps = RecordingApps({"d-alice--gone", "d-alice--back", "v-0123456789abcdef0123"})
+        gone, back = deployment_app_name("alice", "gone"), deployment_app_name("alice", "back")
+        apps = RecordingApps({gone, back, "v-0123456789abcdef0123"})
         svc = DeploymentService(r, keys, apps, Resolver(FakeRegistry()), skus=load_hardware)
         await svc.reconcile()
-        assert apps.deleted == ["d-alice--gone"]
+        assert apps.deleted == [gone]
         assert await r.smembers(keys.deployments_deleted()) == set()
         await svc.reconcile()  # nothing left to do, and nothing else is touched
-        assert apps.deleted == ["d-alice--gone"]
+        assert apps.deleted == [gone]
         await r.aclose()
 
     try:

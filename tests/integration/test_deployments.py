@@ -91,3 +91,26 @@ def test_scale_to_zero_deployment_and_validation(cluster, warm_versions):
         assert h.get("/v1/deployments/alice/cold").status_code == 404
         assert h.post("/v1/deployments/alice/cold/predictions", json={"input": {}}).status_code == 404
     c.deployments.delete("alice", "cold")
+
+
+def test_another_accounts_deployment_never_blocks_deleting_your_version(cluster, tmp_path):
+    from tests.integration.conftest import EXAMPLES
+
+    vid = cluster.push(variant(EXAMPLES / "hello-world", tmp_path / "p", "pinned"), "alice/pinned",
+                       visibility="public")
+    with cluster.http("bob") as h:
+        r = h.post("/v1/deployments", json={"name": "pins-alice", "model": "alice/pinned", "version": vid,
+                                            "hardware": "cpu", "min_instances": 0, "max_instances": 1})
+        assert r.status_code == 201, r.text
+    with cluster.http("alice") as h:
+        r = h.delete(f"/v1/models/alice/pinned/versions/{vid}")
+        assert r.status_code in (202, 204), r.text
+    with cluster.http("bob") as h:
+        r = h.post("/v1/deployments/bob/pins-alice/predictions", json={"input": {"text": "x"}})
+        assert r.status_code == 404 and "deleted" in r.json()["detail"]
+        assert h.delete("/v1/deployments/bob/pins-alice").status_code in (200, 204)
+
+
+def test_deployment_app_names_cannot_collide():
+    assert deployment_app_name("a--b", "c") != deployment_app_name("a", "b--c")
+    assert deployment_app_name("a", "b") == deployment_app_name("a", "b")

@@ -153,6 +153,14 @@ def test_delete_version_waits_for_running_prediction_then_removes_app(cluster, t
     p = c.predictions.create(version=v2, input={"steps": 50, "step_s": 0.1})
     wait_status(p, ("processing",), timeout_s=90)
     app = app_name(v2)
+    import redis
+
+    from vendo_core.storage import open_store
+
+    objects = open_store(cluster.settings)
+    with redis.Redis.from_url(cluster.redis_url, decode_responses=True) as r:
+        packages = {v: r.hget(f"vendo:version:{v}", "package_key") for v in (v1, v2)}
+    assert all(objects.exists(k) for k in packages.values())
     assert _status(lambda: cluster.client("bob").models.get("alice/vdel").versions.delete(v2))[0] == 403
     assert c.models.get("alice/vdel").versions.delete(v2) is True
     # gone from the registry at once ...
@@ -168,6 +176,9 @@ def test_delete_version_waits_for_running_prediction_then_removes_app(cluster, t
     p.wait()
     assert p.status == "succeeded" and "50 steps" in p.output
     wait_for(lambda: app not in serve.status().applications, 60, f"the Serve app {app} to be deleted")
+    # its package goes with it (no other version has those contents); the other version's stays
+    wait_for(lambda: not objects.exists(packages[v2]), 30, "the deleted version's package to be removed")
+    assert objects.exists(packages[v1])
     # the model runs on its previous version
     assert c.run("alice/vdel", input={"steps": 1, "step_s": 0}).startswith("ran 1 steps")
 

@@ -175,3 +175,70 @@ def test_live_predictions_of_a_version(redis_url):
         assert await store.live_of_version("v1") == [] and await store.live_of_version("v2") == ["p3"]
 
     run(redis_url, go)
+
+
+def test_tokens_are_revoked_rotated_and_replaced_when_the_configured_one_changes(redis_url):
+    async def go(reg: Registry, r):
+        first = await reg.create_account("ann")
+        second = await reg.create_account("ann")
+        assert (await reg.account_for_token(first)).username == "ann"
+        assert await reg.revoke_token(first) == "ann"
+        assert await reg.account_for_token(first) is None
+        assert (await reg.account_for_token(second)).username == "ann"  # only that one
+        assert await reg.revoke_token(first) is None
+
+        fresh = await reg.rotate_tokens("ann")
+        assert await reg.account_for_token(second) is None
+        assert (await reg.account_for_token(fresh)).username == "ann"
+        with pytest.raises(NotFound):
+            await reg.rotate_tokens("nobody")
+
+        # `vendo up` with VENDO_API_TOKEN=old, then with VENDO_API_TOKEN=new
+        await reg.configure_token("op", "old-token", roles=("admin",))
+        await reg.configure_token("op", "old-token", roles=("admin",))  # a restart: still good
+        assert (await reg.account_for_token("old-token")).roles == ["admin"]
+        await reg.configure_token("op", "new-token", roles=("admin",))
+        assert await reg.account_for_token("old-token") is None
+        assert (await reg.account_for_token("new-token")).username == "op"
+        # tokens are kept only as digests
+        assert not [k async for k in r.scan_iter(match="*new-token*")]
+        assert "new-token" not in str(await r.hgetall(KEYS.account("op")))
+
+    run(redis_url, go)
+
+
+def test_roles_are_granted_and_revoked(redis_url):
+    async def go(reg: Registry, r):
+        await reg.create_account("ann")
+        assert (await reg.get_account("ann")).roles == []
+        assert await reg.grant("ann", "push") == ["push"]
+        assert (await reg.get_account("ann")).has("push")
+        assert await reg.grant("ann", "push", revoke=True) == []
+        with pytest.raises(NotFound):
+            await reg.grant("nobody", "push")
+        from vendo_core.errors import InvalidRequest
+
+        with pytest.raises(InvalidRequest):
+            await reg.grant("ann", "root")
+
+    run(redis_url, go)
+
+
+def test_a_package_is_in_use_until_its_last_version_is_deleted(redis_url):
+    async def go(reg: Registry, r):
+        for ref in ("alice/a", "bob/b"):
+            await reg.create_model(*ref.split("/"), "public")
+        shared = "d" * 64
+        await reg.add_version(_version("1" * 64, "alice/a").model_copy(update={"package_digest": shared}))
+        await reg.add_version(_version("2" * 64, "bob/b").model_copy(update={"package_digest": shared}))
+        assert await reg.package_in_use(shared)
+        deleted = await reg.delete_version("alice", "a", "1" * 64)
+        assert deleted.package_digest == shared
+        assert await reg.package_in_use(shared)  # bob's version has the same contents
+        await reg.delete_version("bob", "b", "2" * 64)
+        assert not await reg.package_in_use(shared)
+        async with reg.package_lock(shared):
+            assert await r.exists(KEYS.package_lock(shared))
+        assert not await r.exists(KEYS.package_lock(shared))
+
+    run(redis_url, go)

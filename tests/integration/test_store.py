@@ -229,3 +229,18 @@ def test_a_transition_of_an_expired_record_drops_its_index_entries(store):
         assert await s.redis.exists("vendo:prediction:gone") == 0  # nothing was made of it
 
     run(go())
+
+
+def test_queued_counts_only_predictions_still_starting(store):
+    async def go():
+        s = store()
+        for i in range(4):
+            await s.create(_record(f"q{i}"), time.time() + 30)
+        await s.create(_record("other", account="bob"), time.time() + 30)
+        assert await s.queued("alice", limit=100) == 4  # under the limit: one ZCARD, no pruning
+        await s.transition("q0", Status.PROCESSING, heartbeat_deadline=time.time() + 30)
+        await s.transition("q1", Status.CANCELED)
+        assert await s.queued("alice", limit=4) == 2  # at the limit: the ones that moved on are pruned
+        assert await s.redis.zcard("vendo:account:alice:queued") == 2
+        assert await s.queued("bob", limit=1) == 1
+    run(go())

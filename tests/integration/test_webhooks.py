@@ -12,7 +12,7 @@ import time
 import pytest
 import replicate
 from replicate.exceptions import ReplicateError
-from replicate.webhook import WebhookSigningSecret
+from replicate.webhook import InvalidSignatureError, WebhookSigningSecret
 
 from tests import redisdb
 from tests.integration.webhook_receiver import Receiver
@@ -79,9 +79,9 @@ def test_completed_is_retried_with_the_same_webhook_id(cluster, examples, receiv
     assert {d.id for d in got} == {f"msg_{p.id}_completed"}
     assert len({d.body for d in got}) == 1
     assert got[0].json["status"] == "succeeded" and got[0].json["output"] == "hello retry"
-    # exponential backoff (webhook_retry_base_s=0.2 in the test cluster: tries at 0, 0.2, 0.6 s)
-    first, second = got[1].at - got[0].at, got[2].at - got[1].at
-    assert 0.1 <= first < second and second >= 0.3, (first, second)
+    # the schedule itself (0, 0.2, 0.6 s after completion here) is unit-tested with retry_offsets;
+    # a send that starts late on a loaded machine shortens the gap after it, so no timing here
+    assert got[0].at < got[1].at < got[2].at
 
 
 def test_events_filter_and_legacy_webhook_completed_on_cancel(cluster, examples, receiver):
@@ -114,6 +114,24 @@ def test_failed_prediction_sends_completed(cluster, receiver):
     d = receiver.get("/failed")
     validate_all([d], c.webhooks.default.secret())
     assert d.json["status"] == "failed" and "boom" in d.json["error"]
+
+
+def test_rotated_secret_signs_the_next_deliveries(cluster, examples, receiver):
+    from tests.integration.test_cli import vendo
+
+    c = cluster.client("bob")
+    old = c.webhooks.default.secret()
+    rotated = vendo(cluster, "webhooks", "secret", "--rotate", user="bob")
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = rotated.stdout.strip()
+    assert new_key.startswith("whsec_") and new_key != old.key
+    assert c.webhooks.default.secret().key == new_key
+    c.predictions.create(version=examples["hello-world"], input={"text": "r"},
+                         webhook_completed=receiver.url("/rotated"))
+    d = receiver.get("/rotated")
+    validate_all([d], WebhookSigningSecret(key=new_key))
+    with pytest.raises(InvalidSignatureError):
+        validate_all([d], old)
 
 
 def test_invalid_webhook_fields_are_422_naming_the_field(cluster, examples):

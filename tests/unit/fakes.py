@@ -5,6 +5,7 @@ rule it stands in for: the store applies the same allowed transitions as the Lua
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -31,6 +32,9 @@ class FakeStore(PredictionStore):
         self.records[record.id] = record.model_copy()
         self.events[record.id] = []
         self.dispatch[record.id] = lease_deadline
+
+    async def queued(self, username: str, limit: int) -> int:
+        return sum(1 for r in self.records.values() if r.account == username and r.status == Status.STARTING)
 
     async def get(self, pid: str) -> Prediction | None:
         rec = self.records.get(pid)
@@ -127,11 +131,18 @@ class FakeRegistry(Registry):
         self.gets = 0
 
     async def create_account(self, username: str, token: str | None = None, name: str | None = None,
-                             kind: str = "user") -> str:
+                             kind: str = "user", roles: tuple[str, ...] = ("push",)) -> str:
         token = token or f"token-{username}"
-        self.accounts.setdefault(username, Account(username=username, type=kind, name=name or username))
+        self.accounts.setdefault(username, Account(username=username, type=kind, name=name or username,
+                                                   roles=list(roles)))
         self.tokens[token_digest(token)] = username
         return token
+
+    def package_lock(self, digest: str):
+        return contextlib.nullcontext()
+
+    async def package_in_use(self, digest: str) -> bool:
+        return any(v.package_digest == digest for v in self.versions.values())
 
     async def account_for_token(self, token: str) -> Account | None:
         username = self.tokens.get(token_digest(token))

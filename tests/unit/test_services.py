@@ -21,8 +21,8 @@ from vendo_core.status import Status
 
 SCHEMA = {"components": {"schemas": {"Input": {"type": "object", "required": ["text"],
                                                "properties": {"text": {"type": "string"}}}}}}
-ALICE = Account(username="alice")
-BOB = Account(username="bob")
+ALICE = Account(username="alice", roles=["push"])
+BOB = Account(username="bob", roles=["push"])
 VID = version_id("alice/echo", "0" * 64)
 PRIVATE_VID = version_id("alice/secret", "0" * 64)
 
@@ -234,4 +234,54 @@ def test_index_entries_of_expired_records_are_dropped_by_the_sweep():
         store.dispatch["gone"] = time.time() - 1  # its record expired; its index entry did not
         await svc.sweep()
         assert "gone" not in store.dispatch and apps.created == []
+    run(go())
+
+
+def test_push_and_model_creation_need_the_push_role(tmp_path):
+    from router.services.catalogue import Catalogue
+    from router.wire import ModelCreate
+    from vendo_core.errors import Forbidden
+
+    carol = Account(username="carol")
+
+    async def never(*_):
+        raise AssertionError("a refused push is neither read nor introspected")
+
+    async def go():
+        reg = FakeRegistry()
+        svc = VersionService(reg, Resolver(reg), _Objects(), FakeApps(None), skus=lambda: load_hardware(),
+                             introspect=never)
+        with pytest.raises(Forbidden, match="needs the 'push' role"):
+            await svc.push(carol, "carol", "m", never)
+        cat = Catalogue(reg, FakeStore(), FakeApps(None), skus=lambda: load_hardware(),
+                        collections=lambda: None)
+        with pytest.raises(Forbidden):
+            await cat.create_model(carol, ModelCreate(owner="carol", name="m", visibility="private",
+                                                      hardware="cpu"))
+        assert reg.models == {}
+        assert Account(username="root", roles=["admin"]).has("push")
+
+    run(go())
+
+
+def test_an_account_with_too_many_waiting_predictions_gets_a_429():
+    from vendo_core.errors import TooManyQueued
+
+    async def go():
+        gate = asyncio.Event()
+
+        async def never_starts(request):
+            await gate.wait()  # no replica takes them
+            return {"status": "starting"}
+
+        svc, store, _, _ = await _service(never_starts, max_queued=2)
+        for _ in range(2):
+            await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
+        with pytest.raises(TooManyQueued) as e:
+            await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
+        assert e.value.status == 429 and e.value.headers() == {"Retry-After": "5"}
+        assert len(store.records) == 2  # the refused one was never written
+        await svc.create(BOB, {"input": {"text": "x"}}, version="alice/echo")  # others are not held back
+        gate.set()
+
     run(go())

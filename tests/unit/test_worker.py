@@ -1,0 +1,202 @@
+"""The model worker process and its supervisor, without Ray: real child processes, real pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from deployments import protocol
+from deployments.run import safe_filename
+from deployments.supervisor import (
+    ModelWorker,
+    WorkerFailed,
+    WorkerOptions,
+    introspect,
+    open_output,
+    share_tree,
+    worker_env,
+)
+from vendo_core.errors import PackageInvalid
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "predictors"
+EXAMPLES = ROOT / "examples"
+
+
+async def _run(worker: ModelWorker, pid: str, payload: dict) -> tuple[dict, list[dict]]:
+    events: list[dict] = []
+
+    async def on_event(msg):
+        events.append(msg)
+
+    out, fd = worker.root.output_dir(pid)
+    try:
+        done = await worker.predict(pid, payload, {}, out, on_event)
+    finally:
+        os.close(fd)
+    return done, events
+
+
+def test_environment_is_an_allow_list(monkeypatch, tmp_path):
+    monkeypatch.setenv("VENDO_API_TOKEN", "r8_secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    env = worker_env(WorkerOptions(), str(tmp_path / "h"), str(tmp_path / "t"), {"GREETING": "hi"})
+    assert "VENDO_API_TOKEN" not in env and "AWS_SECRET_ACCESS_KEY" not in env and "RAY_ADDRESS" not in env
+    assert "HF_TOKEN" not in env  # only when the operator passes it on
+    assert env["LC_ALL"] == "C.UTF-8" and env["GREETING"] == "hi"
+    assert env["HOME"] == str(tmp_path / "h") and env["TMPDIR"] == str(tmp_path / "t")
+    assert worker_env(WorkerOptions(env=("HF_TOKEN",)), "h", "t")["HF_TOKEN"] == "hf_x"
+
+
+def test_outputs_files_and_metrics_come_back_as_json():
+    async def go():
+        w = ModelWorker(FIXTURES / "async_model", WorkerOptions())
+        await w.start()
+        try:
+            assert w.setup_error is None, w.setup_error
+            assert w.traits["is_async"] is True
+            done, _ = await _run(w, "p1", {"text": "x"})
+            out_dir = w.root.path / "out" / "p1"
+            name, filename = done["files"][done["output"]["file"]]
+            return done, (out_dir / name).read_text(), filename
+        finally:
+            await w.close()
+
+    done, content, filename = asyncio.run(go())
+    assert done["output"]["text"] == "async:x" and done["output"]["length"] == 1
+    assert content == "x" and filename.endswith(".txt")
+    assert done["metrics"] == {"calls": 1, "seen": ["x"]}
+
+
+def test_a_dying_worker_fails_its_prediction_and_the_next_runs_on_a_new_one():
+    async def go():
+        w = ModelWorker(FIXTURES / "crash", WorkerOptions(kill_grace_s=0.5))
+        await w.start()
+        try:
+            first, _ = await _run(w, "a", {"how": "ok"})
+            with pytest.raises(WorkerFailed) as e:
+                await _run(w, "b", {"how": "segfault"})
+            assert e.value.crashed and "SIGSEGV" in e.value.error
+            second, _ = await _run(w, "c", {"how": "ok"})
+            assert second["output"] != first["output"] and w.restarts == 1
+
+            # one that ignores its cancel is killed after the grace period and replaced
+            task = asyncio.ensure_future(_run(w, "d", {"how": "ignore_cancel"}))
+            await asyncio.sleep(0.5)
+            w.cancel("d")
+            with pytest.raises(WorkerFailed) as e:
+                await task
+            assert e.value.crashed and "did not stop" in e.value.error
+            third, _ = await _run(w, "e", {"how": "ok"})
+            assert third["output"] not in (first["output"], second["output"]) and w.restarts == 2
+        finally:
+            await w.close()
+
+    asyncio.run(go())
+
+
+def test_failed_setup_is_reported_not_restarted():
+    async def go():
+        w = ModelWorker(FIXTURES / "setup_fails", WorkerOptions())
+        await w.start()
+        try:
+            assert w.setup_error and "weights are missing" in w.setup_error
+            with pytest.raises(WorkerFailed, match="setup failed"):
+                await _run(w, "a", {})
+            assert w.restarts == 0
+        finally:
+            await w.close()
+
+    asyncio.run(go())
+
+
+def test_introspection_runs_in_a_worker():
+    info = asyncio.run(introspect(EXAMPLES / "hello-world", WorkerOptions()))
+    assert set(info) == {"openapi_schema", "traits"}
+    assert "text" in info["openapi_schema"]["components"]["schemas"]["Input"]["properties"]
+
+
+def test_introspection_of_a_broken_project_is_package_invalid():
+    project = Path(tempfile.mkdtemp(prefix="vendo-broken-"))  # a worker uid can reach it (pytest's tmp: not)
+    try:
+        (project / "cog.yaml").write_text('predict: "predict.py:Predictor"\n')
+        (project / "predict.py").write_text("raise RuntimeError('broken at import')\n")
+        share_tree(project)
+        with pytest.raises(PackageInvalid, match="broken at import"):
+            asyncio.run(introspect(project, WorkerOptions()))
+    finally:
+        shutil.rmtree(project)
+
+
+def test_output_files_are_opened_only_as_plain_regular_files(tmp_path):
+    (tmp_path / "ok").write_bytes(b"data")
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    os.mkfifo(tmp_path / "fifo")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(open_output(fd, "ok"))
+        for bad in ("link", "fifo", "../ok", "", "."):
+            with pytest.raises((OSError, ValueError)):
+                os.close(open_output(fd, bad))
+    finally:
+        os.close(fd)
+    assert safe_filename("../../other/x.png") == "x.png"
+    assert safe_filename("a b.png") == "a_b.png" and safe_filename("..") == "output"
+
+
+def test_frames_are_json_and_bounded():
+    frame = protocol.encode({"ev": "log", "text": "\ud800 lone surrogate"})
+    assert protocol.decode(frame[protocol.HEADER.size:])["text"] == "\ud800 lone surrogate"
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b"\x80\x04K.")  # a pickle is not a frame
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b"[1, 2]")
+
+    async def oversized():
+        reader = asyncio.StreamReader()
+        reader.feed_data(protocol.HEADER.pack(protocol.MAX_FRAME + 1))
+        await protocol.read_frame(reader)
+
+    with pytest.raises(protocol.ProtocolError):
+        asyncio.run(oversized())
+
+
+SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+                    reason="needs root and a system Python of this version the worker uid can run")
+def test_as_root_the_worker_runs_unprivileged(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("operator only")
+    os.chmod(secret, 0o600)
+
+    async def go():
+        w = ModelWorker(FIXTURES / "hostile", WorkerOptions(python=SYSTEM_PYTHON))
+        await w.start()
+        try:
+            assert w.setup_error is None, w.setup_error
+            assert w.isolation.level == "full"
+            done, _ = await _run(w, "p", {"paths": json.dumps([str(secret), "/root/.ray/auth_token"]),
+                                          "try_ray": False})
+            name, _ = done["files"][done["output"]]
+            return json.loads((w.root.path / "out" / "p" / name).read_text())
+        finally:
+            await w.close()
+
+    report = asyncio.run(go())
+    assert report["uid"] == 65534
+    assert report["readable"] == []
+    assert not report["parent_environ"] and not report["setup_parent_environ"]
+    assert not report["ray_token_in_home"]
+    assert report["redis_clients"] == 0 and report["platform_modules"] == []
