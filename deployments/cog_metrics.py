@@ -9,13 +9,11 @@ run concurrently in different threads or asyncio tasks.
 from __future__ import annotations
 
 import contextvars
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_SEGMENT = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
 _MODES = {"replace": "replace", "incr": "incr", "increment": "incr", "append": "append"}
 _TYPES = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"), (dict, "dict"))
 
@@ -51,9 +49,27 @@ def _check_name(key: str, *, for_delete: bool = False) -> None:
     segments = key.split(".")
     if len(segments) > 4:
         raise ValueError(f"metric name must have at most 4 dot-separated segments (got {len(segments)})")
-    for segment in segments:
-        if not _SEGMENT.match(segment):
-            raise ValueError(f"metric name segment {segment!r} is invalid")
+    for i, segment in enumerate(segments):
+        if not segment:  # coglet's messages, word for word (crates/coglet-python/src/metric_scope.rs)
+            if i == 0:
+                raise ValueError("metric name must not start with a dot")
+            if i == len(segments) - 1:
+                raise ValueError("metric name must not end with a dot")
+            raise ValueError("metric name must not contain empty segments (consecutive dots)")
+        if not segment[0].isascii() or not segment[0].isalpha():
+            raise ValueError(f"metric name segment '{segment}' must start with a letter")
+        prev_underscore = False
+        for ch in segment[1:]:
+            if ch == "_":
+                if prev_underscore:
+                    raise ValueError(f"metric name segment '{segment}' must not contain consecutive underscores")
+                prev_underscore = True
+            elif ch.isascii() and ch.isalnum():
+                prev_underscore = False
+            else:
+                raise ValueError(f"metric name segment '{segment}' contains invalid character '{ch}'")
+        if prev_underscore:
+            raise ValueError(f"metric name segment '{segment}' must end with a letter or digit")
 
 
 class CollectedMetrics(dict):

@@ -24,6 +24,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -145,7 +146,17 @@ def _introspect(project_dir: str, ref: str, train: bool, modules: dict[str, Any]
         for param in inspect.signature(function).parameters.values()
         if isinstance(param.default, FieldInfo) and param.default.accept is not None
     }
-    return _Target(obj, function, method, info, dataclasses.replace(facts, accept=accept))
+    for pname in accept:  # as Cog's build refuses it (its accept_mime_type_error case)
+        field = info.inputs.get(pname)
+        if field is not None and field.type.primitive not in (adt.PrimitiveType.PATH, adt.PrimitiveType.FILE):
+            raise PackageInvalid(f"input {pname!r}: accept is only valid on Path or File inputs")
+    try:
+        returned = typing.get_type_hints(function).get("return")
+    except Exception:  # noqa: BLE001 - an unresolvable hint: cog's own output type stands
+        returned = None
+    output_schema = cog_schema.typed_dict_schema(returned) if returned is not None else None
+    return _Target(obj, function, method, info,
+                   dataclasses.replace(facts, accept=accept, output_schema=output_schema))
 
 
 @contextlib.contextmanager

@@ -12,7 +12,10 @@ from __future__ import annotations
 import ast
 import copy
 import enum
+import os
 import pathlib
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,45 @@ class SourceFacts:
     streaming: bool = False  # decorated with @cog.streaming (a runtime no-op)
     # Input(accept=...) per parameter: cog's InputField drops it, so the loader reads FieldInfo.
     accept: dict[str, str] = field(default_factory=dict)
+    # the Output schema when the return annotation is a TypedDict, which cog's inspector sees as Any
+    output_schema: dict[str, Any] | None = None
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def typed_dict_schema(tp: Any) -> dict[str, Any] | None:
+    """The JSON schema of a TypedDict (as Cog's static schema gives it), or None for other types."""
+    if not typing.is_typeddict(tp):
+        return None
+    hints = typing.get_type_hints(tp)
+    properties = {name: {"title": name.replace("_", " ").title(), **_json_schema(hint)}
+                  for name, hint in hints.items()}
+    required = [name for name in hints if name in tp.__required_keys__]
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _json_schema(tp: Any) -> dict[str, Any]:
+    nested = typed_dict_schema(tp)
+    if nested is not None:
+        return nested
+    if tp in _JSON_TYPES:
+        return {"type": _JSON_TYPES[tp]}
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (list, tuple, set, frozenset):
+        return {"type": "array", "items": _json_schema(args[0]) if args else {}}
+    if origin is dict or tp is dict:
+        return {"type": "object"}
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _json_schema(rest[0]) if len(rest) == 1 else {}
+        return {**inner, "nullable": True} if len(rest) < len(args) else inner
+    if isinstance(tp, type) and issubclass(tp, os.PathLike):
+        return {"type": "string", "format": "uri"}
+    return {}
 
 
 def _is_named(node: ast.AST, name: str) -> bool:
@@ -317,7 +359,7 @@ def build_openapi(
         inp, out = ("TrainingInput", "TrainingOutput") if kind == "train" else ("Input", "Output")
         schema, enums = input_schema(info, facts, inp, reserved | set(components))
         components[inp] = schema
-        components[out] = {**info.output.json_type(), "title": out}
+        components[out] = {**(facts.output_schema or info.output.json_type()), "title": out}
         components.update(enums)
         components.update(_envelopes(kind))
         # Like Go, only @cog.streaming sets x-cog-streaming; iterator outputs stream regardless.

@@ -901,3 +901,52 @@ def test_a_name_that_rebinds_between_check_and_connect_is_refused(monkeypatch):
     with httpx.Client(transport=netpolicy.PublicOnlyTransport()) as client:
         with pytest.raises(netpolicy.NonPublicAddress, match="127.0.0.1"):
             client.get("http://rebind.test/a.png")  # the second answer: never connected to
+
+
+@pytest.mark.parametrize("name, message", [
+    ("_invalid", "must start with a letter"),
+    ("foo__bar", "must not contain consecutive underscores"),
+    ("invalid_", "must end with a letter or digit"),
+    (".invalid", "must not start with a dot"),
+    ("foo..bar", "empty segments"),
+    ("foo.", "must not end with a dot"),
+    ("predict_time", "predict_time"),
+    ("cog.thing", "cog\\."),
+    ("a.b.c.d.e", "at most 4 dot-separated segments"),
+    ("a" * 129, "128 characters"),
+    ("caf\u00e9", "invalid character"),
+])
+def test_metric_names_are_refused_with_coglets_messages(name, message):
+    """The cases and messages of Cog's own coglet_metrics_validation integration test."""
+    with cr.metric_scope() as metrics:
+        with pytest.raises(ValueError, match=message):
+            cog.current_scope().record_metric(name, 1)
+        cog.current_scope().record_metric("valid_name", 1)
+    assert metrics == {"valid_name": 1}
+
+
+def test_accept_on_an_input_that_is_not_a_file_is_refused_at_push(tmp_path):
+    """Cog's accept_mime_type_error case: `cog build` refuses it, and so does a push."""
+    (tmp_path / "cog.yaml").write_text('build:\n  python_version: "3.12"\npredict: "predict.py:Predictor"\n')
+    (tmp_path / "predict.py").write_text(
+        "from cog import BasePredictor, Input\n\n\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self, name: str = Input(description='User name', accept='text/plain')) -> str:\n"
+        "        return f'hello {name}'\n")
+    with pytest.raises(PackageInvalid, match="accept is only valid on Path or File inputs"):
+        cr.openapi_schema(tmp_path)
+
+
+def test_typeddict_output_has_its_fields_in_the_schema(tmp_path):
+    """Cog's typeddict_output case: object fields, NotRequired ones left out of `required`."""
+    (tmp_path / "cog.yaml").write_text('build:\n  python_version: "3.12"\npredict: "predict.py:Predictor"\n')
+    (tmp_path / "predict.py").write_text(
+        "from typing import NotRequired, TypedDict\n\nfrom cog import BasePredictor\n\n\n"
+        "class Output(TypedDict):\n    name: str\n    count: NotRequired[int]\n\n\n"
+        "class Predictor(BasePredictor):\n    def predict(self) -> Output:\n"
+        "        return {'name': 'alice', 'count': 3}\n")
+    out = cr.openapi_schema(tmp_path)["components"]["schemas"]["Output"]
+    assert out["type"] == "object" and out["required"] == ["name"]
+    assert out["properties"]["name"]["type"] == "string" and out["properties"]["count"]["type"] == "integer"
+    loaded = cr.load(tmp_path, chdir=False)
+    assert cr.encode_output(loaded.call({}), lambda *_: "") == {"name": "alice", "count": 3}
