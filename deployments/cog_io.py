@@ -18,16 +18,18 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cog
-import httpx
 from cog import _adt as adt
 from cog import _inspector
 from cog.types import URLPath
 
 from vendo_core.errors import InvalidInput
-from vendo_core.netpolicy import NonPublicAddress, PublicOnlyTransport, check_public_sync
+from vendo_core.netpolicy import NonPublicAddress, check_public_sync
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Loaded(Protocol):
@@ -125,6 +127,10 @@ class FetchLimits:
 
 
 def _client(allow_private: bool) -> httpx.Client:
+    import httpx  # ~0.15 s to import: only a prediction that downloads a URL input pays for it
+
+    from vendo_core.publicnet import PublicOnlyTransport
+
     transport = None if allow_private else PublicOnlyTransport()
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False, timeout=httpx.Timeout(10.0))
 

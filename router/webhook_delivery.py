@@ -46,7 +46,8 @@ from router.webhooks import (
     wants,
 )
 from vendo_core.keys import Keys
-from vendo_core.netpolicy import NonPublicAddress, PublicOnlyAsyncTransport, check_public
+from vendo_core.netpolicy import NonPublicAddress, check_public
+from vendo_core.publicnet import PublicOnlyAsyncTransport
 from vendo_core.records import Prediction
 from vendo_core.store import PredictionStore
 

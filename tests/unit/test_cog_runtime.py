@@ -889,7 +889,7 @@ def test_a_name_that_rebinds_between_check_and_connect_is_refused(monkeypatch):
     resolves once, in the connect, and refuses what it would connect to."""
     import socket
 
-    from vendo_core import netpolicy
+    from vendo_core import netpolicy, publicnet
 
     answers = iter(["93.184.215.14", "127.0.0.1"])
 
@@ -898,7 +898,7 @@ def test_a_name_that_rebinds_between_check_and_connect_is_refused(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     netpolicy.check_public_sync("http://rebind.test/a.png")  # the first answer: public
-    with httpx.Client(transport=netpolicy.PublicOnlyTransport()) as client:
+    with httpx.Client(transport=publicnet.PublicOnlyTransport()) as client:
         with pytest.raises(netpolicy.NonPublicAddress, match="127.0.0.1"):
             client.get("http://rebind.test/a.png")  # the second answer: never connected to
 
