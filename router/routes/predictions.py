@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -140,20 +141,21 @@ async def stream_prediction(pid: str, request: Request, account: CurrentAccount,
     """Server-sent events: output, logs, error and done, replayed from the start (or after the
     event a reconnecting client names in `Last-Event-ID`)."""
     await rt.predictions.get(account, pid)
-    slots = rt.open_slots
-    slots.check(account.username)  # 429 now; the stream holds its slot while it runs
     base = base_url(request)
     url_for = rt.url_for(base)
     resume = (request.headers.get("last-event-id") or "").strip()
     start = resume if _EVENT_ID.match(resume) else "0-0"
+    slot = rt.open_slots.acquire(account.username)  # 429 now; the stream holds it while it runs
 
     async def events():
-        slots.take(account.username)
         try:
             async for chunk in _events(start):
                 yield chunk
         finally:
-            slots.give_back(account.username)
+            slot.release()
+
+    body = events()
+    weakref.finalize(body, slot.release)  # a response that never started streaming: freed with it
 
     async def _events(last: str):
         while True:
@@ -171,7 +173,7 @@ async def stream_prediction(pid: str, request: Request, account: CurrentAccount,
                 if event == "done":
                     return
 
-    return StreamingResponse(events(), media_type="text/event-stream",
+    return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

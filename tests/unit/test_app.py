@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from router.app import create_app
 from router.runtime import Runtime
@@ -141,3 +142,30 @@ def test_open_streams_and_waits_are_capped_per_account(tmp_path):
             assert r.status_code == 200 and "event: done" in r.text
             assert slots.open == {"alice": 1}  # the finished stream gave its slot back
     asyncio.run(go())
+
+
+def test_open_slots_are_taken_before_a_response_starts_and_given_back_once():
+    import gc
+
+    from router.openslots import OpenSlots
+    from vendo_core.errors import TooManyOpen
+
+    slots = OpenSlots(2)
+    a, b = slots.acquire("alice"), slots.acquire("alice")
+    with pytest.raises(TooManyOpen):
+        slots.acquire("alice")  # a burst cannot slip under the cap: the count moved at acquire
+    slots.acquire("bob").release()
+    a.release()
+    a.release()  # twice is once
+    assert slots.open == {"alice": 1}
+
+    import weakref
+
+    async def never_started():
+        yield "x"
+
+    body = never_started()
+    weakref.finalize(body, b.release)  # as the stream route does for a response never streamed
+    del body
+    gc.collect()
+    assert slots.open == {}
