@@ -104,7 +104,10 @@ def run_foreground(settings: Settings, address: str | None) -> None:
              "port": settings.port, "data_dir": str(settings.resolved_data_dir())}
     write_private(state_path(settings), json.dumps(state, indent=2))  # its redis_url holds the password
     print(f"vendo is up at {url}", flush=True)
-    print(f"API token: {token}", flush=True)
+    if sys.stdout.isatty():  # a person at a terminal; never into a log file
+        print(f"API token: {token}", flush=True)
+    else:
+        print(f"API token: in {settings.resolved_data_dir() / TOKEN_FILE} (or VENDO_API_TOKEN)", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -126,7 +129,8 @@ def run_detached(settings: Settings, address: str | None, timeout_s: float = 180
     if address:
         cmd += ["--address", address]
     env = dict(os.environ, VENDO_DATA_DIR=str(data))
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        os.fchmod(log.fileno(), 0o600)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True,
                                 cwd=str(Path(__file__).resolve().parent.parent))
