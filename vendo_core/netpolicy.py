@@ -29,34 +29,44 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def check_addresses(host: str, ips: list[IPAddress]) -> None:
+def _check(host: str, ips: list[IPAddress]) -> list[str]:
     if not ips:
         raise OSError(f"{host} has no addresses")
     for ip in ips:
         if not is_public(ip):
             raise NonPublicAddress(f"host {host!r} resolves to the non-public address {ip}")
+    return [str(ip) for ip in ips]
 
 
-def addresses_of(infos: list) -> list[IPAddress]:
+def _literal(host: str) -> list[IPAddress] | None:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        return None
+
+
+def _of(infos: list) -> list[IPAddress]:
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
+async def public_addresses(host: str, port: int) -> list[str]:
+    """Resolve `host` once; its addresses if every one is public, else NonPublicAddress (OSError
+    when it does not resolve). The connect-time transports (`publicnet`) connect to these."""
+    ips = _literal(host) or _of(await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP))
+    return _check(host, ips)
+
+
+def public_addresses_sync(host: str, port: int) -> list[str]:
+    """`public_addresses` for code that runs in a thread."""
+    return _check(host, _literal(host) or _of(socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)))
+
+
 async def check_public(url: str) -> None:
-    """Resolve the URL's host; raise NonPublicAddress (or OSError when it does not resolve) unless
-    every address it resolves to is public."""
-    host, port = _host_port(url)
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        ips = addresses_of(await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP))
-    check_addresses(host, ips)
+    """Raise NonPublicAddress (or OSError when it does not resolve) unless every address the URL's
+    host resolves to is public."""
+    await public_addresses(*_host_port(url))
 
 
 def check_public_sync(url: str) -> None:
-    """`check_public` for code that runs in a thread (a replica downloading a file input)."""
-    host, port = _host_port(url)
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        ips = addresses_of(socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP))
-    check_addresses(host, ips)
+    """`check_public` for code that runs in a thread (a worker downloading a file input)."""
+    public_addresses_sync(*_host_port(url))

@@ -8,32 +8,10 @@ module: httpx costs a model worker's start ~0.15 s, and only downloads and webho
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-
 import httpcore
 import httpx
 
-from vendo_core.netpolicy import addresses_of, check_addresses
-
-
-def _public_addresses(host: str, port: int) -> list[str]:
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        ips = addresses_of(socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP))
-    check_addresses(host, ips)
-    return [str(ip) for ip in ips]
-
-
-async def _public_addresses_async(host: str, port: int) -> list[str]:
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        ips = addresses_of(await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP))
-    check_addresses(host, ips)
-    return [str(ip) for ip in ips]
+from vendo_core.netpolicy import public_addresses, public_addresses_sync
 
 
 class _PublicOnlyAsync(httpcore.AsyncNetworkBackend):
@@ -42,7 +20,7 @@ class _PublicOnlyAsync(httpcore.AsyncNetworkBackend):
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         last: Exception | None = None
-        for ip in await _public_addresses_async(host, port):
+        for ip in await public_addresses(host, port):
             try:
                 return await self.inner.connect_tcp(ip, port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as e:
@@ -62,7 +40,7 @@ class _PublicOnlySync(httpcore.NetworkBackend):
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         last: Exception | None = None
-        for ip in _public_addresses(host, port):
+        for ip in public_addresses_sync(host, port):
             try:
                 return self.inner.connect_tcp(ip, port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as e:
