@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -20,6 +21,7 @@ from vendo_core.keys import Keys
 from vendo_core.records import Version
 from vendo_core.redislock import RedisLock
 
+_SERVE_BUILD = threading.Lock()
 log = logging.getLogger("vendo.apps")
 
 
@@ -105,11 +107,20 @@ class AppManager:
                         raise VersionNotFound(spec.version.id)  # deleted: its teardown holds this lock
                     await self.touch(app, force=True)  # before it exists: the reaper never sees it unused
                     t0 = time.monotonic()
-                    target = serve.RunTarget(self.build(spec), name=app, route_prefix=None)
-                    await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
+                    await asyncio.to_thread(self._run, spec)
                     self._known.add(app)
                     log.info("created Serve app %s in %.3fs", app, time.monotonic() - t0)
         return serve.get_deployment_handle("model", app_name=app)
+
+    def _run(self, spec: AppSpec) -> None:
+        """Build and start `spec`'s Serve app, one at a time in this process: Ray Serve's deployment
+        options register and unregister a module with cloudpickle, a process-wide table, so two
+        apps built at once can fail with "is not registered for pickle by value"."""
+        from ray import serve  # heavy: kept out of what unit tests import
+
+        with _SERVE_BUILD:
+            target = serve.RunTarget(self.build(spec), name=spec.app, route_prefix=None)
+            serve.run_many([target], wait_for_applications_running=False)
 
     def _lock(self, app: str) -> RedisLock:
         return RedisLock(self.redis, self.keys.app_lock(app))
@@ -162,13 +173,10 @@ class AppManager:
     async def deploy(self, spec: AppSpec) -> None:
         """Create `spec.app`, or roll it to a new configuration (a named deployment's update). Serve
         replaces the replicas gracefully, so running predictions finish on the old ones."""
-        from ray import serve  # heavy: kept out of what unit tests import
-
         app = spec.app
         async with self._lock(app):
             await self.touch(app, force=True)
-            target = serve.RunTarget(self.build(spec), name=app, route_prefix=None)
-            await asyncio.to_thread(serve.run_many, [target], wait_for_applications_running=False)
+            await asyncio.to_thread(self._run, spec)
             self._known.add(app)
         self.handles.pop(app, None)
 
