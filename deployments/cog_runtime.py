@@ -210,14 +210,29 @@ def openapi_schema(project_dir: str | os.PathLike) -> dict:
     Imports the user's module (cwd and sys.path are restored afterwards); raises PackageInvalid.
     """
     _, predict, train = _describe(project_dir)
-    return cog_schema.build_openapi(
-        predict and (predict.info, predict.facts), train and (train.info, train.facts), cog.__version__
-    )
+    return _openapi(predict, train)
 
 
 def predictor_traits(project_dir: str | os.PathLike) -> dict:
     """How to drive the predictor: method, is_async, is_iterator, concurrency_max, streaming, has_train."""
     config, predict, _ = _describe(project_dir)
+    return _predict_traits(config, predict)
+
+
+def schema_and_traits(project_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """`openapi_schema` and `predictor_traits` from one import of the user's module (a push's
+    introspection: the module's top-level code runs once, not twice)."""
+    config, predict, train = _describe(project_dir)
+    return _openapi(predict, train), _predict_traits(config, predict)
+
+
+def _openapi(predict: _Target | None, train: _Target | None) -> dict:
+    return cog_schema.build_openapi(
+        predict and (predict.info, predict.facts), train and (train.info, train.facts), cog.__version__
+    )
+
+
+def _predict_traits(config: CogConfig, predict: _Target | None) -> dict:
     if predict is None:
         raise PackageInvalid("cog.yaml has no 'run' or 'predict' entry")
     return _traits(config, predict)

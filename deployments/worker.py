@@ -259,8 +259,7 @@ def _describe(e: BaseException) -> str:
 def introspect(out: FdWriter, project: str) -> None:
     """Import the predictor and report its schema and traits (push time)."""
     try:
-        schema = cog_runtime.openapi_schema(project)
-        traits = cog_runtime.predictor_traits(project)
+        schema, traits = cog_runtime.schema_and_traits(project)
     except PackageInvalid as e:
         out.send({"ev": "failed", "error": str(e), "package_invalid": True})
         return

@@ -950,3 +950,19 @@ def test_typeddict_output_has_its_fields_in_the_schema(tmp_path):
     assert out["properties"]["name"]["type"] == "string" and out["properties"]["count"]["type"] == "integer"
     loaded = cr.load(tmp_path, chdir=False)
     assert cr.encode_output(loaded.call({}), lambda *_: "") == {"name": "alice", "count": 3}
+
+
+def test_introspection_imports_the_model_once(tmp_path, monkeypatch):
+    """A push reads the schema and the traits from one import: top-level code runs once."""
+    counter = tmp_path / "imports"
+    monkeypatch.setenv("IMPORT_COUNTER", str(counter))
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "cog.yaml").write_text('predict: "predict.py:Predictor"\n')
+    (project / "predict.py").write_text(
+        "import os\n\nfrom cog import BasePredictor\n\n"
+        "with open(os.environ['IMPORT_COUNTER'], 'a') as f:\n    f.write('x')\n\n\n"
+        "class Predictor(BasePredictor):\n    def predict(self, s: str) -> str:\n        return s\n")
+    schema, traits = cr.schema_and_traits(project)
+    assert "s" in schema["components"]["schemas"]["Input"]["properties"] and traits["method"] == "predict"
+    assert counter.read_text() == "x"
