@@ -11,6 +11,7 @@ import yaml
 
 from vendo_core.errors import PackageInvalid
 
+_LOCAL_PREFIXES = ("./", "../", "/")  # a requirement that is a path, as pip reads it
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -25,6 +26,9 @@ class CogConfig:
     python_version: str | None = None
     python_packages: list[str] = field(default_factory=list)
     python_requirements: list[str] = field(default_factory=list)
+    # requirements.txt lines naming a file or folder of the project (`./dist/pkg-0.1.0.tar.gz`):
+    # installed by the model's worker, in its sandbox, before setup (they may run a setup.py)
+    local_requirements: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     gpu: bool = False
     concurrency_max: int | None = None
@@ -37,12 +41,21 @@ def _ref(raw: dict, key: str, project_dir: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise PackageInvalid(f"cog.yaml: {key!r} must be a string like 'predict.py:Predictor'")
     module_file = value.partition(":")[0]
-    path = os.path.realpath(os.path.join(project_dir, module_file))
-    if not module_file.endswith(".py") or not path.startswith(os.path.realpath(project_dir) + os.sep):
+    path = _inside(project_dir, module_file)
+    if not module_file.endswith(".py") or path is None:
         raise PackageInvalid(f"cog.yaml: {key!r} must name a .py file inside the project: {value!r}")
     if not os.path.isfile(path):
         raise PackageInvalid(f"cog.yaml: {key!r} refers to a missing file: {module_file}")
     return value
+
+
+def _inside(project_dir: str, relative: str) -> str | None:
+    """The path `relative` names inside the project, or None when it leads outside. Lexical: a
+    package never holds a link leading outside itself (packaging refuses it at pack and at
+    unpack), and a model worker sees its project through links to the package's files."""
+    base = os.path.normpath(project_dir)
+    path = os.path.normpath(os.path.join(base, relative))
+    return path if path.startswith(base + os.sep) else None
 
 
 def read_cog_config(project_dir: str | os.PathLike) -> CogConfig:
@@ -76,8 +89,8 @@ def read_cog_config(project_dir: str | os.PathLike) -> CogConfig:
     if build.get("python_requirements"):
         if packages:
             raise PackageInvalid("cog.yaml: use build.python_requirements or python_packages, not both")
-        req_path = os.path.realpath(os.path.join(project_dir, str(build["python_requirements"])))
-        if not req_path.startswith(os.path.realpath(project_dir) + os.sep):
+        req_path = _inside(project_dir, str(build["python_requirements"]))
+        if req_path is None:
             raise PackageInvalid("cog.yaml: build.python_requirements must be inside the project")
         try:
             with open(req_path, encoding="utf-8") as fh:
@@ -85,6 +98,13 @@ def read_cog_config(project_dir: str | os.PathLike) -> CogConfig:
         except OSError as exc:
             raise PackageInvalid(f"cog.yaml: cannot read build.python_requirements: {exc}") from None
         requirements = [line for line in lines if line and not line.startswith("#")]
+    local = [line for line in requirements if line.startswith(_LOCAL_PREFIXES)]
+    requirements = [line for line in requirements if line not in local]
+    for line in local:
+        target = _inside(project_dir, line)
+        if target is None or not os.path.exists(target):
+            raise PackageInvalid(f"cog.yaml: build.python_requirements names {line!r}, which is not a "
+                                 "file or folder inside the project")
 
     environment = _environment(raw.get("environment"))
     concurrency = raw.get("concurrency") or {}
@@ -94,6 +114,10 @@ def read_cog_config(project_dir: str | os.PathLike) -> CogConfig:
     ):
         raise PackageInvalid("cog.yaml: concurrency.max must be a positive integer")
     python_version = build.get("python_version")
+    if isinstance(python_version, str):  # unquoted 3.10 is YAML's float 3.1: not judged
+        _check_python_version(python_version)
+    if bool(build.get("gpu", False)):
+        _check_torch_pinned([*packages, *requirements])
     return CogConfig(
         project_dir=project_dir,
         predictor_ref=run or predict,
@@ -102,10 +126,30 @@ def read_cog_config(project_dir: str | os.PathLike) -> CogConfig:
         python_version=None if python_version is None else str(python_version),
         python_packages=list(packages),
         python_requirements=requirements,
+        local_requirements=local,
         environment=environment,
         gpu=bool(build.get("gpu", False)),
         concurrency_max=concurrency_max,
     )
+
+
+def _check_python_version(version: str) -> None:
+    """Cog's rule: Python 3.10 or newer. (The model runs on the worker's interpreter, whatever
+    minor version the project names.)"""
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", version.strip())
+    if not m:
+        raise PackageInvalid(f'cog.yaml: invalid build.python_version "{version}": expected e.g. "3.12"')
+    if (int(m.group(1)), int(m.group(2))) < (3, 10):
+        raise PackageInvalid(f'invalid build.python_version "{version}": minimum supported Python version is 3.10')
+
+
+def _check_torch_pinned(requirements: list[str]) -> None:
+    """Cog's rule for GPU models: torch must name its version, or the build cannot choose the
+    CUDA it goes with (and an unpinned torch pulls whatever build the index has)."""
+    for line in requirements:
+        if re.fullmatch(r"torch(\[[^\]]*\])?", line.strip(), re.IGNORECASE):
+            raise PackageInvalid("cog.yaml: torch version must be specified when using CUDA (gpu: true); "
+                                 "pin it, e.g. torch==2.5.1")
 
 
 def _environment(raw: Any) -> dict[str, str]:

@@ -239,6 +239,11 @@ def prepare_input(
         if field and not reason.startswith(_KNOWN_REASONS):
             reason = f"Invalid value for type {_type_name(inputs[field].type)}"
         raise InvalidInput(field, reason) from None
+    for name, value in values.items():
+        # a union takes JSON values as they are: 1 for `str | float` stays 1, as in Cog's server
+        if (inputs[name].type.union_variants is not None and type(value) is int
+                and type(kwargs.get(name)) is float and kwargs[name] == value):
+            kwargs[name] = value
     return {name: _download(name, value, temp_files, allow_private_urls, fetch_limits)
             for name, value in kwargs.items()}
 

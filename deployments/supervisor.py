@@ -60,6 +60,7 @@ class WorkerOptions:
     gid: int = NOBODY
     env: tuple[str, ...] = ()  # extra variable names passed through
     kill_grace_s: float = 5.0
+    install_timeout_s: float = 600.0  # pip installing a project's own artifacts
     allow_private_urls: bool = False
     fetch_limits: tuple[int, float] = (1 << 30, 300.0)
     gpu_fraction: float = 0.0
@@ -140,6 +141,32 @@ class WorkerRoot:
         p.mkdir(mode=0o700)
         self._give(p)
         return p
+
+    def workdir(self, project: Path) -> Path:
+        """The worker's working directory: the project's folders, made anew and the worker's
+        own, holding links to the project's files. Model code writes next to its files, as in a
+        Cog container's /src; the package itself, shared by every replica, stays read-only."""
+        src = self.path / "src"
+        if src.exists():
+            return src
+        for root, dirs, files in os.walk(project):
+            rel = os.path.relpath(root, project)
+            here = src if rel == "." else src / rel
+            here.mkdir(mode=0o755)
+            self._give(here)
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+                os.symlink(os.path.join(root, name), here / name)
+        return src
+
+    def bin(self, python: str) -> Path:
+        """A folder for the front of the worker's PATH where `python` and `python3` are the
+        worker's interpreter, as a virtualenv's bin is (model code runs `python script.py`)."""
+        b = self.path / "bin"
+        if not b.exists():
+            b.mkdir(mode=0o755)
+            for name in ("python", "python3"):
+                os.symlink(python, b / name)
+        return b
 
     def output_dir(self, pid: str) -> tuple[Path, int]:
         """A fresh folder the worker writes one prediction's files into, and our descriptor of it."""
@@ -257,6 +284,7 @@ class ModelWorker:
         self.restarts = 0
         self.traits: dict[str, Any] = {}
         self.closing = False
+        self._site_installed = False
         self._tasks: set[asyncio.Task] = set()
 
     # life cycle
@@ -281,6 +309,8 @@ class ModelWorker:
             error = f"{e}: {tail}" if tail else str(e)
         except (OSError, ProtocolError) as e:
             error = f"could not start the model's worker process: {e}"
+        except PackageInvalid as e:
+            error = str(e)
         self.setup_error = error
         self.setup_logs = "".join(logs)
         if error and self.current is not None:
@@ -301,10 +331,16 @@ class ModelWorker:
         python = self.options.python or sys.executable
         closed = closed_to_others(self.project) if self.isolation.uid is not None else None
         try:
-            model_env = read_cog_config(self.project).environment
+            config = read_cog_config(self.project)
         except (OSError, PackageInvalid):
-            model_env = {}  # the worker reports what is wrong with cog.yaml
-        env = worker_env(self.options, str(self.root.home), str(self.root.tmp), model_env)
+            config = None  # the worker reports what is wrong with cog.yaml
+        env = worker_env(self.options, str(self.root.home), str(self.root.tmp),
+                         config.environment if config else None)
+        env["PATH"] = str(self.root.bin(python)) + os.pathsep + env["PATH"]
+        src = self.root.workdir(self.project)
+        if config is not None and config.local_requirements:
+            site = await self._install_local(python, config.local_requirements, env, setup_logs)
+            env["PYTHONPATH"] = site + os.pathsep + env["PYTHONPATH"]
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         try:
@@ -313,7 +349,7 @@ class ModelWorker:
             if iso.uid is not None:
                 kwargs = {"user": iso.uid, "group": iso.gid, "extra_groups": []}
             try:
-                proc = await self._exec(python, r_in, w_out, env, kwargs)
+                proc = await self._exec(python, r_in, w_out, env, src, kwargs)
             except PermissionError as e:
                 if iso.uid is None:
                     raise
@@ -323,7 +359,7 @@ class ModelWorker:
                     "set VENDO_WORKER_PYTHON to one that can, so model code runs unprivileged")
                 log.warning("model worker isolation is partial: %s", self.isolation.reason)
                 self.root.isolation = self.isolation
-                proc = await self._exec(python, r_in, w_out, env, {})
+                proc = await self._exec(python, r_in, w_out, env, src, {})
             else:
                 if closed:
                     proc.kill()
@@ -346,18 +382,57 @@ class ModelWorker:
             stream = asyncio.StreamReader()
             await loop.connect_read_pipe(lambda s=stream: asyncio.StreamReaderProtocol(s), pipe)
             self._spawn_task(self._read_stream(p, stream, setup_logs))
-        self._send(p, {"op": "init", "mode": self.mode, "project": str(self.project),
+        self._send(p, {"op": "init", "mode": self.mode, "project": str(src),
                        "gpu_fraction": self.options.gpu_fraction,
                        "allow_private_urls": self.options.allow_private_urls,
                        "fetch_limits": list(self.options.fetch_limits)})
         return p
 
-    async def _exec(self, python: str, r_in: int, w_out: int, env: dict, kwargs: dict) -> subprocess.Popen:
+    async def _install_local(self, python: str, requirements: list[str], env: dict[str, str],
+                             setup_logs: list[str]) -> str:
+        """Install the project's own artifacts (requirements.txt lines naming its files, as Cog's
+        build does) into this worker's folder, once, as the worker's user: building an sdist runs
+        its setup.py, which is model code. Returns the folder for the worker's import path."""
+        site = self.root.path / "site"
+        if self._site_installed:
+            return str(site)
+        if not site.exists():
+            self.root._private("site")
+        argv = [python, "-s", "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+                "--no-warn-script-location", "--target", str(site),
+                *(str(self.project / r) for r in requirements)]
+        iso = self.isolation
+        user = {"user": iso.uid, "group": iso.gid, "extra_groups": []} if iso.uid is not None else {}
+
+        def run(kwargs: dict) -> subprocess.CompletedProcess:
+            return subprocess.run(argv, env=env, cwd=str(self.project), capture_output=True, text=True,
+                                  timeout=self.options.install_timeout_s, start_new_session=True,
+                                  stdin=subprocess.DEVNULL, umask=0o077, **kwargs)
+
+        try:
+            try:
+                done = await asyncio.to_thread(run, user)
+            except PermissionError:
+                if not user:
+                    raise
+                done = await asyncio.to_thread(run, {})  # _exec says why isolation is partial
+        except subprocess.TimeoutExpired:
+            raise PackageInvalid(f"installing {', '.join(requirements)} took longer than "
+                                 f"{self.options.install_timeout_s:g}s") from None
+        setup_logs.append(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise PackageInvalid(f"installing {', '.join(requirements)} failed: "
+                                 f"{(done.stderr or done.stdout).strip()[-1500:]}")
+        self._site_installed = True
+        return str(site)
+
+    async def _exec(self, python: str, r_in: int, w_out: int, env: dict, cwd: Path,
+                    kwargs: dict) -> subprocess.Popen:
         # Popen, not the loop's subprocess support: uvloop (Ray's loop) cannot drop privileges
         return subprocess.Popen(
             [python, "-s", "-m", "deployments.worker", str(r_in), str(w_out)],
             pass_fds=(r_in, w_out), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, cwd=str(self.project), start_new_session=True,
+            stderr=subprocess.PIPE, env=env, cwd=str(cwd), start_new_session=True,
             umask=0o077, **kwargs)
 
     async def _await_setup(self, p: _Proc) -> dict[str, Any]:

@@ -253,6 +253,8 @@ def _fetches(value: Any) -> bool:
 
 def _describe(e: BaseException) -> str:
     text = str(e)
+    if not isinstance(e, Exception):  # SystemExit(1) says "1": name it, as Cog does
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
     return text if text else type(e).__name__
 
 

@@ -61,8 +61,10 @@ class FileStore:
 
 
 def write_project(tmp_path: Path, yaml_text: str, files: dict[str, str] | None = None) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "cog.yaml").write_text(yaml_text)
     for name, text in (files or {"predict.py": ""}).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     return tmp_path
 
@@ -93,6 +95,25 @@ def test_read_cog_config_full(tmp_path):
     }
 
 
+def test_requirements_naming_the_projects_own_files_are_installed_by_the_worker(tmp_path):
+    reqs = "./dist/local_pkg-0.1.0.tar.gz\n./dist/local zip pkg-0.2.0.zip\nrequests==2.32.3\n"
+    project = write_project(tmp_path, 'build:\n  python_requirements: requirements.txt\npredict: "predict.py"\n',
+                            {"predict.py": "", "requirements.txt": reqs,
+                             "dist/local_pkg-0.1.0.tar.gz": "x", "dist/local zip pkg-0.2.0.zip": "x"})
+    config = cr.read_cog_config(project)
+    assert config.local_requirements == ["./dist/local_pkg-0.1.0.tar.gz", "./dist/local zip pkg-0.2.0.zip"]
+    assert cr.runtime_env_for(config) == {"pip": ["requests==2.32.3"]}  # Ray's pip never sees them
+
+
+@pytest.mark.parametrize("line", ["./dist/missing.whl", "../outside.whl", "/etc/passwd"])
+def test_a_requirement_path_outside_the_project_or_missing_is_refused(tmp_path, line):
+    project = write_project(tmp_path / "p", 'build:\n  python_requirements: r.txt\npredict: "predict.py"\n',
+                            {"predict.py": "", "r.txt": line + "\n"})
+    (tmp_path / "outside.whl").write_text("x")
+    with pytest.raises(PackageInvalid, match="not a file or folder inside the project"):
+        cr.read_cog_config(project)
+
+
 def test_runtime_env_from_python_packages_and_empty():
     assert cr.runtime_env_for(cr.read_cog_config(FIXTURES / "runner_weights")) == {"pip": ["numpy==2.4.6"]}
     assert cr.runtime_env_for(cr.read_cog_config(EXAMPLES / "hello-world")) == {}
@@ -111,6 +132,9 @@ def test_runtime_env_from_python_packages_and_empty():
         ('predict: "predict.py"\nconcurrency: {max: 0}\n', "concurrency.max"),
         ('predict: "predict.py"\nbuild: {python_packages: [a], python_requirements: r.txt}\n', "not both"),
         ("predict: [\n", "cannot be read"),
+        ('predict: "predict.py"\nbuild: {python_version: "3.9"}\n', "minimum supported Python version is 3.10"),
+        ('predict: "predict.py"\nbuild: {python_version: "three"}\n', "invalid build.python_version"),
+        ('predict: "predict.py"\nbuild: {gpu: true, python_packages: [torch]}\n', "torch version must be specified"),
     ],
 )
 def test_read_cog_config_rejects(tmp_path, yaml_text, message):
@@ -966,3 +990,14 @@ def test_introspection_imports_the_model_once(tmp_path, monkeypatch):
     schema, traits = cr.schema_and_traits(project)
     assert "s" in schema["components"]["schemas"]["Input"]["properties"] and traits["method"] == "predict"
     assert counter.read_text() == "x"
+
+
+def test_a_union_takes_json_values_as_they_are(tmp_path):
+    project = write_project(tmp_path, 'predict: "predict.py:Predictor"\n', {"predict.py": (
+        "from cog import BasePredictor, Input\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self, value: str | float | None = Input(default=None)) -> str:\n"
+        "        return f'{type(value).__name__}:{value}'\n")})
+    loaded = cr.load(project, chdir=False)
+    assert [loaded.call(cr.prepare_input(loaded, {"value": v})) for v in (1, 1.5, "a")] == [
+        "int:1", "float:1.5", "str:a"]

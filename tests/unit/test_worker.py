@@ -200,3 +200,50 @@ def test_as_root_the_worker_runs_unprivileged(tmp_path):
     assert not report["parent_environ"] and not report["setup_parent_environ"]
     assert not report["ray_token_in_home"]
     assert report["redis_clients"] == 0 and report["platform_modules"] == []
+
+
+@pytest.mark.parametrize("python", [None, SYSTEM_PYTHON] if os.geteuid() == 0 and os.access(SYSTEM_PYTHON, os.X_OK)
+                         else [None])
+def test_model_code_writes_beside_its_files_runs_python_and_installs_its_own_artifacts(python):
+    """A Cog container's /src is the model's to write in, `python` is on its PATH, and
+    requirements.txt may name the project's own archives; the shared package stays untouched."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="vendo-test-"))  # pytest's own is closed to the worker uid
+    project = tmp_path / "project"
+    (project / "dist").mkdir(parents=True)
+    (project / "cog.yaml").write_text('build:\n  python_requirements: requirements.txt\npredict: "predict.py:P"\n')
+    (project / "requirements.txt").write_text("./dist/tiny_pkg-0.1.0-py3-none-any.whl\n")
+    import zipfile
+    with zipfile.ZipFile(project / "dist" / "tiny_pkg-0.1.0-py3-none-any.whl", "w") as whl:
+        whl.writestr("tiny_pkg/__init__.py", "MESSAGE = 'from the wheel'\n")
+        info = "tiny_pkg-0.1.0.dist-info"
+        whl.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: tiny-pkg\nVersion: 0.1.0\n")
+        whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(f"{info}/RECORD", "")
+    (project / "predict.py").write_text(
+        "import pathlib, subprocess\n"
+        "from cog import BasePredictor\n"
+        "from tiny_pkg import MESSAGE\n"
+        "class P(BasePredictor):\n"
+        "    def setup(self):\n"
+        "        pathlib.Path('state.txt').write_text('written in setup')\n"
+        "    def predict(self) -> str:\n"
+        "        ran = subprocess.run(['python', '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout.strip()\n"
+        "        return f\"{pathlib.Path('state.txt').read_text()}; {MESSAGE}; {ran}\"\n")
+    share_tree(tmp_path)
+    before = sorted(p.name for p in project.iterdir())
+
+    async def go():
+        w = ModelWorker(project, WorkerOptions(python=python))
+        await w.start()
+        try:
+            assert w.setup_error is None, w.setup_error
+            done, _ = await _run(w, "p", {})
+            return done["output"]
+        finally:
+            await w.close()
+
+    try:
+        assert asyncio.run(go()) == "written in setup; from the wheel; 42"
+        assert sorted(p.name for p in project.iterdir()) == before
+    finally:
+        shutil.rmtree(tmp_path)
