@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import mimetypes
@@ -19,21 +18,20 @@ from rich.table import Table
 
 from cluster import up as up_mod
 from cluster.client import ApiError, Client, ClusterNotFound
-from cluster.up import read_state
 from vendo_core.errors import VendoError
-from vendo_core.keys import Keys
 from vendo_core.packaging import pack_project
-from vendo_core.redisconn import connect
-from vendo_core.registry import Registry
+from vendo_core.registry import token_digest, token_id
 from vendo_core.settings import Settings
 
 app = typer.Typer(help="vendo: run open models on your own GPUs, the Replicate way.", no_args_is_help=True)
 predictions_app = typer.Typer(help="List, inspect and cancel predictions.", no_args_is_help=True)
-accounts_app = typer.Typer(help="Accounts and API tokens (talks to Redis directly).", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts: users and organizations (admins only).", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organization members (admins only).", no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
-tokens_app = typer.Typer(help="Revoke and rotate API tokens (talks to Redis directly).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens: create, list, revoke (admins only).", no_args_is_help=True)
 webhooks_app = typer.Typer(help="Your webhook signing secret.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(orgs_app, name="orgs")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(webhooks_app, name="webhooks")
 out = Console()
@@ -262,56 +260,136 @@ def predictions_cancel(pid: str):
     out.print(f"{p['id']}: {p['status']}")
 
 
-def _registry_call(fn):
-    """Run `fn(registry)` against the cluster's Redis (the accounts commands talk to it directly)."""
-    settings = Settings()
-    state = read_state(settings) or {}
-    url = settings.redis_url or state.get("redis_url")
-    if not url:
-        _fail(RuntimeError("no Redis: set VENDO_REDIS_URL or run `vendo up`"))
-
-    async def go():
-        r = connect(url)
-        try:
-            return await fn(Registry(r, Keys(settings.redis_prefix)))
-        finally:
-            await r.aclose()
-
+def _admin(method: str, path: str, **kw) -> Any:
+    """Call the admin API (`/v1/admin/…`) as the configured token's account (an admin)."""
+    c = _client()
     try:
-        return asyncio.run(go())
-    except VendoError as e:
+        resp = c.request(method, "/v1/admin" + path, **kw)
+    except ApiError as e:
+        if e.status == 404 and path in ("/accounts", "/tokens"):
+            _fail(RuntimeError("the admin API answered 404: this token is not an admin's"))
         _fail(e)
+    except httpx.HTTPError as e:
+        _fail(e)
+    return resp.json() if resp.content else None
+
+
+def _roles(values: list[str]) -> list[str]:
+    return sorted({r.strip() for v in values for r in v.split(",") if r.strip()})
+
+
+def _account_row(a: dict) -> list[str]:
+    extra = []
+    if a.get("members") is not None:
+        extra.append("members: " + (", ".join(a["members"]) or "none"))
+    if a.get("orgs"):
+        extra.append("member of: " + ", ".join(a["orgs"]))
+    return [a["username"], a["type"], ", ".join(a.get("roles") or []) or "-",
+            "disabled" if a.get("disabled") else "active", "; ".join(extra)]
 
 
 @accounts_app.command("create")
 def accounts_create(username: str, name: Optional[str] = typer.Option(None),
+                    org: bool = typer.Option(False, "--org", help="an organization, not a user"),
                     role: list[str] = typer.Option([], help="grant a role: push (create models, push "
                                                             "versions) or admin")):
-    """Create an account (or add a token to one) and print its new API token."""
-    out.print(_registry_call(lambda reg: reg.create_account(username, name=name, roles=tuple(role))))
+    """Create an account (a user, or with --org an organization) and print its first API token
+    (alone, on the last line)."""
+    body = _admin("POST", "/accounts", json={"username": username, "name": name, "roles": _roles(role),
+                                             "type": "organization" if org else "user"})
+    out.print(body["token"], soft_wrap=True)
+
+
+@accounts_app.command("list")
+def accounts_list():
+    """Every account: type, roles, whether disabled, organizations and members."""
+    table = Table("account", "type", "roles", "state", "organizations")
+    for a in _admin("GET", "/accounts")["results"]:
+        table.add_row(*_account_row(a))
+    out.print(table)
+
+
+@accounts_app.command("set")
+def accounts_set(username: str,
+                 role: list[str] = typer.Option(None, help="the account's roles, replacing what it has "
+                                                           "(push, admin; --role '' for none)")):
+    """Change an account: its roles."""
+    body: dict[str, Any] = {}
+    if role is not None:
+        body["roles"] = _roles(role)
+    a = _admin("PATCH", f"/accounts/{username}", json=body)
+    out.print(f"{a['username']}: {', '.join(a['roles']) or 'no roles'}")
+
+
+@accounts_app.command("disable")
+def accounts_disable(username: str,
+                     enable: bool = typer.Option(False, "--enable", help="let it work again instead")):
+    """Disable an account: its tokens stop working at once; its models, predictions and files stay."""
+    a = _admin("PATCH", f"/accounts/{username}", json={"disabled": not enable})
+    out.print(f"{a['username']}: {'disabled' if a['disabled'] else 'active'}")
 
 
 @accounts_app.command("grant")
 def accounts_grant(username: str, role: str = typer.Argument(..., help="push or admin"),
                    revoke: bool = typer.Option(False, "--revoke", help="take the role away instead")):
-    """Grant (or revoke) a role; prints the account's roles."""
-    roles = _registry_call(lambda reg: reg.grant(username, role, revoke=revoke))
-    out.print(f"{username}: {', '.join(roles) or 'no roles'}")
+    """Grant (or revoke) one role; prints the account's roles."""
+    current = set(_admin("GET", f"/accounts/{username}")["roles"])
+    roles = current - {role} if revoke else current | {role}
+    a = _admin("PATCH", f"/accounts/{username}", json={"roles": sorted(roles)})
+    out.print(f"{username}: {', '.join(a['roles']) or 'no roles'}")
+
+
+@orgs_app.command("add-member")
+def orgs_add_member(org: str, user: str):
+    """Make USER a member of ORG: it sees and acts on ORG's models and predictions with its own token."""
+    body = _admin("PUT", f"/orgs/{org}/members/{user}")
+    out.print(f"{org}: {', '.join(body['members'])}")
+
+
+@orgs_app.command("remove-member")
+def orgs_remove_member(org: str, user: str):
+    """Remove USER from ORG (at once on every router replica)."""
+    body = _admin("DELETE", f"/orgs/{org}/members/{user}")
+    out.print(f"{org}: {', '.join(body['members']) or 'no members'}")
+
+
+@tokens_app.command("create")
+def tokens_create(account: str = typer.Option(..., "--account", help="whose token"),
+                  name: Optional[str] = typer.Option(None, "--name", help="what it is for"),
+                  expires: Optional[str] = typer.Option(None, "--expires",
+                                                        help="when it stops working (ISO 8601)")):
+    """Create an API token and print it (alone, on the last line): it is shown this once."""
+    body = _admin("POST", "/tokens", json={"account": account, "name": name, "expires_at": expires})
+    err.print(f"{body['id']} for {body['account']}" + (f" ({body['name']})" if body.get("name") else ""))
+    out.print(body["token"], soft_wrap=True)
+
+
+@tokens_app.command("list")
+def tokens_list(account: Optional[str] = typer.Option(None, "--account", help="only this account's")):
+    """API tokens: id, account, name, prefix, created, expires, last used (never the token)."""
+    table = Table("id", "account", "name", "prefix", "created", "expires", "last used")
+    for t in _admin("GET", "/tokens", params={"account": account} if account else None)["results"]:
+        table.add_row(t["id"], t["account"], t.get("name") or "", t.get("prefix") or "",
+                      t.get("created_at") or "", t.get("expires_at") or "", t.get("last_used_at") or "never")
+    out.print(table)
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(token: str = typer.Argument(..., help="the token to stop, in the clear")):
-    """Make one API token stop working (within 5 s on every router replica)."""
-    owner = _registry_call(lambda reg: reg.revoke_token(token))
-    if owner is None:
-        _fail(ValueError("no such token"))
-    out.print(f"revoked a token of {owner}")
+def tokens_revoke(token: str = typer.Argument(..., help="the token's id (tok_…), or the token itself")):
+    """Make one API token stop working, at once on every router replica."""
+    tid = token if token.startswith("tok_") else token_id(token_digest(token))
+    _admin("DELETE", f"/tokens/{tid}")
+    out.print(f"revoked {tid}")
 
 
 @tokens_app.command("rotate")
 def tokens_rotate(username: str):
     """Revoke every token of an account and print its one new token."""
-    out.print(_registry_call(lambda reg: reg.rotate_tokens(username)))
+    tokens = _admin("GET", "/tokens", params={"account": username})["results"]
+    body = _admin("POST", "/tokens", json={"account": username, "name": "rotated"})
+    for t in tokens:
+        _admin("DELETE", f"/tokens/{t['id']}")
+    out.print(body["token"], soft_wrap=True)
 
 
 @webhooks_app.command("secret")

@@ -9,6 +9,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.ratelimit import bucket_for
 from router.runtime import Runtime
@@ -34,6 +35,15 @@ async def current_account(request: Request) -> Account:
     if acct is None:
         raise Unauthenticated()
     await rt.limiter.hit(token.strip(), bucket_for(request.method, request.url.path))  # one round trip
+    return acct
+
+
+async def admin_account(request: Request) -> Account:
+    """The caller, if an admin; to anyone else the admin API does not exist (404, as for any
+    unknown path, so it does not say what is there)."""
+    acct = await current_account(request)
+    if not acct.has("admin"):
+        raise StarletteHTTPException(404, "Not Found")
     return acct
 
 
@@ -70,3 +80,4 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 Rt = Annotated[Runtime, Depends(runtime)]
 CurrentAccount = Annotated[Account, Depends(current_account)]
+AdminAccount = Annotated[Account, Depends(admin_account)]

@@ -5,6 +5,7 @@ once and handed to the others through their constructors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from functools import partial
@@ -18,6 +19,7 @@ from router.deadlines import Deadlines
 from router.openslots import OpenSlots
 from router.ratelimit import RateLimiter
 from router.retention import Retention
+from router.services.accounts import AccountService
 from router.services.catalogue import Catalogue
 from router.services.deployments import DeploymentService
 from router.services.predictions import PredictionService
@@ -32,7 +34,7 @@ from vendo_core.keys import Keys
 from vendo_core.packaging import UnpackLimits
 from vendo_core.records import Account
 from vendo_core.redisconn import connect
-from vendo_core.registry import Registry
+from vendo_core.registry import Registry, token_digest
 from vendo_core.settings import Settings
 from vendo_core.signing import signer_for
 from vendo_core.storage import ObjectStore, open_store
@@ -72,6 +74,7 @@ class Runtime:
                                        limits=UnpackLimits.of(settings),
                                        introspect=partial(introspect_in_ray, options=WorkerOptions.of(settings),
                                                           timeout_s=settings.introspect_timeout_s))
+        self.accounts = AccountService(registry)
         self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
                                    deployments=self.deployments, objects=objects)
         self.webhook_delivery: WebhookDelivery | None = None
@@ -110,14 +113,42 @@ class Runtime:
                                 requests_per_min=settings.rate_limit_requests_per_min))
 
     async def account_for(self, token: str) -> Account | None:
-        hit = self._accounts.get(token)
+        """The token's account, cached for ACCOUNT_CACHE_S; a revoked token, a disabled account
+        or a membership change drops the cached entries on every router at once (`_watch_auth`)."""
+        digest = token_digest(token)
+        hit = self._accounts.get(digest)
         now = time.monotonic()
         if hit and now - hit[0] < ACCOUNT_CACHE_S:
             return hit[1]
         acct = await self.registry.account_for_token(token)
         if acct:
-            self._accounts[token] = (now, acct)
+            self._accounts[digest] = (now, acct)
         return acct
+
+    async def _watch_auth(self) -> None:
+        """Drop cached accounts when tokens are revoked or accounts change (Redis pub/sub); after a
+        lost subscription, drop them all, since a message may have been missed."""
+        channel = self.registry.keys.auth_channel()
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                self._accounts.clear()
+                async for msg in pubsub.listen():
+                    data = msg.get("data")
+                    if data == "*":
+                        self._accounts.clear()
+                    elif isinstance(data, str):
+                        self._accounts.pop(data, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - resubscribe; the cache is dropped when we do
+                log.warning("auth change subscription lost; resubscribing", exc_info=True)
+                self._accounts.clear()
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     def url_for(self, base: str) -> Callable[[str], str]:
         expiry = self.settings.url_expiry_s
@@ -142,6 +173,8 @@ class Runtime:
                        for period, fn, what, first in every]
         if self.webhook_delivery is not None:
             self._tasks.append(loop.create_task(self.webhook_delivery.run()))
+        if self.redis is not None:
+            self._tasks.append(loop.create_task(self._watch_auth()))
 
     async def _every(self, period_s: float, fn, what: str, first_s: float | None = None) -> None:
         delay = period_s if first_s is None else first_s

@@ -210,6 +210,74 @@ class Account(BaseModel):
     github_url: str | None = None
 
 
+class AdminAccount(BaseModel):
+    """An account as an admin sees it (the admin API; `GET /v1/account` keeps Replicate's shape)."""
+
+    username: str
+    type: Literal["user", "organization"]
+    name: str | None = None
+    created_at: str | None = None
+    roles: list[str] = []
+    disabled: bool = False
+    orgs: list[str] = []  # the organizations it is a member of
+    members: list[str] | None = None  # an organization's members
+
+
+class AdminAccountList(BaseModel):
+    results: list[AdminAccount]
+
+
+class AdminAccountCreate(BaseModel):
+    username: str
+    type: Literal["user", "organization"] = "user"
+    name: str | None = None
+    roles: list[str] = []
+
+
+class AdminAccountCreated(BaseModel):
+    account: AdminAccount
+    token: str  # in the clear, this once
+
+
+class AdminAccountUpdate(BaseModel):
+    roles: list[str] | None = None  # replaces the account's roles
+    disabled: bool | None = None
+
+
+class AdminMembers(BaseModel):
+    organization: str
+    members: list[str]
+
+
+class AdminToken(BaseModel):
+    id: str
+    account: str
+    name: str | None = None
+    prefix: str | None = None
+    created_at: str | None = None
+    expires_at: str | None = None
+    last_used_at: str | None = None
+
+
+class AdminTokenList(BaseModel):
+    results: list[AdminToken]
+
+
+class AdminTokenCreate(BaseModel):
+    account: str
+    name: str | None = None
+    expires_at: str | None = None  # ISO 8601
+
+
+class AdminTokenCreated(AdminToken):
+    token: str  # in the clear, this once
+
+
+def admin_token(t) -> dict:
+    return {"id": t.id, "account": t.username, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
+            "expires_at": t.expires_at, "last_used_at": t.last_used_at}
+
+
 class FileUrls(BaseModel):
     get: str
     download: str | None = None

@@ -41,6 +41,22 @@ class Keys:
         """Set: the sha256 digests of the account's API tokens."""
         return f"{self.prefix}account:{username}:tokens"
 
+    def token_ids(self) -> str:
+        """Hash: token id (`tok_…`) → the token's sha256 digest."""
+        return f"{self.prefix}token-ids"
+
+    def org_members(self, org: str) -> str:
+        """Set: the usernames of an organization's members."""
+        return f"{self.prefix}account:{org}:members"
+
+    def account_orgs(self, username: str) -> str:
+        """Set: the organizations an account is a member of."""
+        return f"{self.prefix}account:{username}:orgs"
+
+    def auth_channel(self) -> str:
+        """Pub/sub: a token digest (or "*") whose cached account every router drops at once."""
+        return f"{self.prefix}auth-changed"
+
     def rate_limit(self, token_sha256: str, bucket: str) -> str:
         """String: a token's GCRA theoretical arrival time (ms) for one bucket (`creates`, `requests`)."""
         return f"{self.prefix}ratelimit:{token_sha256}:{bucket}"

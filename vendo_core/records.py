@@ -66,15 +66,34 @@ class Account(Record):
     name: str | None = None
     created_at: str | None = None
     roles: list[str] = []
+    disabled: bool = False  # its tokens stop working; its data stays
+    orgs: list[str] = []  # the organizations it is a member of (not stored on the account's hash)
 
     def has(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
+
+    def acts_for(self, owner: str) -> bool:
+        """Whether this caller may see and act on what `owner` owns: its own, or an organization's
+        it is a member of. The one ownership rule; a record it fails is a 404."""
+        return owner == self.username or owner in self.orgs
 
     def require(self, role: str, doing: str) -> None:
         """Forbidden (403) unless the account holds `role` (or is an admin)."""
         if not self.has(role):
             raise Forbidden(f"account {self.username!r} may not {doing}: it needs the {role!r} role, "
                             f"which an admin grants with `vendo accounts grant {self.username} {role}`")
+
+
+class Token(Record):
+    """An API token, as stored: never the token itself, only its sha256 (the hash's key)."""
+
+    id: str  # "tok_" + the first 16 hex digits of the digest: what people name it by
+    username: str
+    name: str | None = None
+    prefix: str | None = None  # its first characters, to recognise it by
+    created_at: str | None = None
+    expires_at: str | None = None  # ISO 8601; past it, the token no longer works
+    last_used_at: str | None = None
 
 
 class Model(Record):
@@ -98,7 +117,7 @@ class Model(Record):
 
     def visible_to(self, account: Account) -> bool:
         """A public model, or the account's own. Everything else is a 404 to it."""
-        return self.visibility == "public" or self.owner == account.username
+        return self.visibility == "public" or account.acts_for(self.owner)
 
 
 class Version(Record):

@@ -6,13 +6,14 @@ import hashlib
 import json
 import secrets
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
 from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.keys import Keys
-from vendo_core.records import ROLES, Account, Model, Version, encode_fields
+from vendo_core.records import ROLES, Account, Model, Token, Version, encode_fields
 from vendo_core.redislock import RedisLock
 from vendo_core.store import now_iso, parse_iso
 
@@ -53,19 +54,49 @@ def new_token() -> str:
     return "r8_" + secrets.token_urlsafe(30)
 
 
+# a token's owner and expiry, noting its use (only on a token that exists: a revoked one stays gone)
+_USE_TOKEN = """
+local found = redis.call('HMGET', KEYS[1], 'username', 'expires_at')
+if found[1] then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1]) end
+return found
+"""
+
+
+def _canonical_time(field: str, value: str) -> str:
+    """Any ISO 8601 date-time (a zone-less one is UTC), in the form every record uses."""
+    try:
+        when = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(field, "must be an ISO 8601 date-time, e.g. 2027-01-31T00:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def token_id(digest: str) -> str:
+    """A token's public name, derived from its digest (so a client holding the token knows it)."""
+    return "tok_" + digest[:16]
+
+
+def _legacy_token(digest: str, raw: dict[str, str]) -> Token:
+    return Token(id=token_id(digest), username=raw["username"], created_at=raw.get("created_at"),
+                 last_used_at=raw.get("last_used_at"))
+
+
 class Registry:
     def __init__(self, redis: aioredis.Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
         self._indexed = False
+        self._use_token = redis.register_script(_USE_TOKEN)
 
     # accounts and tokens
 
     async def create_account(self, username: str, token: str | None = None, name: str | None = None,
-                             kind: str = "user", roles: tuple[str, ...] = ()) -> str:
+                             kind: str = "user", roles: tuple[str, ...] = (),
+                             token_name: str | None = None) -> str:
         """Create (or keep) an account and add a token to it, and grant it `roles`; returns the
         token in the clear once."""
-        token = token or new_token()
         k = self.keys
         pipe = self.redis.pipeline(transaction=True)
         pipe.hsetnx(k.account(username), "username", username)
@@ -73,16 +104,71 @@ class Registry:
         pipe.hsetnx(k.account(username), "name", name or username)
         pipe.hsetnx(k.account(username), "created_at", now_iso())
         pipe.sadd(k.accounts(), username)
-        pipe.hset(k.token(token_digest(token)), mapping={"username": username, "created_at": now_iso()})
-        pipe.sadd(k.account_tokens(username), token_digest(token))
         await pipe.execute()
         if roles:
             await self.grant(username, *roles)
-        return token
+        _, clear = await self.create_token(username, name=token_name, token=token)
+        return clear
+
+    async def create_token(self, username: str, name: str | None = None, expires_at: str | None = None,
+                           token: str | None = None) -> tuple[Token, str]:
+        """A new token of an existing account: its record and the token in the clear (shown once)."""
+        if not await self.redis.exists(self.keys.account(username)):
+            raise NotFound("Account", username)
+        if expires_at is not None:
+            expires_at = _canonical_time("expires_at", expires_at)
+        token = token or new_token()
+        digest = token_digest(token)
+        rec = Token(id=token_id(digest), username=username, name=name, prefix=token[:7], created_at=now_iso(),
+                    expires_at=expires_at)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.token(digest), mapping=rec.to_redis())
+        pipe.sadd(self.keys.account_tokens(username), digest)
+        pipe.hset(self.keys.token_ids(), rec.id, digest)
+        await pipe.execute()
+        return rec, token
+
+    async def list_tokens(self, username: str | None = None) -> list[Token]:
+        """Tokens of one account, or of every account, oldest first."""
+        names = [username] if username else sorted(await self.redis.smembers(self.keys.accounts()))
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.smembers(self.keys.account_tokens(n))
+        digests = [d for ds in await pipe.execute() for d in ds]
+        pipe = self.redis.pipeline(transaction=False)
+        for d in digests:
+            pipe.hgetall(self.keys.token(d))
+        out = [Token.from_redis(raw) if "id" in raw else _legacy_token(d, raw)
+               for d, raw in zip(digests, await pipe.execute(), strict=True) if raw]
+        return sorted(out, key=lambda t: (t.username, t.created_at or "", t.id))
 
     async def revoke_token(self, token: str) -> str | None:
         """Make `token` (given in the clear) stop working; returns whose it was, or None."""
         return await self._revoke_digest(token_digest(token))
+
+    async def revoke_token_id(self, tid: str) -> Token | None:
+        """Make the token with this id stop working, at once on every router; its record, or None."""
+        digest = await self.redis.hget(self.keys.token_ids(), tid)
+        if digest is None:
+            # a token created before ids existed: its id is still derived from its digest
+            for t in await self.list_tokens():
+                if t.id == tid:
+                    digest = await self._digest_of(t)
+                    break
+        if digest is None:
+            return None
+        raw = await self.redis.hgetall(self.keys.token(digest))
+        if not raw:
+            return None
+        rec = Token.from_redis(raw) if "id" in raw else _legacy_token(digest, raw)
+        await self._revoke_digest(digest)
+        return rec
+
+    async def _digest_of(self, t: Token) -> str | None:
+        for d in await self.redis.smembers(self.keys.account_tokens(t.username)):
+            if token_id(d) == t.id:
+                return d
+        return None
 
     async def _revoke_digest(self, digest: str) -> str | None:
         key = self.keys.token(digest)
@@ -91,6 +177,8 @@ class Registry:
             pipe = self.redis.pipeline(transaction=True)
             pipe.delete(key)
             pipe.srem(self.keys.account_tokens(username), digest)
+            pipe.hdel(self.keys.token_ids(), token_id(digest))
+            pipe.publish(self.keys.auth_channel(), digest)
             await pipe.execute()
         return username
 
@@ -107,10 +195,72 @@ class Registry:
         the one configured before stops working."""
         digest = token_digest(token)
         before = await self.redis.hget(self.keys.account(username), "configured_token")
-        await self.create_account(username, token, roles=roles)
+        if not await self.redis.exists(self.keys.token(digest)):
+            await self.create_account(username, token, roles=roles, token_name="VENDO_API_TOKEN")
+        elif roles:
+            await self.grant(username, *roles)
         if before and before != digest:
             await self._revoke_digest(before)
         await self.redis.hset(self.keys.account(username), "configured_token", digest)
+
+    async def account_for_token(self, token: str) -> Account | None:
+        """The account a token acts for, with its organizations; None for an unknown, expired or
+        revoked token or a disabled account. Two round trips."""
+        key = self.keys.token(token_digest(token))
+        username, expires_at = await self._use_token(keys=[key], args=[now_iso()])
+        if not username:
+            return None
+        if expires_at and parse_iso(expires_at) <= time.time():
+            return None
+        acct = await self.get_account(username)
+        return None if acct is None or acct.disabled else acct
+
+    async def get_account(self, username: str) -> Account | None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.account(username))
+        pipe.smembers(self.keys.account_orgs(username))
+        raw, orgs = await pipe.execute()
+        acct = Account.from_redis(raw)
+        if acct is not None:
+            acct.orgs = sorted(orgs)
+        return acct
+
+    async def list_accounts(self) -> list[Account]:
+        names = sorted(await self.redis.smembers(self.keys.accounts()))
+        return [a for a in [await self.get_account(n) for n in names] if a is not None]
+
+    async def set_disabled(self, username: str, disabled: bool = True) -> Account:
+        """Disable (or enable) an account: its tokens stop working at once on every router; its
+        models, predictions and files stay."""
+        key = self.keys.account(username)
+        if not await self.redis.exists(key):
+            raise NotFound("Account", username)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, "disabled", "1" if disabled else "0")
+        pipe.publish(self.keys.auth_channel(), "*")
+        await pipe.execute()
+        return await self.get_account(username)
+
+    async def set_membership(self, org: str, username: str, member: bool = True) -> list[str]:
+        """Add (or remove) a user to an organization; returns the organization's members."""
+        org_acct, user = await self.get_account(org), await self.get_account(username)
+        if org_acct is None or org_acct.type != "organization":
+            raise NotFound("Organization", org)
+        if user is None or user.type != "user":
+            raise NotFound("User", username)
+        pipe = self.redis.pipeline(transaction=True)
+        if member:
+            pipe.sadd(self.keys.org_members(org), username)
+            pipe.sadd(self.keys.account_orgs(username), org)
+        else:
+            pipe.srem(self.keys.org_members(org), username)
+            pipe.srem(self.keys.account_orgs(username), org)
+        pipe.publish(self.keys.auth_channel(), "*")
+        pipe.smembers(self.keys.org_members(org))
+        return sorted((await pipe.execute())[-1])
+
+    async def members(self, org: str) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.org_members(org)))
 
     # packages (stored once per digest, shared by the versions of any model with those contents)
 
@@ -131,17 +281,11 @@ class Registry:
             raise NotFound("Account", username)
         current = json.loads(await self.redis.hget(key, "roles") or "[]")
         new = sorted(set(current) - set(roles) if revoke else set(current) | set(roles))
-        await self.redis.hset(key, "roles", json.dumps(new))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, "roles", json.dumps(new))
+        pipe.publish(self.keys.auth_channel(), "*")  # every router drops its cached accounts
+        await pipe.execute()
         return new
-
-    async def account_for_token(self, token: str) -> Account | None:
-        username = await self.redis.hget(self.keys.token(token_digest(token)), "username")
-        if not username:
-            return None
-        return await self.get_account(username)
-
-    async def get_account(self, username: str) -> Account | None:
-        return Account.from_redis(await self.redis.hgetall(self.keys.account(username)))
 
     # models
 

@@ -50,7 +50,7 @@ class Catalogue:
     async def create_model(self, account: Account, body: ModelCreate) -> ModelWithLatest:
         """Create a model of the caller's. 404 for another owner (as for a model one cannot
         see), 409 when it exists, 422 naming the field on bad input."""
-        if body.owner != account.username:
+        if not account.acts_for(body.owner):
             raise NotFound("Account", body.owner)
         account.require("push", "create models")
         ModelRef(body.owner, body.name).check_names("name")
@@ -65,7 +65,7 @@ class Catalogue:
         model = await self.registry.get_model(owner, name)
         if not visible(model, account):
             raise ModelNotFound(f"{owner}/{name}")
-        if owner != account.username:
+        if not account.acts_for(owner):
             raise Forbidden(f"only {owner} can change {owner}/{name}")
         return model
 
@@ -116,7 +116,7 @@ class Catalogue:
         used_by = await self.deployments.using_version(vid) if self.deployments else []
         # only the caller's own deployments hold a version back: another account's deployment of
         # a public version never blocks its owner (that deployment's predictions then say why)
-        used_by = [ref for ref in used_by if ref.split("/", 1)[0] == account.username]
+        used_by = [ref for ref in used_by if account.acts_for(ref.split("/", 1)[0])]
         if used_by:
             raise Conflict(f"version {vid} is the current release of deployment(s) {', '.join(used_by)}; "
                            "update or delete them first")

@@ -56,7 +56,7 @@ class DeploymentService:
 
     async def get(self, account: Account, owner: str, name: str) -> Deployment:
         d = await self.get_record(owner, name)
-        if d is None or d.owner != account.username:
+        if d is None or not account.acts_for(d.owner):
             raise NotFound("Deployment", f"{owner}/{name}")
         return d
 

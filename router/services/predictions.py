@@ -181,7 +181,7 @@ class PredictionService:
         if not OPAQUE_ID.match(pid):
             raise PredictionNotFound(pid)
         rec = await self.store.get(pid)
-        if rec is None or rec.account != account.username:
+        if rec is None or not account.acts_for(rec.account):
             raise PredictionNotFound(pid)
         return rec
 

@@ -97,7 +97,7 @@ class VersionService:
         same package pushed to the same model is the same version (a no-op), and to another model
         another version; the bytes are stored once, by digest."""
         ModelRef(owner, name).check_names()
-        if owner != account.username:
+        if not account.acts_for(owner):
             raise ModelNotFound(f"{owner}/{name}")
         account.require("push", "push versions")
         if visibility not in VISIBILITIES:

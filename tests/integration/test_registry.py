@@ -10,11 +10,11 @@ import time
 import pytest
 
 from tests.redisdb import flush, private_db
-from vendo_core.errors import Conflict, NotFound
+from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.keys import Keys
 from vendo_core.records import Prediction, Version
 from vendo_core.redisconn import connect
-from vendo_core.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry
+from vendo_core.registry import LATEST_VERSION_CREATED, MODEL_CREATED, Registry, token_digest
 from vendo_core.status import Status
 from vendo_core.store import PredictionStore
 
@@ -240,5 +240,62 @@ def test_a_package_is_in_use_until_its_last_version_is_deleted(redis_url):
         async with reg.package_lock(shared):
             assert await r.exists(KEYS.package_lock(shared))
         assert not await r.exists(KEYS.package_lock(shared))
+
+    run(redis_url, go)
+
+
+def test_named_expiring_tokens_listed_and_revoked_by_id_with_a_message_to_every_router(redis_url):
+    async def go(reg: Registry, r):
+        await reg.create_account("ann")
+        pubsub = r.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(KEYS.auth_channel())
+        rec, token = await reg.create_token("ann", name="laptop")
+        assert rec.id.startswith("tok_") and rec.prefix == token[:7] and rec.name == "laptop"
+        assert token not in str(await r.hgetall(KEYS.token(token_digest(token))))  # stored hashed
+        assert (await reg.account_for_token(token)).username == "ann"
+        listed = {t.id: t for t in await reg.list_tokens("ann")}
+        assert listed[rec.id].last_used_at is not None and len(listed) == 2  # with the first token
+
+        _, expired = await reg.create_token("ann", expires_at="2020-01-01T00:00:00Z")
+        assert await reg.account_for_token(expired) is None
+        with pytest.raises(InvalidRequest):
+            await reg.create_token("ann", expires_at="soon")
+        with pytest.raises(NotFound):
+            await reg.create_token("nobody")
+
+        assert (await reg.revoke_token_id(rec.id)).name == "laptop"
+        assert await reg.account_for_token(token) is None
+        assert await reg.revoke_token_id(rec.id) is None
+        assert not await r.exists(KEYS.token(token_digest(token)))  # nothing re-created by a late use
+        seen = []
+        for _ in range(20):  # the subscribe confirmation comes back as None first
+            msg = await pubsub.get_message(timeout=0.5)
+            if msg is not None:
+                seen.append(msg["data"])
+            if token_digest(token) in seen:
+                break
+        assert token_digest(token) in seen
+        await pubsub.aclose()
+
+    run(redis_url, go)
+
+
+def test_disabled_accounts_and_organization_members(redis_url):
+    async def go(reg: Registry, r):
+        token = await reg.create_account("ann")
+        await reg.create_account("acme", kind="organization")
+        assert await reg.set_membership("acme", "ann") == ["ann"]
+        acct = await reg.account_for_token(token)
+        assert acct.orgs == ["acme"] and acct.acts_for("acme") and not acct.acts_for("other")
+        with pytest.raises(NotFound):
+            await reg.set_membership("ann", "acme")  # ann is no organization
+        assert await reg.set_membership("acme", "ann", member=False) == []
+        assert (await reg.account_for_token(token)).orgs == []
+
+        assert (await reg.set_disabled("ann")).disabled
+        assert await reg.account_for_token(token) is None
+        assert await reg.get_account("ann") is not None  # the account and its data stay
+        await reg.set_disabled("ann", False)
+        assert (await reg.account_for_token(token)).username == "ann"
 
     run(redis_url, go)

@@ -1,0 +1,89 @@
+"""Accounts, organizations and API tokens, as an admin manages them: the one service behind the
+admin API (`/v1/admin/…`) and the `vendo accounts|orgs|tokens` commands (which call that API).
+Who may call it is the route's business (admins only; a 404 to everyone else)."""
+
+from __future__ import annotations
+
+import re
+
+from vendo_core.errors import Conflict, InvalidRequest, NotFound
+from vendo_core.records import ROLES, Account, Token
+from vendo_core.registry import Registry
+
+KINDS = ("user", "organization")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,38}$")
+
+
+class AccountService:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    async def create(self, username: str, kind: str = "user", name: str | None = None,
+                     roles: list[str] | None = None) -> tuple[Account, str]:
+        """A new account (user or organization) and its first token, in the clear (shown once).
+        409 when the name is taken."""
+        if not USERNAME.match(username):
+            raise InvalidRequest("username", "must be 1-39 letters, digits, '-' or '_', starting with a "
+                                 "letter or digit")
+        if kind not in KINDS:
+            raise InvalidRequest("type", f"must be one of {list(KINDS)}")
+        self._check_roles(roles or [])
+        if await self.registry.get_account(username) is not None:
+            raise Conflict(f"account {username!r} already exists")
+        token = await self.registry.create_account(username, name=name, kind=kind, roles=tuple(roles or ()),
+                                                   token_name="first token")
+        return await self.get(username), token
+
+    async def get(self, username: str) -> Account:
+        acct = await self.registry.get_account(username)
+        if acct is None:
+            raise NotFound("Account", username)
+        return acct
+
+    async def list(self) -> list[Account]:
+        return await self.registry.list_accounts()
+
+    async def members(self, acct: Account) -> list[str] | None:
+        return await self.registry.members(acct.username) if acct.type == "organization" else None
+
+    async def update(self, username: str, *, roles: list[str] | None = None, disabled: bool | None = None) -> Account:
+        """Replace an account's roles and/or disable (enable) it; a disabled account's tokens stop
+        working at once on every router, its data stays."""
+        acct = await self.get(username)
+        if roles is not None:
+            self._check_roles(roles)
+            add, drop = set(roles) - set(acct.roles), set(acct.roles) - set(roles)
+            if add:
+                await self.registry.grant(username, *sorted(add))
+            if drop:
+                await self.registry.grant(username, *sorted(drop), revoke=True)
+        if disabled is not None:
+            await self.registry.set_disabled(username, disabled)
+        return await self.get(username)
+
+    async def set_member(self, org: str, username: str, member: bool) -> list[str]:
+        return await self.registry.set_membership(org, username, member)
+
+    # tokens
+
+    async def create_token(self, username: str, name: str | None = None,
+                           expires_at: str | None = None) -> tuple[Token, str]:
+        await self.get(username)
+        return await self.registry.create_token(username, name=name, expires_at=expires_at)
+
+    async def tokens(self, username: str | None = None) -> list[Token]:
+        if username is not None:
+            await self.get(username)
+        return await self.registry.list_tokens(username)
+
+    async def revoke_token(self, tid: str) -> Token:
+        rec = await self.registry.revoke_token_id(tid)
+        if rec is None:
+            raise NotFound("Token", tid)
+        return rec
+
+    @staticmethod
+    def _check_roles(roles: list[str]) -> None:
+        unknown = sorted(set(roles) - set(ROLES))
+        if unknown:
+            raise InvalidRequest("roles", f"unknown role(s) {unknown}; roles are {list(ROLES)}")

@@ -1,0 +1,123 @@
+"""Accounts, organizations and API tokens through the admin API and the CLI, on the real stack:
+admins only (404 to others), tokens shown once and stored hashed, revocation and disabling at once
+on every router replica, organization members seeing the organization's predictions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+import replicate
+
+from tests.integration.test_cli import vendo
+
+pytestmark = pytest.mark.integration
+
+
+def _as(cluster, token: str) -> httpx.Client:
+    return httpx.Client(base_url=cluster.url, timeout=60, headers={"Authorization": f"Bearer {token}"})
+
+
+def _statuses(cluster, token: str, path: str = "/v1/account", n: int = 20) -> set[int]:
+    with _as(cluster, token) as h:
+        return {h.get(path).status_code for _ in range(n)}
+
+
+def test_the_admin_api_does_not_exist_for_others(cluster):
+    with cluster.http("bob") as h:
+        for method, path in [("GET", "/v1/admin/accounts"), ("POST", "/v1/admin/tokens"),
+                             ("DELETE", "/v1/admin/tokens/tok_0000"), ("GET", "/v1/admin/nothing")]:
+            r = h.request(method, path, json={})
+            assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert httpx.get(f"{cluster.url}/v1/admin/accounts").status_code == 401
+    bob = vendo(cluster, "accounts", "list", user="bob")
+    assert bob.returncode == 1 and "not an admin" in bob.stderr
+    paths = httpx.get(f"{cluster.url}/openapi.json").json()["paths"]
+    assert {"/v1/admin/accounts", "/v1/admin/tokens", "/v1/admin/tokens/{token_id}",
+            "/v1/admin/orgs/{org}/members/{username}"} <= set(paths)
+
+
+def test_accounts_organizations_and_tokens_through_the_cli(cluster, examples):
+    made = vendo(cluster, "accounts", "create", "dave")
+    assert made.returncode == 0, made.stderr
+    dave = made.stdout.strip().splitlines()[-1]
+    org = vendo(cluster, "accounts", "create", "acme", "--org")
+    assert org.returncode == 0, org.stderr
+    assert vendo(cluster, "accounts", "create", "dave").returncode == 1  # taken: 409
+    bad = vendo(cluster, "accounts", "create", "no:colons")
+    assert bad.returncode == 1 and "username" in bad.stderr
+
+    added = vendo(cluster, "orgs", "add-member", "acme", "dave")
+    assert added.returncode == 0 and "acme: dave" in added.stdout
+    assert vendo(cluster, "orgs", "add-member", "dave", "acme").returncode == 1  # dave is no organization
+
+    # a named token of the organization, shown once, listed by id, name and prefix, never itself
+    created = vendo(cluster, "tokens", "create", "--account", "acme", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    acme = created.stdout.strip().splitlines()[-1]
+    assert acme.startswith("r8_") and len(acme) > 30
+    listed = vendo(cluster, "tokens", "list", "--account", "acme")
+    assert listed.returncode == 0 and "ci" in listed.stdout and acme[:7] in listed.stdout
+    assert acme not in listed.stdout
+    with cluster.http() as h:
+        tokens = h.get("/v1/admin/tokens", params={"account": "acme"}).json()["results"]
+    ci = next(t for t in tokens if t["name"] == "ci")
+    assert ci["last_used_at"] is None
+
+    # the organization's token acts for it; its member sees its predictions with its own token
+    org_client = replicate.Client(api_token=acme, base_url=cluster.url)
+    assert org_client.accounts.current().username == "acme"
+    pred = org_client.predictions.create(version=examples["hello-world"], input={"text": "org"})
+    with _as(cluster, dave) as h:
+        assert h.get(f"/v1/predictions/{pred.id}").json()["id"] == pred.id
+    with cluster.http("bob") as h:
+        assert h.get(f"/v1/predictions/{pred.id}").status_code == 404
+    with cluster.http() as h:
+        ci = next(t for t in h.get("/v1/admin/tokens", params={"account": "acme"}).json()["results"]
+                  if t["name"] == "ci")
+        assert ci["last_used_at"]
+        accounts = {a["username"]: a for a in h.get("/v1/admin/accounts").json()["results"]}
+    assert accounts["acme"]["type"] == "organization" and accounts["acme"]["members"] == ["dave"]
+    assert accounts["dave"]["orgs"] == ["acme"]
+
+    # leaving the organization ends that at once (the routers' cached accounts are dropped)
+    assert vendo(cluster, "orgs", "remove-member", "acme", "dave").returncode == 0
+    assert _statuses(cluster, dave, f"/v1/predictions/{pred.id}") == {404}
+
+    # revoking by id: the token is refused at once, on every request, whichever replica serves it
+    assert _statuses(cluster, acme) == {200}  # cached on the router
+    revoked = vendo(cluster, "tokens", "revoke", ci["id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert _statuses(cluster, acme) == {401}
+    assert vendo(cluster, "tokens", "revoke", ci["id"]).returncode == 1  # already gone: 404
+
+    # disabling: every token of the account stops at once; enabling brings them back
+    assert _statuses(cluster, dave) == {200}
+    assert vendo(cluster, "accounts", "disable", "dave").returncode == 0
+    assert _statuses(cluster, dave) == {401}
+    listed = vendo(cluster, "accounts", "list")
+    assert listed.returncode == 0 and "disabled" in listed.stdout
+    assert vendo(cluster, "accounts", "disable", "dave", "--enable").returncode == 0
+    assert _statuses(cluster, dave) == {200}
+
+
+def test_token_expiry_and_roles_over_http(cluster):
+    with cluster.http() as h:
+        r = h.post("/v1/admin/accounts", json={"username": "erin", "roles": ["push", "root"]})
+        assert r.status_code == 422 and r.json()["invalid_fields"][0]["field"] == "roles"
+        r = h.post("/v1/admin/accounts", json={"username": "erin", "roles": ["push"]})
+        assert r.status_code == 201 and r.json()["account"]["roles"] == ["push"]
+        past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
+        future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+        expired = h.post("/v1/admin/tokens", json={"account": "erin", "expires_at": past}).json()["token"]
+        live = h.post("/v1/admin/tokens", json={"account": "erin", "expires_at": future}).json()
+        bad = h.post("/v1/admin/tokens", json={"account": "erin", "expires_at": "next tuesday"})
+        assert bad.status_code == 422 and bad.json()["invalid_fields"][0]["field"] == "expires_at"
+        assert h.post("/v1/admin/tokens", json={"account": "nobody"}).status_code == 404
+        assert h.patch("/v1/admin/accounts/erin", json={"roles": []}).json()["roles"] == []
+    assert _statuses(cluster, expired, n=3) == {401}
+    assert _statuses(cluster, live["token"], n=3) == {200}
+    with _as(cluster, live["token"]) as h:  # the role change is seen at once: no push now
+        r = h.post("/v1/models", json={"owner": "erin", "name": "m", "visibility": "private", "hardware": "cpu"})
+        assert r.status_code == 403
