@@ -292,11 +292,13 @@ def _account_row(a: dict) -> list[str]:
 def accounts_create(username: str, name: Optional[str] = typer.Option(None),
                     org: bool = typer.Option(False, "--org", help="an organization, not a user"),
                     role: list[str] = typer.Option([], help="grant a role: push (create models, push "
-                                                            "versions) or admin")):
+                                                            "versions) or admin"),
+                    limit_usd: Optional[str] = typer.Option(None, "--limit-usd",
+                                                            help="spend limit per billing period, USD")):
     """Create an account (a user, or with --org an organization) and print its first API token
     (alone, on the last line)."""
     body = _admin("POST", "/accounts", json={"username": username, "name": name, "roles": _roles(role),
-                                             "type": "organization" if org else "user"})
+                                             "type": "organization" if org else "user", "limit_usd": limit_usd})
     out.print(body["token"], soft_wrap=True)
 
 
@@ -312,13 +314,19 @@ def accounts_list():
 @accounts_app.command("set")
 def accounts_set(username: str,
                  role: list[str] = typer.Option(None, help="the account's roles, replacing what it has "
-                                                           "(push, admin; --role '' for none)")):
-    """Change an account: its roles."""
+                                                           "(push, admin; --role '' for none)"),
+                 limit_usd: Optional[str] = typer.Option(None, "--limit-usd",
+                                                         help="spend limit per billing period, USD "
+                                                              "('none' removes it)")):
+    """Change an account: its roles, its spend limit."""
     body: dict[str, Any] = {}
     if role is not None:
         body["roles"] = _roles(role)
+    if limit_usd is not None:
+        body["limit_usd"] = None if limit_usd.lower() == "none" else limit_usd
     a = _admin("PATCH", f"/accounts/{username}", json=body)
-    out.print(f"{a['username']}: {', '.join(a['roles']) or 'no roles'}")
+    limit = "no limit" if a.get("limit_usd") is None else f"limit ${a['limit_usd']:.2f}"
+    out.print(f"{a['username']}: {', '.join(a['roles']) or 'no roles'}; {limit}")
 
 
 @accounts_app.command("disable")
@@ -337,6 +345,42 @@ def accounts_grant(username: str, role: str = typer.Argument(..., help="push or 
     roles = current - {role} if revoke else current | {role}
     a = _admin("PATCH", f"/accounts/{username}", json={"roles": sorted(roles)})
     out.print(f"{username}: {', '.join(a['roles']) or 'no roles'}")
+
+
+@app.command()
+def usage(account: Optional[str] = typer.Option(None, "--account", help="whose (admins: anyone's)"),
+          since: Optional[str] = typer.Option(None, "--since", help="from this day (default: the "
+                                                                    "billing period's start)"),
+          by: str = typer.Option("model", "--by", help="model, hardware or day"),
+          csv: bool = typer.Option(False, "--csv", help="CSV: account, <by>, seconds, cost_usd")):
+    """Billed seconds and cost of predictions, by model, hardware or day."""
+    params = {k: v for k, v in {"account": account, "since": since, "by": by}.items() if v}
+    c = _client()
+    try:
+        body = c.json("GET", "/v1/usage", params=params)
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
+    if csv:
+        import csv as csvlib
+
+        w = csvlib.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["account", by, "seconds", "cost_usd"])
+        for r in body["results"]:
+            w.writerow([body["account"], r["key"], f"{r['seconds']:.3f}", _usd(r["cost_nanos"])])
+        return
+    table = Table(by, "seconds", "cost (USD)")
+    for r in body["results"]:
+        table.add_row(r["key"], f"{r['seconds']:.3f}", _usd(r["cost_nanos"]))
+    out.print(table)
+    limit = "" if body.get("limit_usd") is None else f" of a ${body['limit_usd']:.2f} limit"
+    out.print(f"{body['account']}: {body['total']['seconds']:.3f} s, ${_usd(body['total']['cost_nanos'])}"
+              f"{limit} since {body['since']} (period {body['period']})")
+
+
+def _usd(nanos: int) -> str:
+    from decimal import Decimal
+
+    return f"{Decimal(nanos) / 1_000_000_000:.9f}".rstrip("0").rstrip(".") if nanos else "0"
 
 
 @orgs_app.command("add-member")

@@ -72,7 +72,8 @@ class ModelReplica:
         self.redis = connect(redis_url)
         self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s,
                                      retention_s=self.settings.retention_s,
-                                     max_log_bytes=self.settings.max_log_bytes)
+                                     max_log_bytes=self.settings.max_log_bytes,
+                                     billing_period=self.settings.billing_period)
         self.objects = open_store(self.settings)
         self.files = Files(self.redis, self.keys, self.objects)
         self.registry = Registry(self.redis, self.keys)
@@ -172,7 +173,7 @@ class ModelReplica:
             return {"status": "failed"}
         started = time.time()
         ok, prev = await self.store.transition(
-            pid, Status.PROCESSING, {"started_at": now_iso(started)},
+            pid, Status.PROCESSING, {"started_at": now_iso(started), "started_ts": round(started, 6)},
             heartbeat_deadline=started + 3 * self.settings.heartbeat_s)
         if not ok:
             log.info("prediction %s: not started, status was %s", pid, prev)

@@ -38,6 +38,14 @@ async def current_account(request: Request) -> Account:
     return acct
 
 
+async def optional_account(request: Request) -> Account | None:
+    """The caller, or None when the request carries no Authorization header (a wrong token is
+    still a 401): for what may be read without a token, such as a shared prediction."""
+    if not request.headers.get("authorization"):
+        return None
+    return await current_account(request)
+
+
 async def admin_account(request: Request) -> Account:
     """The caller, if an admin; to anyone else the admin API does not exist (404, as for any
     unknown path, so it does not say what is there)."""
@@ -81,3 +89,4 @@ async def json_body(request: Request) -> dict[str, Any]:
 Rt = Annotated[Runtime, Depends(runtime)]
 CurrentAccount = Annotated[Account, Depends(current_account)]
 AdminAccount = Annotated[Account, Depends(admin_account)]
+MaybeAccount = Annotated[Account | None, Depends(optional_account)]

@@ -27,6 +27,7 @@ from router.services.resolve import Resolver
 from router.services.versions import VersionService, introspect_in_ray
 from router.webhook_delivery import WebhookDelivery
 from router.webhooks import WebhookPolicy, WebhookSecrets
+from vendo_core.billing import Usage, nanos_of_usd
 from vendo_core.collections import collections_for
 from vendo_core.files import Files
 from vendo_core.hardware import skus_for
@@ -64,17 +65,20 @@ class Runtime:
         self.open_slots = OpenSlots(settings.max_open_per_account)
         skus = partial(skus_for, settings)
         self.resolver = Resolver(registry)
+        self.usage = Usage(redis, self.keys, settings.billing_period) if redis else None
         # what needs Redis beyond the store and the registry (absent in the in-process unit app)
         self.deployments = DeploymentService(redis, self.keys, apps, self.resolver, skus) if redis else None
         self.predictions = PredictionService(store, self.resolver, apps, deployments=self.deployments,
                                              lease_s=settings.lease_s, max_queue_s=settings.max_queue_s,
                                              max_queued=settings.max_queued_per_account,
-                                             files=files, webhooks=WebhookPolicy(settings.allow_private_webhooks))
+                                             files=files, webhooks=WebhookPolicy(settings.allow_private_webhooks),
+                                             skus=skus, usage=self.usage)
         self.versions = VersionService(registry, self.resolver, objects, apps, skus=skus,
                                        limits=UnpackLimits.of(settings),
                                        introspect=partial(introspect_in_ray, options=WorkerOptions.of(settings),
                                                           timeout_s=settings.introspect_timeout_s))
-        self.accounts = AccountService(registry)
+        self.accounts = AccountService(registry, default_limit_nanos=None if settings.default_limit_usd is None
+                                       else nanos_of_usd(settings.default_limit_usd), usage=self.usage)
         self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
                                    deployments=self.deployments, objects=objects)
         self.webhook_delivery: WebhookDelivery | None = None
@@ -103,7 +107,7 @@ class Runtime:
         return cls(
             settings, redis=redis, redis_url=redis_url, registry=registry, objects=objects,
             store=PredictionStore(redis, keys, settings.prediction_ttl_s, retention_s=settings.retention_s,
-                                  max_log_bytes=settings.max_log_bytes,
+                                  max_log_bytes=settings.max_log_bytes, billing_period=settings.billing_period,
                                   blocking=connect(redis_url, settings.max_blocking_connections,
                                                    wait_for_connection=True)),
             apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live),

@@ -41,6 +41,8 @@ def prediction(rec: records.Prediction, base: str, url_for: Callable[[str], str]
     if rec.webhook:
         out["webhook"] = rec.webhook
         out["webhook_events_filter"] = rec.webhook_events_filter or ["start", "output", "logs", "completed"]
+    if rec.shared:
+        out["shared"] = True
     out["urls"] = {
         "get": f"{base}/v1/predictions/{pid}",
         "cancel": f"{base}/v1/predictions/{pid}/cancel",
@@ -175,6 +177,7 @@ class Prediction(BaseModel):
     deadline: str | None = None
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+    shared: bool | None = None  # a vendo extension: readable by anyone with its id
     urls: PredictionUrls
 
 
@@ -221,6 +224,7 @@ class AdminAccount(BaseModel):
     disabled: bool = False
     orgs: list[str] = []  # the organizations it is a member of
     members: list[str] | None = None  # an organization's members
+    limit_usd: float | None = None  # spend limit per billing period
 
 
 class AdminAccountList(BaseModel):
@@ -232,6 +236,7 @@ class AdminAccountCreate(BaseModel):
     type: Literal["user", "organization"] = "user"
     name: str | None = None
     roles: list[str] = []
+    limit_usd: float | str | None = None  # default: VENDO_DEFAULT_LIMIT_USD
 
 
 class AdminAccountCreated(BaseModel):
@@ -242,6 +247,7 @@ class AdminAccountCreated(BaseModel):
 class AdminAccountUpdate(BaseModel):
     roles: list[str] | None = None  # replaces the account's roles
     disabled: bool | None = None
+    limit_usd: float | str | None = None  # spend limit per billing period; null (given) removes it
 
 
 class AdminMembers(BaseModel):
@@ -276,6 +282,26 @@ class AdminTokenCreated(AdminToken):
 def admin_token(t) -> dict:
     return {"id": t.id, "account": t.username, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
             "expires_at": t.expires_at, "last_used_at": t.last_used_at}
+
+
+class UsageRow(BaseModel):
+    key: str  # the model (owner/name), the hardware SKU or the day, as `by` says
+    seconds: float
+    cost_usd: float
+    cost_nanos: int  # exact: integer nano-dollars
+
+
+class Usage(BaseModel):
+    """An account's billed time and cost (a vendo extension): active seconds of its predictions at
+    the per-second price of their hardware."""
+
+    account: str
+    since: str
+    by: Literal["model", "hardware", "day"]
+    period: str  # the current billing period
+    limit_usd: float | None = None
+    total: UsageRow
+    results: list[UsageRow]
 
 
 class FileUrls(BaseModel):

@@ -136,6 +136,18 @@ class TooManyOpen(VendoError):
         return {"Retry-After": "1"}
 
 
+class SpendLimitReached(VendoError):
+    """An account whose spend in the current billing period has reached its limit."""
+
+    status = 402
+    title = "Payment required"
+
+    def __init__(self, username: str, spent_usd: str, limit_usd: str, period: str):
+        super().__init__(f"account {username!r} has spent ${spent_usd} in billing period {period}, its limit "
+                         f"is ${limit_usd}: new predictions are refused until an admin raises it "
+                         f"(`vendo accounts set {username} --limit-usd N`) or the period ends")
+
+
 class TooManyQueued(VendoError):
     """An account with as many predictions waiting for a replica as it may have."""
 

@@ -227,6 +227,19 @@ class Files:
 
     # signed downloads
 
+    async def signed_inputs(self, value: Any, owner: str, base: str, expiry_s: int) -> Any:
+        """`value` with each of `owner`'s file URLs (`…/v1/files/{id}`) replaced by a signed
+        download link: what a shared prediction's readers get, who hold no token of the owner's."""
+        if isinstance(value, str):
+            fid = file_id_of(value)
+            rec = await self._record(fid) if fid else None
+            return await self.download_url(rec, base, expiry_s) if rec is not None and rec.account == owner else value
+        if isinstance(value, list):
+            return [await self.signed_inputs(v, owner, base, expiry_s) for v in value]
+        if isinstance(value, dict):
+            return {k: await self.signed_inputs(v, owner, base, expiry_s) for k, v in value.items()}
+        return value
+
     async def download_url(self, rec: File, base: str, expiry_s: int) -> str:
         """`{base}/v1/files/{id}/download?owner=&expiry=&signature=`, good until the link expiry
         or the file's, whichever is first."""

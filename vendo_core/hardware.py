@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vendo_core.billing import price_nanos
 from vendo_core.errors import InvalidRequest
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "configs" / "hardware.yaml"
@@ -20,6 +21,16 @@ class Sku(BaseModel):
     num_gpus: float = Field(ge=0)
     memory: int | None = Field(default=None, ge=0, description="bytes")
     price_per_second: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _price_in_nanos(self):
+        price_nanos(self.price_per_second)  # a price finer than a nano-dollar is refused at load
+        return self
+
+    @property
+    def price_nanos(self) -> int:
+        """The per-second price in integer nano-dollars (what billing computes with)."""
+        return price_nanos(self.price_per_second)
 
     def ray_actor_options(self) -> dict:
         opts: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}

@@ -53,6 +53,15 @@ class Keys:
         """Set: the organizations an account is a member of."""
         return f"{self.prefix}account:{username}:orgs"
 
+    def usage_prefix(self) -> str:
+        """What `usage` keys start with (transition.lua builds them from the prediction's account)."""
+        return f"{self.prefix}usage:"
+
+    def usage(self, username: str, period: str) -> str:
+        """Hash: an account's usage in a billing period: `ms|day|model|hardware` and
+        `nanos|day|model|hardware` (billed milliseconds, nano-dollars), `total_ms`, `total_nanos`."""
+        return f"{self.usage_prefix()}{username}:{period}"
+
     def auth_channel(self) -> str:
         """Pub/sub: a token digest (or "*") whose cached account every router drops at once."""
         return f"{self.prefix}auth-changed"

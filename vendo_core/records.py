@@ -67,6 +67,7 @@ class Account(Record):
     created_at: str | None = None
     roles: list[str] = []
     disabled: bool = False  # its tokens stop working; its data stays
+    limit_nanos: int | None = None  # spend limit per billing period, in nano-dollars; None: none
     orgs: list[str] = []  # the organizations it is a member of (not stored on the account's hash)
 
     def has(self, role: str) -> bool:
@@ -174,6 +175,14 @@ class Prediction(Record):
     deadline: str | None = None
     deadline_ts: float | None = None
     data_removed: bool = False
+    shared: bool = False  # its owner made it readable by anyone with its id (the Share button)
+    started_ts: float | None = None
+    # billing: the hardware it ran on and its price, fixed at creation; what it cost, fixed by its
+    # terminal transition (integer milliseconds and nano-dollars; see vendo_core.billing)
+    hardware: str | None = None
+    price_nanos: int | None = None
+    billed_ms: int | None = None
+    cost_nanos: int | None = None
 
     @property
     def done(self) -> bool:

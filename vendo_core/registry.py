@@ -241,6 +241,19 @@ class Registry:
         await pipe.execute()
         return await self.get_account(username)
 
+    async def set_limit(self, username: str, nanos: int | None) -> None:
+        """Set (None: remove) an account's spend limit per billing period; every router sees it at once."""
+        key = self.keys.account(username)
+        if not await self.redis.exists(key):
+            raise NotFound("Account", username)
+        pipe = self.redis.pipeline(transaction=True)
+        if nanos is None:
+            pipe.hdel(key, "limit_nanos")
+        else:
+            pipe.hset(key, "limit_nanos", str(nanos))
+        pipe.publish(self.keys.auth_channel(), "*")
+        await pipe.execute()
+
     async def set_membership(self, org: str, username: str, member: bool = True) -> list[str]:
         """Add (or remove) a user to an organization; returns the organization's members."""
         org_acct, user = await self.get_account(org), await self.get_account(username)

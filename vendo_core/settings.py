@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +67,11 @@ class Settings(BaseSettings):
         default=600, description="prediction creates per token per minute; 0: unlimited")
     rate_limit_requests_per_min: int = Field(
         default=3000, description="other API requests per token per minute; 0: unlimited")
+    billing_period: Literal["month", "week"] = Field(
+        default="month", description="usage and spend limits count per calendar month (or ISO week), UTC")
+    default_limit_usd: Decimal | None = Field(
+        default=None, ge=0, description="the spend limit per billing period given to new accounts "
+        "(an allowance); unset: none")
     max_queued_per_account: int = Field(
         default=1000, description="predictions of one account waiting to start at once; past it: 429")
     max_open_per_account: int = Field(

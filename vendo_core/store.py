@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from vendo_core.billing import day_of, period_of
 from vendo_core.keys import Keys
 from vendo_core.records import Prediction, encode_fields
 from vendo_core.status import ALLOWED_FROM, Status
@@ -72,7 +73,7 @@ class PredictionStore:
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int = 30 * 24 * 3600, *,
                  retention_s: float = 0, max_log_bytes: int = 4 * 1024 * 1024,
-                 blocking: aioredis.Redis | None = None):
+                 blocking: aioredis.Redis | None = None, billing_period: str = "month"):
         self.redis = redis
         # blocking reads (XREAD BLOCK) hold a connection each: their own pool, so many open
         # streams never starve the short commands every request needs
@@ -81,6 +82,7 @@ class PredictionStore:
         self.ttl_s = ttl_s
         self.retention_s = retention_s
         self.max_log_bytes = max_log_bytes
+        self.billing_period = billing_period
         self._transition = redis.register_script(_TRANSITION_LUA)
         self._append_logs = redis.register_script(_APPEND_LOGS_LUA)
 
@@ -185,15 +187,30 @@ class PredictionStore:
             flat += [k, v]
         allowed = ",".join(s.value for s in ALLOWED_FROM[target])
         k = self.keys
+        now = time.time()
+        active = (fields.get("metrics") or {}).get("predict_time") if terminal else None
+        billed = str(max(0, round(float(active) * 1000))) if isinstance(active, (int, float)) else ""
         ok, prev = await self._transition(
             keys=[
                 k.prediction(pid), k.running(), k.prediction_events(pid), k.dispatch(),
                 k.prediction_logs(pid), k.prediction_output(pid), k.retention(), k.webhooks(),
             ],
             args=[target.value, allowed, pid, "1" if terminal else "0", heartbeat_deadline, done, err,
-                  self.ttl_s, purge_at, *flat],
+                  self.ttl_s, purge_at, billed, k.usage_prefix(), period_of(now, self.billing_period),
+                  day_of(now), repr(now), *flat],
         )
         return bool(ok), (Status(prev) if prev else None)
+
+    async def set_shared(self, pid: str, shared: bool) -> bool:
+        """Share (or unshare) an existing prediction; False when its record is gone."""
+        key = self.keys.prediction(pid)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.exists(key)
+        pipe.hset(key, "shared", "1" if shared else "0")
+        exists, _ = await pipe.execute()
+        if not exists:
+            await self.redis.delete(key)  # we wrote a lone field on nothing
+        return bool(exists)
 
     async def append_logs(self, pid: str, text: str) -> None:
         """Append to the logs (over `max_log_bytes` the oldest half goes, and the logs say so) and

@@ -11,7 +11,13 @@
 -- ARGV[6] done-event data      ARGV[7] error-event data ("" for none)
 -- ARGV[8] ttl seconds applied to every key of a terminal prediction
 -- ARGV[9] when a terminal prediction's data is removed (epoch seconds; 0: never) into KEYS[7]
--- ARGV[10..] field, value pairs written to the hash with the status
+-- ARGV[10] billed milliseconds of a terminal move ("" : the time since `started_ts`, if it started)
+-- ARGV[11] usage key prefix      ARGV[12] billing period label   ARGV[13] day label (UTC)
+-- ARGV[14] now (epoch seconds)
+-- ARGV[15..] field, value pairs written to the hash with the status
+-- A terminal move of a prediction with a `price_nanos` also fixes its `billed_ms` and
+-- `cost_nanos` and adds them to its account's usage hash for the period (a key built from the
+-- account: vendo runs on one Redis, not a cluster), in this same call: billed exactly once.
 -- Returns {1, previous status} on success, {0, current status or false} when refused. A prediction
 -- whose record is gone (expired) is dropped from the running and dispatch indexes, where it would
 -- otherwise lapse again on every sweep, for good.
@@ -27,8 +33,8 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
 end
 if not allowed then return {0, cur} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if #ARGV >= 11 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 10, #ARGV))
+if #ARGV >= 16 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 15, #ARGV))
 end
 if ARGV[1] == 'processing' then
   redis.call('ZREM', KEYS[4], ARGV[3])
@@ -46,6 +52,27 @@ if ARGV[4] == '1' then
   redis.call('XADD', KEYS[3], '*', 'event', 'done', 'data', ARGV[6])
   if redis.call('HEXISTS', KEYS[1], 'webhook') == 1 or redis.call('HEXISTS', KEYS[1], 'webhook_completed') == 1 then
     redis.call('XADD', KEYS[8], '*', 'prediction', ARGV[3], 'event', 'completed')
+  end
+  local price = tonumber(redis.call('HGET', KEYS[1], 'price_nanos') or '')
+  if price then
+    local ms = tonumber(ARGV[10])
+    if not ms then
+      local started = tonumber(redis.call('HGET', KEYS[1], 'started_ts') or '')
+      ms = started and math.floor((tonumber(ARGV[14]) - started) * 1000 + 0.5) or 0
+    end
+    if ms < 0 then ms = 0 end
+    local cost = math.floor((ms * price + 500) / 1000)
+    local msS, costS = string.format('%.0f', ms), string.format('%.0f', cost)
+    redis.call('HSET', KEYS[1], 'billed_ms', msS, 'cost_nanos', costS)
+    if ms > 0 then
+      local who = redis.call('HMGET', KEYS[1], 'account', 'model', 'hardware')
+      local usage = ARGV[11] .. who[1] .. ':' .. ARGV[12]
+      local f = ARGV[13] .. '|' .. who[2] .. '|' .. (who[3] or '')
+      redis.call('HINCRBY', usage, 'ms|' .. f, msS)
+      redis.call('HINCRBY', usage, 'nanos|' .. f, costS)
+      redis.call('HINCRBY', usage, 'total_ms', msS)
+      redis.call('HINCRBY', usage, 'total_nanos', costS)
+    end
   end
   if tonumber(ARGV[9]) > 0 then
     redis.call('ZADD', KEYS[7], ARGV[9], ARGV[3])

@@ -7,13 +7,16 @@ from fastapi import APIRouter, Query, Response
 
 from router import wire
 from router.deps import AdminAccount, Rt
+from router.services.accounts import UNSET
+from vendo_core.billing import usd
 from vendo_core.records import Account
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 async def _account(rt: Rt, acct: Account) -> dict:
-    return {**acct.model_dump(), "members": await rt.accounts.members(acct)}
+    limit = None if acct.limit_nanos is None else float(usd(acct.limit_nanos))
+    return {**acct.model_dump(), "members": await rt.accounts.members(acct), "limit_usd": limit}
 
 
 @router.get("/accounts", response_model=wire.AdminAccountList)
@@ -25,7 +28,7 @@ async def list_accounts(admin: AdminAccount, rt: Rt):
 @router.post("/accounts", status_code=201, response_model=wire.AdminAccountCreated)
 async def create_account(admin: AdminAccount, rt: Rt, body: wire.AdminAccountCreate):
     """Create a user or an organization with its first API token (shown this once)."""
-    acct, token = await rt.accounts.create(body.username, body.type, body.name, body.roles)
+    acct, token = await rt.accounts.create(body.username, body.type, body.name, body.roles, body.limit_usd)
     return {"account": await _account(rt, acct), "token": token}
 
 
@@ -38,7 +41,8 @@ async def get_account(username: str, admin: AdminAccount, rt: Rt):
 async def update_account(username: str, admin: AdminAccount, rt: Rt, body: wire.AdminAccountUpdate):
     """Replace an account's roles, or disable (enable) it: a disabled account's tokens stop working
     at once on every router replica; its models, predictions and files stay."""
-    acct = await rt.accounts.update(username, roles=body.roles, disabled=body.disabled)
+    limit = body.limit_usd if "limit_usd" in body.model_fields_set else UNSET
+    acct = await rt.accounts.update(username, roles=body.roles, disabled=body.disabled, limit_usd=limit)
     return await _account(rt, acct)
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from router import wire
 from router.deadlines import parse_cancel_after
-from router.deps import CurrentAccount, Rt, base_url, json_body
+from router.deps import CurrentAccount, MaybeAccount, Rt, base_url, json_body
 from router.runtime import Runtime
 from vendo_core.errors import InvalidRequest
 from vendo_core.ids import ModelRef
@@ -91,11 +91,32 @@ async def create_deployment_prediction(owner: str, name: str, request: Request, 
 
 
 @router.get("/predictions/{pid}", response_model=wire.Prediction)
-async def get_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
-    """Get a prediction."""
-    rec = await rt.predictions.get(account, pid)
+async def get_prediction(pid: str, request: Request, account: MaybeAccount, rt: Rt):
+    """Get a prediction: your own, or one its owner shared (that one also without a token)."""
+    rec, own = await rt.predictions.get_visible(account, pid)
     base = base_url(request)
+    if not own:  # a shared one: its input files as signed links, and not where its webhooks go
+        rec.webhook = None
+        if rec.input:
+            rec.input = await rt.files.signed_inputs(rec.input, rec.account, base, rt.settings.url_expiry_s)
     return JSONResponse(wire.prediction(rec, base, rt.url_for(base)))  # built once: no re-validation
+
+
+@router.post("/predictions/{pid}/share", response_model=wire.Prediction)
+async def share_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
+    """Share a prediction (a vendo extension; Replicate's Share button): anyone with its id may
+    then read it, input files and outputs included, without a token; nothing else of yours."""
+    rec = await rt.predictions.share(account, pid, True)
+    base = base_url(request)
+    return JSONResponse(wire.prediction(rec, base, rt.url_for(base)))
+
+
+@router.post("/predictions/{pid}/unshare", response_model=wire.Prediction)
+async def unshare_prediction(pid: str, request: Request, account: CurrentAccount, rt: Rt):
+    """Make a shared prediction private again: to others it is a 404 at once."""
+    rec = await rt.predictions.share(account, pid, False)
+    base = base_url(request)
+    return JSONResponse(wire.prediction(rec, base, rt.url_for(base)))
 
 
 @router.get("/predictions", response_model=wire.Page[wire.Prediction])

@@ -4,22 +4,47 @@ Who may call it is the route's business (admins only; a 404 to everyone else).""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import Any
 
+from vendo_core.billing import Usage, UsageRow, nanos_of_usd, period_start
 from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.records import ROLES, Account, Token
 from vendo_core.registry import Registry
 
 KINDS = ("user", "organization")
+UNSET: Any = object()
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,38}$")
 
 
 class AccountService:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, *, default_limit_nanos: int | None = None, usage: Usage | None = None):
         self.registry = registry
+        self.default_limit_nanos = default_limit_nanos
+        self.usage = usage
+
+    async def usage_of(self, viewer: Account, username: str | None, since: str | None, by: str,
+                       now_ts: float) -> tuple[Account, dt.date, list[UsageRow]]:
+        """An account's usage from `since` (a date; default: the start of the current billing
+        period) to now, by model, hardware or day. Your own; an admin's, anyone's (404 otherwise)."""
+        username = username or viewer.username
+        if username != viewer.username and not viewer.has("admin"):
+            raise NotFound("Account", username)
+        acct = await self.get(username)
+        if self.usage is None:
+            raise NotFound("Usage", username)
+        if since is None:
+            start = period_start(now_ts, self.usage.period)
+        else:
+            try:
+                start = dt.date.fromisoformat(since[:10])
+            except ValueError:
+                raise InvalidRequest("since", "must be a date, e.g. 2026-11-01") from None
+        return acct, start, await self.usage.rows(username, start, now_ts, by)
 
     async def create(self, username: str, kind: str = "user", name: str | None = None,
-                     roles: list[str] | None = None) -> tuple[Account, str]:
+                     roles: list[str] | None = None, limit_usd: Any = None) -> tuple[Account, str]:
         """A new account (user or organization) and its first token, in the clear (shown once).
         409 when the name is taken."""
         if not USERNAME.match(username):
@@ -30,8 +55,11 @@ class AccountService:
         self._check_roles(roles or [])
         if await self.registry.get_account(username) is not None:
             raise Conflict(f"account {username!r} already exists")
+        limit = nanos_of_usd(limit_usd) if limit_usd is not None else self.default_limit_nanos
         token = await self.registry.create_account(username, name=name, kind=kind, roles=tuple(roles or ()),
                                                    token_name="first token")
+        if limit is not None:
+            await self.registry.set_limit(username, limit)
         return await self.get(username), token
 
     async def get(self, username: str) -> Account:
@@ -46,10 +74,13 @@ class AccountService:
     async def members(self, acct: Account) -> list[str] | None:
         return await self.registry.members(acct.username) if acct.type == "organization" else None
 
-    async def update(self, username: str, *, roles: list[str] | None = None, disabled: bool | None = None) -> Account:
-        """Replace an account's roles and/or disable (enable) it; a disabled account's tokens stop
-        working at once on every router, its data stays."""
+    async def update(self, username: str, *, roles: list[str] | None = None, disabled: bool | None = None,
+                     limit_usd: Any = UNSET) -> Account:
+        """Replace an account's roles, its spend limit (None: no limit) and/or disable (enable) it;
+        a disabled account's tokens stop working at once on every router, its data stays."""
         acct = await self.get(username)
+        if limit_usd is not UNSET:
+            await self.registry.set_limit(username, None if limit_usd is None else nanos_of_usd(limit_usd))
         if roles is not None:
             self._check_roles(roles)
             add, drop = set(roles) - set(acct.roles), set(acct.roles) - set(roles)

@@ -7,15 +7,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from router.apps import AppManager, AppSpec
 from router.services.deployments import DeploymentService
 from router.services.resolve import Resolver
 from router.validation import validate_input
 from router.webhooks import WebhookPolicy
-from vendo_core.errors import InvalidRequest, NotFound, PredictionNotFound, TooManyQueued, VersionNotFound
+from vendo_core.billing import Usage, period_of, usd
+from vendo_core.errors import (
+    InvalidRequest,
+    NotFound,
+    PredictionNotFound,
+    SpendLimitReached,
+    TooManyQueued,
+    VersionNotFound,
+)
 from vendo_core.files import Files
+from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import OPAQUE_ID, ModelRef, new_prediction_id
 from vendo_core.records import Account, Model, Prediction
 from vendo_core.status import Status
@@ -34,8 +43,11 @@ class PredictionService:
     def __init__(self, store: PredictionStore, resolver: Resolver, apps: AppManager, *,
                  deployments: DeploymentService | None = None, lease_s: float = 30.0,
                  files: Files | None = None, webhooks: WebhookPolicy | None = None,
-                 max_queue_s: float = 1800.0, max_queued: int = 0):
+                 max_queue_s: float = 1800.0, max_queued: int = 0,
+                 skus: Callable[[], HardwareConfig] | None = None, usage: Usage | None = None):
         self.store = store
+        self.skus = skus
+        self.usage = usage
         self.resolver = resolver
         self.registry = resolver.registry
         self.deployments = deployments
@@ -92,15 +104,25 @@ class PredictionService:
                                  file_url_prefixes=file_url_prefixes)
         if self.max_queued and await self.store.queued(account.username, self.max_queued) >= self.max_queued:
             raise TooManyQueued(account.username, self.max_queued)
+        ts = time.time()
+        if account.limit_nanos is not None and self.usage is not None:  # one round trip, only then
+            spent = await self.usage.spent(account.username, ts)
+            if spent >= account.limit_nanos:
+                raise SpendLimitReached(account.username, f"{usd(spent):.2f}", f"{usd(account.limit_nanos):.2f}",
+                                        period_of(ts, self.usage.period))
         if self.files is not None and file_url_prefixes:
             await self.files.check_inputs(account, payload, file_url_prefixes)
         hooks = await self.webhooks.record_fields(body)
-        ts = time.time()
         record = Prediction(
             id=new_prediction_id(), account=account.username, model=version.model, version=version.id,
             status=Status.STARTING, input=payload, created_at=now_iso(ts), created_ts=ts, source=source,
             iterator=bool(version.traits.get("is_iterator")), deployment=deployment, app=spec.app,
             base_url=base, **hooks)  # webhooks render the prediction under the create's base
+        if self.skus is not None:  # what it runs on, and so what a second of it costs
+            skus = self.skus()
+            record.hardware = spec.hardware or version.hardware or skus.default
+            sku = skus.skus.get(record.hardware)
+            record.price_nanos = sku.price_nanos if sku is not None else None
         if deadline_s is not None:
             record.deadline, record.deadline_ts = now_iso(ts + deadline_s), ts + deadline_s
         await self.store.create(record, ts + self.lease_s)
@@ -189,6 +211,26 @@ class PredictionService:
         """A prediction's events after `last_id` (output, logs, error, done), waiting up to
         `block_ms` for the first; the caller has already been shown the prediction."""
         return await self.store.read_events(pid, last_id, block_ms)
+
+    async def get_visible(self, account: Account | None, pid: str) -> tuple[Prediction, bool]:
+        """(the record, whether the caller owns it): the caller's own (or its organization's), or
+        one its owner shared, for anyone, a caller without a token included. 404 otherwise."""
+        if not OPAQUE_ID.match(pid):
+            raise PredictionNotFound(pid)
+        rec = await self.store.get(pid)
+        if rec is not None and account is not None and account.acts_for(rec.account):
+            return rec, True
+        if rec is not None and rec.shared:
+            return rec, False
+        raise PredictionNotFound(pid)
+
+    async def share(self, account: Account, pid: str, shared: bool = True) -> Prediction:
+        """Make the caller's prediction readable by anyone with its id (or private again)."""
+        rec = await self.get(account, pid)
+        if not await self.store.set_shared(pid, shared):
+            raise PredictionNotFound(pid)
+        rec.shared = shared
+        return rec
 
     async def cancel(self, account: Account, pid: str) -> Prediction:
         rec = await self.get(account, pid)

@@ -121,3 +121,73 @@ def test_token_expiry_and_roles_over_http(cluster):
     with _as(cluster, live["token"]) as h:  # the role change is seen at once: no push now
         r = h.post("/v1/models", json={"owner": "erin", "name": "m", "visibility": "private", "hardware": "cpu"})
         assert r.status_code == 403
+
+
+def test_usage_costs_and_spend_limits(cluster, examples):
+    """Each prediction is billed its active seconds at its hardware's price; the usage API and
+    `vendo usage` sum them exactly; over its limit an account gets 402 until an admin raises it."""
+    import csv
+    import io
+
+    from vendo_core.keys import Keys
+    from vendo_core.redisconn import connect
+    from vendo_core.store import PredictionStore
+
+    with cluster.http() as h:
+        frank = h.post("/v1/admin/accounts", json={"username": "frank", "limit_usd": "5"}).json()
+    assert frank["account"]["limit_usd"] == 5.0
+    client = replicate.Client(api_token=frank["token"], base_url=cluster.url)
+    preds = [client.predictions.create(version=examples["hello-world"], input={"text": f"u{i}"}) for i in range(3)]
+    for p in preds:
+        p.wait()
+        assert p.status == "succeeded", p.error
+
+    async def records():
+        r = connect(cluster.redis_url)
+        try:
+            return await PredictionStore(r, Keys(cluster.settings.redis_prefix)).get_many([p.id for p in preds])
+        finally:
+            await r.aclose()
+
+    import asyncio
+
+    recs = asyncio.run(records())
+    assert all(r.hardware == "cpu" and r.price_nanos == 25_000 and r.billed_ms > 0 for r in recs)
+    assert all(r.billed_ms == round(r.metrics["predict_time"] * 1000) for r in recs)
+    total = sum(r.cost_nanos for r in recs)
+    with _as(cluster, frank["token"]) as h:
+        usage = h.get("/v1/usage").json()
+        assert usage["account"] == "frank" and usage["limit_usd"] == 5.0
+        assert usage["total"]["cost_nanos"] == total
+        assert usage["results"] == [{"key": "alice/hello-world", "seconds": usage["total"]["seconds"],
+                                     "cost_usd": usage["total"]["cost_usd"], "cost_nanos": total}]
+        assert h.get("/v1/usage", params={"by": "hardware"}).json()["results"][0]["key"] == "cpu"
+        assert h.get("/v1/usage", params={"by": "size"}).json()["invalid_fields"][0]["field"] == "by"
+        assert h.get("/v1/usage", params={"since": "yesterday"}).status_code == 422
+        assert h.get("/v1/usage", params={"account": "alice"}).status_code == 404  # not an admin
+    with cluster.http() as h:
+        assert h.get("/v1/usage", params={"account": "frank"}).json()["total"]["cost_nanos"] == total
+
+    env_user = {"frank": frank["token"]}
+    cluster.tokens.update(env_user)
+    out = vendo(cluster, "usage", "--csv", "--by", "day", user="frank")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0]) == ["account", "day", "seconds", "cost_usd"] and rows[0]["account"] == "frank"
+    from decimal import Decimal
+
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal(total) / 10**9
+
+    # a limit below what is spent: new predictions are refused with 402, saying the limit and spend
+    limited = vendo(cluster, "accounts", "set", "frank", "--limit-usd", "0")
+    assert limited.returncode == 0 and "limit $0.00" in limited.stdout
+    with _as(cluster, frank["token"]) as h:
+        r = h.post("/v1/predictions", json={"version": examples["hello-world"], "input": {"text": "x"}})
+        assert r.status_code == 402 and "limit" in r.json()["detail"] and "frank" in r.json()["detail"]
+    with pytest.raises(replicate.exceptions.ReplicateError) as e:
+        client.run(f"alice/hello-world:{examples['hello-world']}", input={"text": "x"})
+    assert e.value.status == 402
+    assert vendo(cluster, "accounts", "set", "frank", "--limit-usd", "10").returncode == 0
+    again = client.predictions.create(version=examples["hello-world"], input={"text": "again"})
+    again.wait()
+    assert again.status == "succeeded"

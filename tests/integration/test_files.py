@@ -189,3 +189,40 @@ def test_downloads_are_never_sniffed_and_only_media_is_inline(cluster):
         assert r.status_code == 200
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["content-disposition"].startswith(disposition), (name, r.headers["content-disposition"])
+
+
+def test_a_shared_prediction_opens_without_a_token_with_its_files(cluster, read_file):
+    """Replicate's Share button: a shared prediction (input file and output included) is readable
+    by anyone with its id, without a token; unshared, or never shared, it is a 404 to them."""
+    alice = cluster.client()
+    uploaded = alice.files.create(io.BytesIO(b"shared bytes"), filename="s.txt")
+    with cluster.http() as h:
+        p = h.post("/v1/predictions", headers={"Prefer": "wait=60"},
+                   json={"version": read_file, "input": {"document": uploaded.urls["get"]},
+                         "webhook": "https://example.com/hook"}).json()
+    assert p["status"] == "succeeded", p.get("error")
+    get = f"{cluster.url}/v1/predictions/{p['id']}"
+    assert httpx.get(get).status_code == 404  # not shared: no token, no prediction
+    with cluster.http("bob") as h:
+        assert h.get(get).status_code == 404
+        assert h.post(f"{get}/share").status_code == 404  # only its owner shares it
+
+    with cluster.http() as h:
+        shared = h.post(f"{get}/share").json()
+    assert shared["shared"] is True and shared["webhook"] == "https://example.com/hook"
+    anon = httpx.get(get)
+    assert anon.status_code == 200
+    seen = anon.json()
+    assert seen["output"] == shared["output"] or httpx.get(seen["output"]).text == httpx.get(shared["output"]).text
+    assert "webhook" not in seen  # where its owner's webhooks go stays the owner's
+    assert httpx.get(seen["input"]["document"]).content == b"shared bytes"  # a signed link, no token
+    assert httpx.get(seen["output"]).text == _report(b"shared bytes", "s.txt")
+    with cluster.http("bob") as h:
+        assert h.get(get).status_code == 200
+        assert h.post(f"{get}/cancel").status_code == 404  # reading is all it allows
+        assert h.get(f"/v1/files/{uploaded.id}").status_code == 404  # nothing else of alice's
+    assert httpx.get(get, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+    with cluster.http() as h:
+        assert "shared" not in h.post(f"{get}/unshare").json()
+    assert httpx.get(get).status_code == 404

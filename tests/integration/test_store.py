@@ -244,3 +244,70 @@ def test_queued_counts_only_predictions_still_starting(store):
         assert await s.redis.zcard("vendo:account:alice:queued") == 2
         assert await s.queued("bob", limit=1) == 1
     run(go())
+
+
+def test_billing_is_fixed_by_the_terminal_transition_exactly_once_and_sums_exactly(store):
+    """A thousand predictions on three models and two SKUs: the usage total equals the sum of the
+    predictions' own costs to the nano-dollar (so to the cent), a second terminal move bills
+    nothing, a prediction canceled from outside pays for the time since it started, and one
+    without a price (or that never started) adds nothing."""
+    import datetime as dt
+    import random
+
+    from vendo_core.billing import Usage, usd
+
+    async def go():
+        s = store()
+        rng = random.Random(7)
+        prices = {"cpu": 25_000, "gpu-small": 225_000}
+        pids = []
+        for i in range(1000):
+            hw = "cpu" if i % 3 else "gpu-small"
+            rec = _record(f"b{i}")
+            rec.model, rec.hardware, rec.price_nanos = f"a/m{i % 3}", hw, prices[hw]
+            await s.create(rec, time.time() + 30)
+            await s.transition(rec.id, Status.PROCESSING, {"started_at": "x", "started_ts": time.time()})
+            end = Status.SUCCEEDED if i % 10 else Status.FAILED
+            await s.transition(rec.id, end, {"metrics": {"predict_time": round(rng.uniform(0, 30), 6)}})
+            pids.append(rec.id)
+        # billed once: a late second terminal move is refused and changes nothing
+        assert (await s.transition("b1", Status.CANCELED, {"metrics": {"predict_time": 1000.0}}))[0] is False
+
+        # canceled from outside while running: no predict_time, billed from started_ts
+        rec = _record("c1")
+        rec.model, rec.hardware, rec.price_nanos = "a/m0", "cpu", prices["cpu"]
+        await s.create(rec, time.time() + 30)
+        await s.transition("c1", Status.PROCESSING, {"started_at": "x", "started_ts": time.time() - 2.0})
+        await s.transition("c1", Status.CANCELED)
+        c1 = await s.get("c1")
+        assert 2000 <= c1.billed_ms < 2500 and c1.cost_nanos == round(c1.billed_ms * 25_000 / 1000)
+        pids.append("c1")
+        # never started, or no price: nothing billed
+        for pid, price in (("n1", prices["cpu"]), ("n2", None)):
+            rec = _record(pid)
+            rec.price_nanos = price
+            await s.create(rec, time.time() + 30)
+            if price is None:
+                await s.transition(pid, Status.PROCESSING, {"started_at": "x"})
+                await s.transition(pid, Status.SUCCEEDED, {"metrics": {"predict_time": 5.0}})
+            else:
+                await s.transition(pid, Status.CANCELED)
+        assert (await s.get("n1")).cost_nanos == 0 and (await s.get("n2")).cost_nanos is None
+
+        records = await s.get_many(pids)
+        assert all(r.billed_ms == round(r.metrics["predict_time"] * 1000) for r in records if r.id != "c1")
+        total = sum(r.cost_nanos for r in records)
+        usage = Usage(s.redis, s.keys)
+        today = dt.datetime.now(dt.timezone.utc).date()
+        for by in ("model", "hardware", "day"):
+            rows = await usage.rows("alice", today, time.time(), by)
+            assert sum(r.nanos for r in rows) == total
+            assert sum(r.milliseconds for r in rows) == sum(r.billed_ms for r in records)
+        by_hw = {r.key: r.nanos for r in await usage.rows("alice", today, time.time(), "hardware")}
+        assert by_hw["gpu-small"] == sum(r.cost_nanos for r in records if r.hardware == "gpu-small")
+        assert await usage.spent("alice", time.time()) == total
+        assert round(usd(total), 2) == round(sum(usd(r.cost_nanos) for r in records), 2)
+        # each cost is the billed milliseconds at the SKU's price, rounded to the nano-dollar
+        assert all(r.cost_nanos == (r.billed_ms * r.price_nanos + 500) // 1000 for r in records)
+
+    run(go())
