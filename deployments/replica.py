@@ -12,6 +12,7 @@ again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 from deployments import logs
 from deployments.run import Runner, Running
 from deployments.supervisor import ModelWorker, WorkerFailed, WorkerOptions, share_tree
+from vendo_core.billing import ReplicaMeter, bill_replica_time
 from vendo_core.files import Files
 from vendo_core.keys import Keys
 from vendo_core.packaging import UnpackLimits, unpack_package
@@ -66,7 +68,9 @@ class ModelReplica:
     prediction."""
 
     async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
+        self.meter = ReplicaMeter(time.time())  # setup() is the owner's time too
         self.version_id = version["id"]
+        self.billing = {k: version.get(k) for k in ("model", "deployment", "hardware", "price_nanos")}
         self.settings = Settings(**settings)
         self.keys = Keys(self.settings.redis_prefix)
         self.redis = connect(redis_url)
@@ -109,9 +113,30 @@ class ModelReplica:
 
     # background work
 
+    async def _bill_owner(self) -> None:
+        """Add the setup and idle time since the last call to the owner's usage: a deployment's
+        owner, or a private model's (a public model's replica time is the platform's)."""
+        b = self.billing
+        ms = self.meter.take(time.time())
+        if not ms or not b.get("model") or b.get("price_nanos") is None:
+            return
+        if b.get("deployment"):
+            owner = b["deployment"].split("/", 1)[0]
+        else:
+            model_owner, _, name = b["model"].partition("/")
+            model = await self.registry.get_model(model_owner, name)
+            owner = model_owner if model is not None and model.visibility == "private" else None
+        if owner:
+            await bill_replica_time(self.redis, self.keys, owner, b["model"], b.get("hardware") or "",
+                                    int(b["price_nanos"]), ms, time.time(), self.settings.billing_period)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self._bill_owner()
+            except Exception:  # noqa: BLE001 - what was taken is lost (one beat's worth); go on
+                log.exception("billing the replica's idle time failed")
             try:
                 pids = list(self.running)
                 await self.store.heartbeat(pids, time.time() + 3 * self.settings.heartbeat_s)
@@ -149,7 +174,9 @@ class ModelReplica:
                 await asyncio.sleep(1)
 
     async def __del__(self) -> None:
-        """Serve's graceful shutdown: stop the worker and remove its folders."""
+        """Serve's graceful shutdown: bill the last idle stretch, stop the worker, remove its folders."""
+        with contextlib.suppress(Exception):
+            await self._bill_owner()
         await self.worker.close()
 
     def check_health(self) -> None:
@@ -180,6 +207,7 @@ class ModelReplica:
             return {"status": prev.value if prev else None}
         run = Running(logs.LogSink())
         self.running[pid] = run
+        self.meter.start(started)
         loop = asyncio.get_running_loop()
         flusher = loop.create_task(self._flush_logs(pid, run.sink))
         # no prediction outlives max_prediction_s: graceful shutdowns are sized on it
@@ -206,6 +234,7 @@ class ModelReplica:
             watchdog.cancel()
             flusher.cancel()
             self.running.pop(pid, None)
+            self.meter.stop(time.time())
         rest = run.sink.drain()
         if rest:
             await self.store.append_logs(pid, rest)

@@ -62,7 +62,8 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
         health_check_timeout_s=30.0,
     )
     replica = {"id": v.id, "package_key": v.package_key, "hardware": hardware, "num_gpus": sku.num_gpus,
-               "concurrency": concurrency}
+               "concurrency": concurrency, "model": v.model, "deployment": spec.deployment,
+               "price_nanos": sku.price_nanos}
     return deployment.bind(replica, settings, redis_url)
 
 

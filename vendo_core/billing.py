@@ -141,3 +141,56 @@ class Usage:
                 acc[0 if kind == "ms" else 1] += int(value)
         rows = [UsageRow(k, ms, n) for k, (ms, n) in sums.items()]
         return sorted(rows, key=lambda r: (-r.nanos, r.key)) if by != "day" else sorted(rows, key=lambda r: r.key)
+
+
+SETUP_IDLE = " (setup+idle)"  # the usage key of a model's replica time outside predictions
+
+
+class ReplicaMeter:
+    """The time a replica runs with no prediction on it: from its start through setup(), and every
+    stretch between predictions. Private models and deployments bill it to their owner (their
+    predictions' callers pay the active seconds). Measured, not estimated: `take()` returns the
+    milliseconds accrued since the last take, which the replica adds to the owner's usage on every
+    heartbeat and at shutdown (a crash loses at most one heartbeat's worth)."""
+
+    def __init__(self, now: float):
+        self.last = now  # idle time is accrued up to here
+        self.active = 0  # predictions running now
+        self.pending = 0  # accrued milliseconds not taken yet
+
+    def _accrue(self, now: float) -> None:
+        if self.active == 0 and now > self.last:
+            self.pending += round((now - self.last) * 1000)
+        self.last = max(self.last, now)
+
+    def start(self, now: float) -> None:
+        """A prediction starts: the idle stretch before it ends here."""
+        self._accrue(now)
+        self.active += 1
+
+    def stop(self, now: float) -> None:
+        """A prediction ended: idle again from here once none runs."""
+        self.active = max(0, self.active - 1)
+        self.last = max(self.last, now)
+
+    def take(self, now: float) -> int:
+        """The idle milliseconds accrued since the last take."""
+        self._accrue(now)
+        ms, self.pending = self.pending, 0
+        return ms
+
+
+async def bill_replica_time(redis: aioredis.Redis, keys: Keys, owner: str, model: str, hardware: str,
+                            price: int, ms: int, now_ts: float, period: str = "month") -> None:
+    """Add a replica's setup and idle milliseconds to its owner's usage (one round trip)."""
+    if ms <= 0:
+        return
+    cost = (ms * price + 500) // 1000
+    field = f"{day_of(now_ts)}|{model}{SETUP_IDLE}|{hardware}"
+    pipe = redis.pipeline(transaction=True)
+    key = keys.usage(owner, period_of(now_ts, period))
+    pipe.hincrby(key, f"ms|{field}", ms)
+    pipe.hincrby(key, f"nanos|{field}", cost)
+    pipe.hincrby(key, "total_ms", ms)
+    pipe.hincrby(key, "total_nanos", cost)
+    await pipe.execute()

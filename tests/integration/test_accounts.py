@@ -191,3 +191,73 @@ def test_usage_costs_and_spend_limits(cluster, examples):
     again = client.predictions.create(version=examples["hello-world"], input={"text": "again"})
     again.wait()
     assert again.status == "succeeded"
+
+
+def test_a_private_models_setup_and_idle_time_is_billed_to_its_owner_not_its_caller(cluster, examples):
+    """An organization's private model run by a member: the member pays the prediction's active
+    seconds, the organization the replica's setup and idle time; a public model's replica time is
+    nobody's bill."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.integration.conftest import EXAMPLES
+    from tests.integration.test_lifecycle import variant, wait_for
+
+    with cluster.http() as h:
+        org = h.post("/v1/admin/accounts", json={"username": "labs", "type": "organization",
+                                                  "roles": ["push"]}).json()
+        member = h.post("/v1/admin/accounts", json={"username": "gail"}).json()
+        assert h.put("/v1/admin/orgs/labs/members/gail").status_code == 200
+    cluster.tokens.update(labs=org["token"], gail=member["token"])
+    project = variant(EXAMPLES / "hello-world", Path(tempfile.mkdtemp()) / "p", "labs-private")
+    vid = cluster.push(project, "labs/private-hello", user="labs", hardware="gpu-small")  # a GPU fraction
+    gail = replicate.Client(api_token=member["token"], base_url=cluster.url)
+    p = gail.predictions.create(version=vid, input={"text": "member"})
+    p.wait()
+    assert p.status == "succeeded", p.error
+    q = gail.predictions.create(version=examples["hello-world"], input={"text": "public"})
+    q.wait()
+
+    def usage(token: str) -> dict[str, int]:
+        with _as(cluster, token) as h:
+            return {r["key"]: r["cost_nanos"] for r in h.get("/v1/usage").json()["results"]}
+
+    owner_rows = wait_for(lambda: {k: v for k, v in usage(org["token"]).items() if k.endswith("(setup+idle)")},
+                          60, "the organization's replica time to be billed")
+    assert list(owner_rows) == ["labs/private-hello (setup+idle)"] and owner_rows[
+        "labs/private-hello (setup+idle)"] > 0
+    caller = usage(member["token"])
+    assert set(caller) == {"labs/private-hello", "alice/hello-world"}  # active time only
+    with _as(cluster, member["token"]) as h:
+        by_hw = {r["key"]: r for r in h.get("/v1/usage", params={"by": "hardware"}).json()["results"]}
+    assert set(by_hw) == {"gpu-small", "cpu"}
+    # each at its SKU's price: $0.000225/s for a quarter GPU, $0.000025/s for a CPU
+    assert by_hw["gpu-small"]["cost_nanos"] == caller["labs/private-hello"]
+    assert abs(by_hw["gpu-small"]["cost_nanos"] - by_hw["gpu-small"]["seconds"] * 225_000) <= 1
+    assert "alice/hello-world (setup+idle)" not in usage(cluster.tokens["alice"])  # public: nobody's
+
+
+def test_revocation_and_disabling_reach_every_router_replica_at_once(cluster):
+    """With two router replicas, each holding the token's account in its cache, a revocation and
+    a disabled account are refused by both on the very next request."""
+    from ray import serve
+
+    from router.apps import replica_counts
+
+    cluster.deploy_router(router_replicas=2)
+    try:
+        assert replica_counts(serve.status().applications["vendo"]).get("running") == 2
+        with cluster.http() as h:
+            made = h.post("/v1/admin/accounts", json={"username": "hal"}).json()
+            other = h.post("/v1/admin/tokens", json={"account": "hal", "name": "second"}).json()
+        assert _statuses(cluster, made["token"], n=60) == {200}  # cached on both replicas by now
+        assert _statuses(cluster, other["token"], n=60) == {200}
+        with cluster.http() as h:
+            assert h.delete(f"/v1/admin/tokens/{other['id']}").status_code == 204
+        assert _statuses(cluster, other["token"], n=60) == {401}
+        assert _statuses(cluster, made["token"], n=20) == {200}  # the account's other token still works
+        with cluster.http() as h:
+            assert h.patch("/v1/admin/accounts/hal", json={"disabled": True}).json()["disabled"] is True
+        assert _statuses(cluster, made["token"], n=60) == {401}
+    finally:
+        cluster.deploy_router()

@@ -23,6 +23,9 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "static_schema_unresolvable_fails": "Cog's static schema parser cannot follow a type exported from a "
                                         "package's __init__.py and refuses the build; vendo reads the "
                                         "schema by importing the module, which resolves it",
+    "static_schema_secret_optional": "Cog's static schema generator (COG_STATIC_SCHEMA=1) keeps "
+                                     "`seed: int = Input(default=None)` in `required`; vendo reads the "
+                                     "schema at runtime, as Cog does by default, where it is optional",
     "tensorflow": "tensorflow==2.11.1 has no wheel for Python 3.11, the interpreter vendo runs model "
                   "workers on; Cog builds an image with the Python the project names (3.10)",
     "torch_271_cuda_128": "`torch==2.7.1+cu128` lives on PyTorch's own index, which Cog's build adds "

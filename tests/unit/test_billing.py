@@ -41,3 +41,18 @@ def test_periods_are_calendar_months_or_iso_weeks_in_utc():
     assert periods_since(dt.date(2026, 1, 31), ts("2026-03-01")) == ["2026-01", "2026-02", "2026-03"]
     assert periods_since(dt.date(2026, 11, 20), ts("2026-12-01"), "week") == [
         "2026-W47", "2026-W48", "2026-W49"]
+
+
+def test_a_replica_meter_counts_setup_and_the_time_between_predictions():
+    from vendo_core.billing import ReplicaMeter
+
+    m = ReplicaMeter(100.0)
+    assert m.take(102.5) == 2500  # setup
+    m.start(103.0)  # 0.5 s idle before it
+    m.start(103.2)  # a second one, concurrently: not idle
+    assert m.take(104.0) == 500
+    m.stop(105.0)
+    assert m.take(106.0) == 0  # one still runs
+    m.stop(106.0)
+    assert m.take(107.25) == 1250
+    assert m.take(107.25) == 0  # taken once
