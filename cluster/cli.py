@@ -431,7 +431,8 @@ def tokens_rotate(username: str):
     """Revoke every token of an account and print its one new token."""
     tokens = _admin("GET", "/tokens", params={"account": username})["results"]
     body = _admin("POST", "/tokens", json={"account": username, "name": "rotated"})
-    for t in tokens:
+    mine = token_id(token_digest(_client().token))
+    for t in sorted(tokens, key=lambda t: t["id"] == mine):  # the one this command uses goes last
         _admin("DELETE", f"/tokens/{t['id']}")
     out.print(body["token"], soft_wrap=True)
 

@@ -387,13 +387,15 @@ class Registry:
             pipe.hgetall(self.keys.model(owner, name))
         return [_model(raw) for raw in await pipe.execute()] if refs else []
 
-    async def page_models(self, viewer: str, sort_by: str, desc: bool, after: tuple[float, str] | None,
+    async def page_models(self, viewer: str | list[str], sort_by: str, desc: bool, after: tuple[float, str] | None,
                           limit: int, keep: Callable[[Model], bool]) -> tuple[list[Model], tuple | None]:
-        """One page of the models `viewer` may see (the public index merged with the viewer's
-        private one), ordered by `sort_by`, after the keyset position `after` (score, ref), keeping
-        those `keep` accepts. Returns (models, position of the last one if more follow)."""
+        """One page of the models `viewer` may see (the public index merged with the private ones
+        of the viewer, or of each of a list of owners: an account and its organizations), ordered
+        by `sort_by`, after the keyset position `after` (score, ref), keeping those `keep`
+        accepts. Returns (models, position of the last one if more follow)."""
         await self._ensure_indexes()
-        keys = [self.keys.models_sorted(sort_by), self.keys.models_sorted(sort_by, viewer)]
+        owners = [viewer] if isinstance(viewer, str) else viewer
+        keys = [self.keys.models_sorted(sort_by), *(self.keys.models_sorted(sort_by, o) for o in owners)]
         out: list[tuple[Model, tuple[float, str]]] = []
         pos, chunk = after, limit + 1
         while len(out) <= limit:

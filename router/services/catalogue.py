@@ -95,7 +95,8 @@ class Catalogue:
         def keep(model: Model) -> bool:
             return visible(model, account) and (terms is None or _matches(model, terms))
 
-        models, last = await self.registry.page_models(account.username, sort_by, direction == "desc", after,
+        models, last = await self.registry.page_models([account.username, *account.orgs], sort_by,
+                                                       direction == "desc", after,
                                                        PAGE_SIZE, keep)
         return await self.with_latest(models), (encode_cursor(*last) if last else None)
 

@@ -212,6 +212,10 @@ def test_a_private_models_setup_and_idle_time_is_billed_to_its_owner_not_its_cal
     project = variant(EXAMPLES / "hello-world", Path(tempfile.mkdtemp()) / "p", "labs-private")
     vid = cluster.push(project, "labs/private-hello", user="labs", hardware="gpu-small")  # a GPU fraction
     gail = replicate.Client(api_token=member["token"], base_url=cluster.url)
+    listed = [f"{m.owner}/{m.name}" for page in replicate.paginate(gail.models.list) for m in page]
+    assert "labs/private-hello" in listed  # the organization's private model, listed for its member
+    bob = [f"{m.owner}/{m.name}" for page in replicate.paginate(cluster.client("bob").models.list) for m in page]
+    assert "labs/private-hello" not in bob
     p = gail.predictions.create(version=vid, input={"text": "member"})
     p.wait()
     assert p.status == "succeeded", p.error
@@ -261,3 +265,22 @@ def test_revocation_and_disabling_reach_every_router_replica_at_once(cluster):
         assert _statuses(cluster, made["token"], n=60) == {401}
     finally:
         cluster.deploy_router()
+
+
+def test_rotating_an_accounts_tokens(cluster):
+    with cluster.http() as h:
+        first = h.post("/v1/admin/accounts", json={"username": "ivy"}).json()["token"]
+        second = h.post("/v1/admin/tokens", json={"account": "ivy"}).json()["token"]
+    rotated = vendo(cluster, "tokens", "rotate", "ivy")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip().splitlines()[-1]
+    assert _statuses(cluster, first, n=3) == {401} and _statuses(cluster, second, n=3) == {401}
+    assert _statuses(cluster, new, n=3) == {200}
+    # an account rotating its own tokens: the token doing it is revoked last, and all of them go
+    cluster.tokens["ivy"] = new
+    with cluster.http() as h:
+        assert h.patch("/v1/admin/accounts/ivy", json={"roles": ["admin"]}).status_code == 200
+    own = vendo(cluster, "tokens", "rotate", "ivy", user="ivy")
+    assert own.returncode == 0, own.stderr
+    newest = own.stdout.strip().splitlines()[-1]
+    assert _statuses(cluster, new, n=3) == {401} and _statuses(cluster, newest, n=3) == {200}
