@@ -46,23 +46,28 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise ValueError("malformed cursor") from e
 
 
-async def newest_first(redis: aioredis.Redis, key: str, cursor: str | None, limit: int, *,
+async def newest_first(redis: aioredis.Redis, key: str | list[str], cursor: str | None, limit: int, *,
                        after: float | None = None, before: float | None = None) -> tuple[list[str], str | None]:
-    """One page of a sorted set's members, highest score first, strictly between `after` and
-    `before` (None: unbounded), keyset-paginated by (score, member): the next page starts after
-    the cursor's row even when others share its score. Returns (members, next cursor or None);
-    raises ValueError for a malformed cursor."""
+    """One page of a sorted set's members (or of several sets' together), highest score first,
+    strictly between `after` and `before` (None: unbounded), keyset-paginated by (score, member):
+    the next page starts after the cursor's row even when others share its score. Returns
+    (members, next cursor or None); raises ValueError for a malformed cursor. One round trip."""
+    keys = [key] if isinstance(key, str) else key
     hi = "+inf" if before is None else f"({before!r}"
     lo = "-inf" if after is None else f"({after!r}"
+    score = last = None
     if cursor:
         score, last = decode_cursor(cursor)
         if before is None or score < before:
             hi = repr(score)
-        rows = await redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 64, withscores=True)
-        # drop the rows at or before the cursor within the same score
+    pipe = redis.pipeline(transaction=False)
+    for k in keys:
+        pipe.zrevrangebyscore(k, hi, lo, start=0, num=limit + (64 if cursor else 1), withscores=True)
+    rows = [row for found in await pipe.execute() for row in found]
+    if cursor:  # drop the rows at or before the cursor within the same score
         rows = [(m, s) for m, s in rows if s < score or (s == score and m < last)]
-    else:
-        rows = await redis.zrevrangebyscore(key, hi, lo, start=0, num=limit + 1, withscores=True)
+    if len(keys) > 1:
+        rows.sort(key=lambda r: (r[1], r[0]), reverse=True)
     page = rows[:limit]
     nxt = encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
     return [m for m, _ in page], nxt
@@ -270,11 +275,13 @@ class PredictionStore:
             except aioredis.WatchError:
                 return False
 
-    async def list_ids(self, username: str, cursor: str | None, limit: int, *, after_ts: float | None = None,
-                       before_ts: float | None = None) -> tuple[list[str], str | None]:
-        """Newest-first ids of an account's predictions created strictly between `after_ts` and
-        `before_ts` (None: unbounded), keyset-paginated by (created, id)."""
-        return await newest_first(self.redis, self.keys.account_predictions(username), cursor, limit,
+    async def list_ids(self, username: str | list[str], cursor: str | None, limit: int, *,
+                       after_ts: float | None = None, before_ts: float | None = None) -> tuple[list[str], str | None]:
+        """Newest-first ids of an account's predictions (or of several accounts' together: a
+        member and its organizations) created strictly between `after_ts` and `before_ts` (None:
+        unbounded), keyset-paginated by (created, id)."""
+        names = [username] if isinstance(username, str) else username
+        return await newest_first(self.redis, [self.keys.account_predictions(n) for n in names], cursor, limit,
                                   after=after_ts, before=before_ts)
 
     async def read_events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:

@@ -252,12 +252,13 @@ class PredictionService:
     async def list(self, account: Account, cursor: str | None, limit: int = 100, *,
                    created_after: float | None = None, created_before: float | None = None,
                    source: str | None = None) -> tuple[list[Prediction], str | None]:
-        """The caller's predictions, newest first, optionally only those created strictly between
-        two times or from one source (`api` or `web`)."""
+        """The caller's predictions (and its organizations'), newest first, optionally only those
+        created strictly between two times or from one source (`api` or `web`)."""
         if source is not None and source not in SOURCES:
             raise InvalidRequest("source", f"must be one of {list(SOURCES)}")
+        owners = [account.username, *account.orgs] if account.orgs else account.username
         try:
-            ids, nxt = await self.store.list_ids(account.username, cursor, limit, after_ts=created_after,
+            ids, nxt = await self.store.list_ids(owners, cursor, limit, after_ts=created_after,
                                                  before_ts=created_before)
         except ValueError as e:
             raise InvalidRequest("cursor", str(e)) from e

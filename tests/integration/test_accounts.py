@@ -71,6 +71,7 @@ def test_accounts_organizations_and_tokens_through_the_cli(cluster, examples):
     pred = org_client.predictions.create(version=examples["hello-world"], input={"text": "org"})
     with _as(cluster, dave) as h:
         assert h.get(f"/v1/predictions/{pred.id}").json()["id"] == pred.id
+        assert pred.id in [p["id"] for p in h.get("/v1/predictions").json()["results"]]  # listed too
     with cluster.http("bob") as h:
         assert h.get(f"/v1/predictions/{pred.id}").status_code == 404
     with cluster.http() as h:
@@ -84,6 +85,8 @@ def test_accounts_organizations_and_tokens_through_the_cli(cluster, examples):
     # leaving the organization ends that at once (the routers' cached accounts are dropped)
     assert vendo(cluster, "orgs", "remove-member", "acme", "dave").returncode == 0
     assert _statuses(cluster, dave, f"/v1/predictions/{pred.id}") == {404}
+    with _as(cluster, dave) as h:
+        assert pred.id not in [p["id"] for p in h.get("/v1/predictions").json()["results"]]
 
     # revoking by id: the token is refused at once, on every request, whichever replica serves it
     assert _statuses(cluster, acme) == {200}  # cached on the router

@@ -311,3 +311,29 @@ def test_billing_is_fixed_by_the_terminal_transition_exactly_once_and_sums_exact
         assert all(r.cost_nanos == (r.billed_ms * r.price_nanos + 500) // 1000 for r in records)
 
     run(go())
+
+
+def test_listing_several_accounts_together_merges_newest_first_across_pages(store):
+    """A member's list is its own predictions and its organizations', interleaved by creation,
+    paged by the same keyset cursor with none lost or repeated (ties on the time included)."""
+    async def go():
+        s = store()
+        base = time.time()
+        expected = []
+        for i in range(30):
+            account = ("ann", "acme", "other")[i % 3]
+            ts = base + (i // 2)  # pairs share a creation time
+            await s.create(_record(f"m{i:02d}", account=account, ts=ts), time.time() + 30)
+            if account != "other":
+                expected.append((ts, f"m{i:02d}"))
+        expected = [pid for _, pid in sorted(expected, reverse=True)]
+        seen, cursor = [], None
+        while True:
+            ids, cursor = await s.list_ids(["ann", "acme"], cursor, 7)
+            seen += ids
+            if cursor is None:
+                break
+        assert seen == expected
+        assert (await s.list_ids("ann", None, 100))[0] == [p for p in expected if int(p[1:]) % 3 == 0]
+
+    run(go())
