@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cluster import up as up_mod
 from cluster.client import ApiError, Client, ClusterNotFound
+from vendo_core.billing import usd
 from vendo_core.errors import VendoError
 from vendo_core.packaging import pack_project
 from vendo_core.registry import token_digest, token_id
@@ -378,9 +379,7 @@ def usage(account: Optional[str] = typer.Option(None, "--account", help="whose (
 
 
 def _usd(nanos: int) -> str:
-    from decimal import Decimal
-
-    return f"{Decimal(nanos) / 1_000_000_000:.9f}".rstrip("0").rstrip(".") if nanos else "0"
+    return f"{usd(nanos):.9f}".rstrip("0").rstrip(".") if nanos else "0"
 
 
 @orgs_app.command("add-member")
@@ -429,12 +428,7 @@ def tokens_revoke(token: str = typer.Argument(..., help="the token's id (tok_…
 @tokens_app.command("rotate")
 def tokens_rotate(username: str):
     """Revoke every token of an account and print its one new token."""
-    tokens = _admin("GET", "/tokens", params={"account": username})["results"]
-    body = _admin("POST", "/tokens", json={"account": username, "name": "rotated"})
-    mine = token_id(token_digest(_client().token))
-    for t in sorted(tokens, key=lambda t: t["id"] == mine):  # the one this command uses goes last
-        _admin("DELETE", f"/tokens/{t['id']}")
-    out.print(body["token"], soft_wrap=True)
+    out.print(_admin("POST", f"/accounts/{username}/tokens/rotate")["token"], soft_wrap=True)
 
 
 @webhooks_app.command("secret")

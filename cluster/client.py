@@ -18,7 +18,6 @@ class ClusterNotFound(Exception):
 class Client:
     def __init__(self, base_url: str, token: str, timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
-        self.token = token
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout,
                                  headers={"Authorization": f"Bearer {token}", "User-Agent": "vendo-cli"})
 

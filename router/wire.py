@@ -250,6 +250,11 @@ class AdminAccountUpdate(BaseModel):
     limit_usd: float | str | None = None  # spend limit per billing period; null (given) removes it
 
 
+class AdminRotated(BaseModel):
+    account: str
+    token: str  # the account's one token now, in the clear, this once
+
+
 class AdminMembers(BaseModel):
     organization: str
     members: list[str]

@@ -23,7 +23,6 @@ from vendo_core.errors import InvalidRequest
 from vendo_core.keys import Keys
 
 NANOS = 1_000_000_000
-PERIODS = ("month", "week")
 BY = ("model", "hardware", "day")
 
 

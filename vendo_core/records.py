@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from vendo_core.errors import Forbidden
+from vendo_core.errors import Forbidden, InvalidRequest
 from vendo_core.status import Status
 
 COG_VERSION = "0.23.1"  # the Cog that runs every version (pinned in pyproject.toml)
@@ -55,6 +55,13 @@ def encode_fields(fields: dict[str, Any], json_fields: tuple[str, ...]) -> dict[
 
 
 ROLES = ("admin", "push")  # admin: everything, and the cluster's hosts in /v1/status; push: models
+
+
+def check_roles(roles, field: str = "roles") -> None:
+    """InvalidRequest naming `field` for any role that is not one of ROLES."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise InvalidRequest(field, f"unknown role(s) {unknown}; roles are {list(ROLES)}")
 
 
 class Account(Record):

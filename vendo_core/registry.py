@@ -13,10 +13,11 @@ import redis.asyncio as aioredis
 
 from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.keys import Keys
-from vendo_core.records import ROLES, Account, Model, Token, Version, encode_fields
+from vendo_core.records import Account, Model, Token, Version, check_roles, encode_fields
 from vendo_core.redislock import RedisLock
 from vendo_core.store import now_iso, parse_iso
 
+UNSET: Any = object()  # an update's "leave this field as it is", where None means "remove it"
 MODEL_CREATED, LATEST_VERSION_CREATED = "model_created_at", "latest_version_created_at"
 SORT_KEYS = (MODEL_CREATED, LATEST_VERSION_CREATED)
 UNVERSIONED_OFFSET_S = 1e10  # models with no version sort below every versioned one, by creation
@@ -128,13 +129,17 @@ class Registry:
         await pipe.execute()
         return rec, token
 
-    async def list_tokens(self, username: str | None = None) -> list[Token]:
-        """Tokens of one account, or of every account, oldest first."""
+    async def _token_digests(self, username: str | None = None) -> list[str]:
+        """The digests of one account's tokens, or of every account's."""
         names = [username] if username else sorted(await self.redis.smembers(self.keys.accounts()))
         pipe = self.redis.pipeline(transaction=False)
         for n in names:
             pipe.smembers(self.keys.account_tokens(n))
-        digests = [d for ds in await pipe.execute() for d in ds]
+        return [d for ds in await pipe.execute() for d in ds]
+
+    async def list_tokens(self, username: str | None = None) -> list[Token]:
+        """Tokens of one account, or of every account, oldest first."""
+        digests = await self._token_digests(username)
         pipe = self.redis.pipeline(transaction=False)
         for d in digests:
             pipe.hgetall(self.keys.token(d))
@@ -149,12 +154,8 @@ class Registry:
     async def revoke_token_id(self, tid: str) -> Token | None:
         """Make the token with this id stop working, at once on every router; its record, or None."""
         digest = await self.redis.hget(self.keys.token_ids(), tid)
-        if digest is None:
-            # a token created before ids existed: its id is still derived from its digest
-            for t in await self.list_tokens():
-                if t.id == tid:
-                    digest = await self._digest_of(t)
-                    break
+        if digest is None:  # a token created before ids existed: its id is still derived from its digest
+            digest = next((d for d in await self._token_digests() if token_id(d) == tid), None)
         if digest is None:
             return None
         raw = await self.redis.hgetall(self.keys.token(digest))
@@ -163,12 +164,6 @@ class Registry:
         rec = Token.from_redis(raw) if "id" in raw else _legacy_token(digest, raw)
         await self._revoke_digest(digest)
         return rec
-
-    async def _digest_of(self, t: Token) -> str | None:
-        for d in await self.redis.smembers(self.keys.account_tokens(t.username)):
-            if token_id(d) == t.id:
-                return d
-        return None
 
     async def _revoke_digest(self, digest: str) -> str | None:
         key = self.keys.token(digest)
@@ -188,7 +183,8 @@ class Registry:
             raise NotFound("Account", username)
         for digest in await self.redis.smembers(self.keys.account_tokens(username)):
             await self._revoke_digest(digest)
-        return await self.create_account(username)
+        _, token = await self.create_token(username, name="rotated")
+        return token
 
     async def configure_token(self, username: str, token: str, roles: tuple[str, ...] = ()) -> None:
         """The operator's configured token (`VENDO_API_TOKEN`) for the account: when it changes,
@@ -216,43 +212,48 @@ class Registry:
         return None if acct is None or acct.disabled else acct
 
     async def get_account(self, username: str) -> Account | None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.account(username))
-        pipe.smembers(self.keys.account_orgs(username))
-        raw, orgs = await pipe.execute()
-        acct = Account.from_redis(raw)
-        if acct is not None:
-            acct.orgs = sorted(orgs)
-        return acct
+        return (await self._accounts([username]))[0]
 
     async def list_accounts(self) -> list[Account]:
         names = sorted(await self.redis.smembers(self.keys.accounts()))
-        return [a for a in [await self.get_account(n) for n in names] if a is not None]
+        return [a for a in await self._accounts(names) if a is not None]
 
-    async def set_disabled(self, username: str, disabled: bool = True) -> Account:
-        """Disable (or enable) an account: its tokens stop working at once on every router; its
-        models, predictions and files stay."""
+    async def _accounts(self, names: list[str]) -> list[Account | None]:
+        """The accounts, each with the organizations it is a member of (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.hgetall(self.keys.account(n))
+            pipe.smembers(self.keys.account_orgs(n))
+        found = await pipe.execute()
+        out = []
+        for raw, orgs in zip(found[::2], found[1::2], strict=True):
+            acct = Account.from_redis(raw)
+            if acct is not None:
+                acct.orgs = sorted(orgs)
+            out.append(acct)
+        return out
+
+    async def update_account(self, username: str, *, roles: list[str] | None = None,
+                             disabled: bool | None = None, limit_nanos: Any = UNSET) -> Account:
+        """Change an account in one atomic write: replace its roles, disable (enable) it (its tokens
+        stop working; its models, predictions and files stay), set its spend limit per billing
+        period (None: none). Every router drops its cached accounts at once. NotFound if absent."""
         key = self.keys.account(username)
         if not await self.redis.exists(key):
             raise NotFound("Account", username)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, "disabled", "1" if disabled else "0")
+        if roles is not None:
+            check_roles(roles)
+            pipe.hset(key, "roles", json.dumps(sorted(set(roles))))
+        if disabled is not None:
+            pipe.hset(key, "disabled", "1" if disabled else "0")
+        if limit_nanos is None:
+            pipe.hdel(key, "limit_nanos")
+        elif limit_nanos is not UNSET:
+            pipe.hset(key, "limit_nanos", str(limit_nanos))
         pipe.publish(self.keys.auth_channel(), "*")
         await pipe.execute()
         return await self.get_account(username)
-
-    async def set_limit(self, username: str, nanos: int | None) -> None:
-        """Set (None: remove) an account's spend limit per billing period; every router sees it at once."""
-        key = self.keys.account(username)
-        if not await self.redis.exists(key):
-            raise NotFound("Account", username)
-        pipe = self.redis.pipeline(transaction=True)
-        if nanos is None:
-            pipe.hdel(key, "limit_nanos")
-        else:
-            pipe.hset(key, "limit_nanos", str(nanos))
-        pipe.publish(self.keys.auth_channel(), "*")
-        await pipe.execute()
 
     async def set_membership(self, org: str, username: str, member: bool = True) -> list[str]:
         """Add (or remove) a user to an organization; returns the organization's members."""
@@ -286,19 +287,12 @@ class Registry:
 
     async def grant(self, username: str, *roles: str, revoke: bool = False) -> list[str]:
         """Add (or with `revoke`, remove) roles of an account; returns its roles."""
-        unknown = set(roles) - set(ROLES)
-        if unknown:
-            raise InvalidRequest("role", f"unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}")
-        key = self.keys.account(username)
-        if not await self.redis.exists(key):
+        check_roles(roles, "role")
+        acct = await self.get_account(username)
+        if acct is None:
             raise NotFound("Account", username)
-        current = json.loads(await self.redis.hget(key, "roles") or "[]")
-        new = sorted(set(current) - set(roles) if revoke else set(current) | set(roles))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, "roles", json.dumps(new))
-        pipe.publish(self.keys.auth_channel(), "*")  # every router drops its cached accounts
-        await pipe.execute()
-        return new
+        new = set(acct.roles) - set(roles) if revoke else set(acct.roles) | set(roles)
+        return (await self.update_account(username, roles=sorted(new))).roles
 
     # models
 

@@ -178,8 +178,9 @@ class PredictionStore:
         appends `error` (if any) and `done` events, puts the ttl on every key and schedules the
         removal of its data `retention_s` from now (default: the store's; 0: never), atomically."""
         terminal = target.is_terminal()
+        now = time.time()
         keep_s = self.retention_s if retention_s is None else retention_s
-        purge_at = time.time() + keep_s if terminal and keep_s > 0 else 0
+        purge_at = now + keep_s if terminal and keep_s > 0 else 0
         if done_reason is None:
             done_reason = {Status.FAILED: "error", Status.CANCELED: "canceled"}.get(target, "")
         done = json.dumps({"reason": done_reason}) if done_reason else "{}"
@@ -192,7 +193,6 @@ class PredictionStore:
             flat += [k, v]
         allowed = ",".join(s.value for s in ALLOWED_FROM[target])
         k = self.keys
-        now = time.time()
         active = (fields.get("metrics") or {}).get("predict_time") if terminal else None
         billed = str(max(0, round(float(active) * 1000))) if isinstance(active, (int, float)) else ""
         ok, prev = await self._transition(

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query, Response
 
 from router import wire
 from router.deps import AdminAccount, Rt
-from router.services.accounts import UNSET
 from vendo_core.billing import usd
 from vendo_core.records import Account
+from vendo_core.registry import UNSET
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -44,6 +44,13 @@ async def update_account(username: str, admin: AdminAccount, rt: Rt, body: wire.
     limit = body.limit_usd if "limit_usd" in body.model_fields_set else UNSET
     acct = await rt.accounts.update(username, roles=body.roles, disabled=body.disabled, limit_usd=limit)
     return await _account(rt, acct)
+
+
+@router.post("/accounts/{username}/tokens/rotate", response_model=wire.AdminRotated)
+async def rotate_tokens(username: str, admin: AdminAccount, rt: Rt):
+    """Revoke every token of an account (at once on every router replica) and create its one new
+    token, shown this once. Rotating your own account's ends the token that asked, too."""
+    return {"account": username, "token": await rt.accounts.rotate_tokens(username)}
 
 
 @router.put("/orgs/{org}/members/{username}", response_model=wire.AdminMembers)

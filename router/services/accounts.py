@@ -10,11 +10,10 @@ from typing import Any
 
 from vendo_core.billing import Usage, UsageRow, nanos_of_usd, period_start
 from vendo_core.errors import Conflict, InvalidRequest, NotFound
-from vendo_core.records import ROLES, Account, Token
-from vendo_core.registry import Registry
+from vendo_core.records import Account, Token, check_roles
+from vendo_core.registry import UNSET, Registry
 
 KINDS = ("user", "organization")
-UNSET: Any = object()
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,38}$")
 
 
@@ -52,14 +51,14 @@ class AccountService:
                                  "letter or digit")
         if kind not in KINDS:
             raise InvalidRequest("type", f"must be one of {list(KINDS)}")
-        self._check_roles(roles or [])
+        check_roles(roles or [])
         if await self.registry.get_account(username) is not None:
             raise Conflict(f"account {username!r} already exists")
         limit = nanos_of_usd(limit_usd) if limit_usd is not None else self.default_limit_nanos
         token = await self.registry.create_account(username, name=name, kind=kind, roles=tuple(roles or ()),
                                                    token_name="first token")
         if limit is not None:
-            await self.registry.set_limit(username, limit)
+            return await self.registry.update_account(username, limit_nanos=limit), token
         return await self.get(username), token
 
     async def get(self, username: str) -> Account:
@@ -78,19 +77,8 @@ class AccountService:
                      limit_usd: Any = UNSET) -> Account:
         """Replace an account's roles, its spend limit (None: no limit) and/or disable (enable) it;
         a disabled account's tokens stop working at once on every router, its data stays."""
-        acct = await self.get(username)
-        if limit_usd is not UNSET:
-            await self.registry.set_limit(username, None if limit_usd is None else nanos_of_usd(limit_usd))
-        if roles is not None:
-            self._check_roles(roles)
-            add, drop = set(roles) - set(acct.roles), set(acct.roles) - set(roles)
-            if add:
-                await self.registry.grant(username, *sorted(add))
-            if drop:
-                await self.registry.grant(username, *sorted(drop), revoke=True)
-        if disabled is not None:
-            await self.registry.set_disabled(username, disabled)
-        return await self.get(username)
+        limit = limit_usd if limit_usd is UNSET or limit_usd is None else nanos_of_usd(limit_usd)
+        return await self.registry.update_account(username, roles=roles, disabled=disabled, limit_nanos=limit)
 
     async def set_member(self, org: str, username: str, member: bool) -> list[str]:
         return await self.registry.set_membership(org, username, member)
@@ -107,14 +95,12 @@ class AccountService:
             await self.get(username)
         return await self.registry.list_tokens(username)
 
+    async def rotate_tokens(self, username: str) -> str:
+        """Revoke every token of the account and return its one new token (shown once)."""
+        return await self.registry.rotate_tokens(username)
+
     async def revoke_token(self, tid: str) -> Token:
         rec = await self.registry.revoke_token_id(tid)
         if rec is None:
             raise NotFound("Token", tid)
         return rec
-
-    @staticmethod
-    def _check_roles(roles: list[str]) -> None:
-        unknown = sorted(set(roles) - set(ROLES))
-        if unknown:
-            raise InvalidRequest("roles", f"unknown role(s) {unknown}; roles are {list(ROLES)}")

@@ -292,10 +292,10 @@ def test_disabled_accounts_and_organization_members(redis_url):
         assert await reg.set_membership("acme", "ann", member=False) == []
         assert (await reg.account_for_token(token)).orgs == []
 
-        assert (await reg.set_disabled("ann")).disabled
+        assert (await reg.update_account("ann", disabled=True)).disabled
         assert await reg.account_for_token(token) is None
         assert await reg.get_account("ann") is not None  # the account and its data stay
-        await reg.set_disabled("ann", False)
+        await reg.update_account("ann", disabled=False)
         assert (await reg.account_for_token(token)).username == "ann"
 
     run(redis_url, go)
