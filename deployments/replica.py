@@ -24,6 +24,7 @@ from typing import Any
 from deployments import logs
 from deployments.run import Runner, Running
 from deployments.supervisor import ModelWorker, WorkerFailed, WorkerOptions, share_tree
+from vendo_core import metrics
 from vendo_core.billing import ReplicaMeter, bill_replica_time
 from vendo_core.files import Files
 from vendo_core.keys import Keys
@@ -63,12 +64,30 @@ def package_dir(cache_root: Path, version_id: str, store, package_key: str,
     return dest
 
 
+def wait_breakdown(created: float | None, started: float, setup_window: tuple[float, float]) -> dict[str, float]:
+    """Where a prediction's wait between its creation and its start went, given the (start, end)
+    of the setup of the replica that runs it: `boot_time` (a replica being started for it:
+    scheduling, process start and the package, up to its setup), then `setup_time` (the part of
+    that setup it waited through), and `queue_time` (the rest: a free slot, and the hops). The
+    three add up to the wait; a replica set up before the prediction came adds no boot or setup."""
+    if not created:
+        return {}
+    wait = max(0.0, started - created)
+    setup_start, setup_done = setup_window
+    boot = min(wait, max(0.0, min(started, setup_start) - created))
+    setup = min(wait - boot, max(0.0, min(started, setup_done) - max(created, setup_start)))
+    return {"queue_time": round(wait - boot - setup, 6), "boot_time": round(boot, 6),
+            "setup_time": round(setup, 6)}
+
+
 class ModelReplica:
     """Serve deployment class; the constructor starts the worker (setup()), `predict` runs one
     prediction."""
 
     async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
-        self.meter = ReplicaMeter(time.time())  # setup() is the owner's time too
+        born = time.time()
+        self.meter = ReplicaMeter(born)  # setup() is the owner's time too
+        self.setup_window = (born, born)  # (start, end) of the latest setup, for wait_breakdown
         self.version_id = version["id"]
         self.billing = {k: version.get(k) for k in ("model", "deployment", "hardware", "price_nanos")}
         self.settings = Settings(**settings)
@@ -105,7 +124,16 @@ class ModelReplica:
                     asyncio.get_running_loop().create_task(self._cancel_listener())]
 
     async def _record_setup(self, record: dict[str, Any]) -> None:
+        done = float(record.get("setup_completed_at") or time.time())
+        took = float(record.get("setup_time") or 0.0)
+        self.setup_window = (done - took, done)
         await self.registry.record_setup(self.version_id, record)
+        labels = (self.billing.get("model") or "", self.version_id)
+        pipe = self.redis.pipeline(transaction=False)
+        metrics.add(pipe, self.keys.metrics(), [
+            metrics.inc("replica_setups", *labels, "failed" if record.get("setup_status") == "failed" else "succeeded"),
+            *metrics.observe("replica_setup_seconds", took, *labels)])
+        await pipe.execute()
 
     @property
     def setup_error(self) -> str | None:
@@ -199,9 +227,15 @@ class ModelReplica:
                                         retention_s=request.get("retention_s"))
             return {"status": "failed"}
         started = time.time()
+        waited = wait_breakdown(request.get("created_ts"), started, self.setup_window)
+        counts = []
+        if waited.get("boot_time"):
+            labels = (self.billing.get("model") or "", self.version_id)
+            counts = [metrics.inc("cold_starts", *labels),
+                      *metrics.observe("cold_start_seconds", waited["boot_time"] + waited["setup_time"], *labels)]
         ok, prev = await self.store.transition(
             pid, Status.PROCESSING, {"started_at": now_iso(started), "started_ts": round(started, 6)},
-            heartbeat_deadline=started + 3 * self.settings.heartbeat_s)
+            heartbeat_deadline=started + 3 * self.settings.heartbeat_s, counts=counts)
         if not ok:
             log.info("prediction %s: not started, status was %s", pid, prev)
             return {"status": prev.value if prev else None}
@@ -214,10 +248,10 @@ class ModelReplica:
         watchdog = loop.call_later(self.settings.max_prediction_s, self._interrupt, pid, True)
         status, fields, error = Status.SUCCEEDED, {}, None
         try:
-            output, metrics = await self.runner(pid, request["input"], run)
+            output, measured = await self.runner(pid, request["input"], run)
             fields["output"] = output
         except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
-            metrics = {}
+            measured = {}
             if run.timed_out:
                 status = Status.FAILED
                 error = f"Prediction ran longer than the {self.settings.max_prediction_s:g}s limit"
@@ -239,11 +273,11 @@ class ModelReplica:
         if rest:
             await self.store.append_logs(pid, rest)
         done = time.time()
-        metrics = {**metrics, "predict_time": round(done - started, 6)}
+        measured = {**measured, **waited, "predict_time": round(done - started, 6)}
         created = request.get("created_ts")
         if created:
-            metrics["total_time"] = round(done - float(created), 6)
-        fields.update(completed_at=now_iso(done), metrics=metrics)
+            measured["total_time"] = round(done - float(created), 6)
+        fields.update(completed_at=now_iso(done), metrics=measured)
         if status != Status.SUCCEEDED:
             fields.pop("output", None)
         await self.store.transition(pid, status, fields, error=error, retention_s=request.get("retention_s"))

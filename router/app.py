@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from router.routes import admin, catalogue, deployments, files, models, predictions, storage, usage, webhooks
+from router.routes import admin, catalogue, deployments, files, models, ops, predictions, storage, usage, webhooks
 from router.runtime import Runtime
 from vendo_core.errors import PayloadTooLarge, VendoError
 from vendo_core.settings import Settings
@@ -57,7 +57,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def health():
         return {"status": "ok"}
 
-    for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage):
+    for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage, ops):
         app.include_router(module.router)
     return app
 

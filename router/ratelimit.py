@@ -36,8 +36,9 @@ class RateLimiter:
         limit = self.limits[bucket]
         if limit <= 0:
             return None
-        ok, retry_ms, remaining = await self._gcra(keys=[self.keys.rate_limit(token_digest(token), bucket)],
-                                                   args=[limit, PERIOD_MS])
+        ok, retry_ms, remaining = await self._gcra(keys=[self.keys.rate_limit(token_digest(token), bucket),
+                                                         self.keys.metrics()],
+                                                   args=[limit, PERIOD_MS, bucket])
         if not ok:
             raise RateLimited(max(1, math.ceil(int(retry_ms) / 1000)), bucket=bucket, limit_per_min=limit)
         return int(remaining)

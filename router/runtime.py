@@ -22,6 +22,7 @@ from router.retention import Retention
 from router.services.accounts import AccountService
 from router.services.catalogue import Catalogue
 from router.services.deployments import DeploymentService
+from router.services.ops import Ops
 from router.services.predictions import PredictionService
 from router.services.resolve import Resolver
 from router.services.versions import VersionService, introspect_in_ray
@@ -82,6 +83,7 @@ class Runtime:
         self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
                                    deployments=self.deployments, objects=objects)
         self.webhook_delivery: WebhookDelivery | None = None
+        self.ops = Ops(redis, self.keys, apps, objects) if redis is not None else None
         if redis is not None:
             self.deadlines = Deadlines(redis, self.keys, self.predictions.cancel_now)
             self.retention = Retention(redis, self.keys, objects)

@@ -35,7 +35,7 @@ from typing import Callable
 
 import httpx
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from router import wire
 from router.webhooks import (
@@ -45,6 +45,7 @@ from router.webhooks import (
     signed_headers,
     wants,
 )
+from vendo_core import metrics
 from vendo_core.keys import Keys
 from vendo_core.netpolicy import NonPublicAddress, check_public
 from vendo_core.publicnet import PublicOnlyAsyncTransport
@@ -291,6 +292,7 @@ class WebhookDelivery:
             nxt = next((o for o in self.offsets if o > elapsed), None)
             if nxt is None:
                 log.warning("prediction %s: giving up on webhook %s after %d attempts", pid, wid, attempt)
+                await self._count(metrics.inc("webhooks_given_up"))
                 return FAILED
             await asyncio.sleep(nxt - elapsed)
 
@@ -302,7 +304,20 @@ class WebhookDelivery:
 
     async def send(self, pid: str, url: str, wid: str, body: bytes, secret: str) -> str:
         """One signed POST. DELIVERED on 2xx, REFUSED for a non-public destination (not retried),
-        FAILED otherwise."""
+        FAILED otherwise; each outcome is counted in the platform's metrics."""
+        outcome = await self._send(pid, url, wid, body, secret)
+        await self._count(metrics.inc("webhook_sends", outcome))
+        return outcome
+
+    async def _count(self, *increments: tuple[str, int]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            metrics.add(pipe, self.keys.metrics(), increments)
+            await pipe.execute()
+        except RedisError:  # a count is not worth failing a delivery over
+            log.warning("could not count a webhook outcome", exc_info=True)
+
+    async def _send(self, pid: str, url: str, wid: str, body: bytes, secret: str) -> str:
         if not self.allow_private:
             try:
                 await check_public(url)

@@ -19,6 +19,7 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from vendo_core import metrics
 from vendo_core.errors import InvalidRequest
 from vendo_core.keys import Keys
 
@@ -192,4 +193,6 @@ async def bill_replica_time(redis: aioredis.Redis, keys: Keys, owner: str, model
     pipe.hincrby(key, f"nanos|{field}", cost)
     pipe.hincrby(key, "total_ms", ms)
     pipe.hincrby(key, "total_nanos", cost)
+    metrics.add(pipe, keys.metrics(), [metrics.inc("billed_seconds", owner, hardware, by=ms),
+                                       metrics.inc("cost_usd", owner, hardware, by=cost)])
     await pipe.execute()

@@ -53,6 +53,10 @@ class Keys:
         """Set: the organizations an account is a member of."""
         return f"{self.prefix}account:{username}:orgs"
 
+    def metrics(self) -> str:
+        """Hash of the platform's Prometheus counts (`vendo_core.metrics`), shared by every replica."""
+        return f"{self.prefix}metrics"
+
     def usage_prefix(self) -> str:
         """What `usage` keys start with (transition.lua builds them from the prediction's account)."""
         return f"{self.prefix}usage:"

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         default=600, description="prediction creates per token per minute; 0: unlimited")
     rate_limit_requests_per_min: int = Field(
         default=3000, description="other API requests per token per minute; 0: unlimited")
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without a token (it names accounts and models: only "
+        "where the router is reachable from a private network alone); else it needs an admin token")
     billing_period: Literal["month", "week"] = Field(
         default="month", description="usage and spend limits count per calendar month (or ISO week), UTC")
     default_limit_usd: Decimal | None = Field(

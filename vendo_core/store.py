@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from vendo_core import metrics
 from vendo_core.billing import day_of, period_of
 from vendo_core.keys import Keys
 from vendo_core.records import Prediction, encode_fields
@@ -105,6 +106,9 @@ class PredictionStore:
         pipe.expire(queued, self.ttl_s)
         if record.deadline_ts:
             pipe.zadd(self.keys.deadlines(), {pid: record.deadline_ts})
+        metrics.add(pipe, self.keys.metrics(), [
+            metrics.inc("predictions_created", record.model or "", record.hardware or ""),
+            metrics.inc("predictions_queued", record.model or "", record.version or "")])
         await pipe.execute()
 
     async def queued(self, username: str, limit: int) -> int:
@@ -171,12 +175,14 @@ class PredictionStore:
         error: str | None = None,
         done_reason: str | None = None,
         retention_s: float | None = None,
+        counts: list[tuple[str, int | float]] | None = None,
     ) -> tuple[bool, Status | None]:
         """Compare-and-set `pid` to `target`. Returns (applied, status before the call).
 
         A terminal target also removes the prediction from the running and dispatch indexes,
         appends `error` (if any) and `done` events, puts the ttl on every key and schedules the
-        removal of its data `retention_s` from now (default: the store's; 0: never), atomically."""
+        removal of its data `retention_s` from now (default: the store's; 0: never), atomically.
+        `counts` (from `vendo_core.metrics`) are added to the platform's metrics if the move applies."""
         terminal = target.is_terminal()
         now = time.time()
         keep_s = self.retention_s if retention_s is None else retention_s
@@ -198,11 +204,11 @@ class PredictionStore:
         ok, prev = await self._transition(
             keys=[
                 k.prediction(pid), k.running(), k.prediction_events(pid), k.dispatch(),
-                k.prediction_logs(pid), k.prediction_output(pid), k.retention(), k.webhooks(),
+                k.prediction_logs(pid), k.prediction_output(pid), k.retention(), k.webhooks(), k.metrics(),
             ],
             args=[target.value, allowed, pid, "1" if terminal else "0", heartbeat_deadline, done, err,
                   self.ttl_s, purge_at, billed, k.usage_prefix(), period_of(now, self.billing_period),
-                  day_of(now), repr(now), *flat],
+                  day_of(now), repr(now), len(counts or ()), *metrics.flat(counts or ()), *flat],
         )
         return bool(ok), (Status(prev) if prev else None)
 

@@ -14,7 +14,12 @@
 -- ARGV[10] billed milliseconds of a terminal move ("" : the time since `started_ts`, if it started)
 -- ARGV[11] usage key prefix      ARGV[12] billing period label   ARGV[13] day label (UTC)
 -- ARGV[14] now (epoch seconds)
--- ARGV[15..] field, value pairs written to the hash with the status
+-- KEYS[9] metrics hash (`vendo_core.metrics`): the queued/running gauges of the prediction's
+--         version follow its moves, a terminal move counts `predictions_finished`, and billing
+--         adds `billed_seconds`/`cost_usd`, all in this call
+-- ARGV[15] K, the number of further metric increments; ARGV[16..15+2K] field, amount pairs added
+--         to KEYS[9] when the move applies (an amount with a dot is a float)
+-- ARGV[16+2K..] field, value pairs written to the hash with the status
 -- A terminal move of a prediction with a `price_nanos` also fixes its `billed_ms` and
 -- `cost_nanos` and adds them to its account's usage hash for the period (a key built from the
 -- account: vendo runs on one Redis, not a cluster), in this same call: billed exactly once.
@@ -32,9 +37,28 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
   if s == cur then allowed = true end
 end
 if not allowed then return {0, cur} end
+local nm = tonumber(ARGV[15])
+local first = 16 + 2 * nm
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if #ARGV >= 16 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 15, #ARGV))
+if #ARGV >= first + 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, #ARGV))
+end
+local who = redis.call('HMGET', KEYS[1], 'account', 'model', 'hardware', 'version')
+local acct, model, hw, ver = who[1] or '', who[2] or '', who[3] or '', who[4] or ''
+if cur == 'starting' then
+  redis.call('HINCRBY', KEYS[9], 'predictions_queued|' .. model .. '|' .. ver, -1)
+elseif cur == 'processing' then
+  redis.call('HINCRBY', KEYS[9], 'predictions_running|' .. model .. '|' .. ver, -1)
+end
+if ARGV[1] == 'processing' then
+  redis.call('HINCRBY', KEYS[9], 'predictions_running|' .. model .. '|' .. ver, 1)
+end
+for i = 16, first - 2, 2 do
+  if string.find(ARGV[i + 1], '.', 1, true) then
+    redis.call('HINCRBYFLOAT', KEYS[9], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HINCRBY', KEYS[9], ARGV[i], ARGV[i + 1])
+  end
 end
 if ARGV[1] == 'processing' then
   redis.call('ZREM', KEYS[4], ARGV[3])
@@ -53,6 +77,7 @@ if ARGV[4] == '1' then
   if redis.call('HEXISTS', KEYS[1], 'webhook') == 1 or redis.call('HEXISTS', KEYS[1], 'webhook_completed') == 1 then
     redis.call('XADD', KEYS[8], '*', 'prediction', ARGV[3], 'event', 'completed')
   end
+  redis.call('HINCRBY', KEYS[9], 'predictions_finished|' .. ARGV[1] .. '|' .. model .. '|' .. hw, 1)
   local price = tonumber(redis.call('HGET', KEYS[1], 'price_nanos') or '')
   if price then
     local ms = tonumber(ARGV[10])
@@ -65,13 +90,14 @@ if ARGV[4] == '1' then
     local msS, costS = string.format('%.0f', ms), string.format('%.0f', cost)
     redis.call('HSET', KEYS[1], 'billed_ms', msS, 'cost_nanos', costS)
     if ms > 0 then
-      local who = redis.call('HMGET', KEYS[1], 'account', 'model', 'hardware')
-      local usage = ARGV[11] .. who[1] .. ':' .. ARGV[12]
-      local f = ARGV[13] .. '|' .. who[2] .. '|' .. (who[3] or '')
+      local usage = ARGV[11] .. acct .. ':' .. ARGV[12]
+      local f = ARGV[13] .. '|' .. model .. '|' .. hw
       redis.call('HINCRBY', usage, 'ms|' .. f, msS)
       redis.call('HINCRBY', usage, 'nanos|' .. f, costS)
       redis.call('HINCRBY', usage, 'total_ms', msS)
       redis.call('HINCRBY', usage, 'total_nanos', costS)
+      redis.call('HINCRBY', KEYS[9], 'billed_seconds|' .. acct .. '|' .. hw, msS)
+      redis.call('HINCRBY', KEYS[9], 'cost_usd|' .. acct .. '|' .. hw, costS)
     end
   end
   if tonumber(ARGV[9]) > 0 then

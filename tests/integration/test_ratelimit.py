@@ -37,6 +37,7 @@ def test_gcra_allows_the_limit_then_says_when(redis_url):
         with pytest.raises(RateLimited) as e:
             await lim.hit("t1", REQUESTS)
         assert e.value.retry_after_s == 20
+        assert await r.hget("vendo:metrics", "rate_limited|requests") == "2"  # each refusal is counted
         # creates are a separate bucket, and so is every other token
         assert await lim.hit("t1", CREATES) == 1
         assert await lim.hit("t2", REQUESTS) == 2

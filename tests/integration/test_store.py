@@ -337,3 +337,32 @@ def test_listing_several_accounts_together_merges_newest_first_across_pages(stor
         assert (await s.list_ids("ann", None, 100))[0] == [p for p in expected if int(p[1:]) % 3 == 0]
 
     run(go())
+
+
+def test_metrics_follow_each_move_in_the_same_call(store):
+    async def go():
+        s = store()
+        m = "vendo:metrics"
+        v = "v" * 64
+
+        async def counts():
+            raw = await s.redis.hgetall(m)
+            return {k: int(float(x)) for k, x in raw.items() if x not in ("0", "0.0")}
+        for pid in ("p1", "p2", "p3"):
+            rec = _record(pid)
+            rec.hardware, rec.price_nanos = "cpu", 100_000
+            await s.create(rec, time.time() + 30)
+        assert await counts() == {"predictions_created|a/b|cpu": 3, f"predictions_queued|a/b|{v}": 3}
+        await s.transition("p1", Status.PROCESSING, {"started_ts": time.time()}, heartbeat_deadline=1,
+                           counts=[("cold_starts|a/b|" + v, 1)])
+        await s.transition("p2", Status.CANCELED)
+        got = await counts()
+        assert got[f"predictions_queued|a/b|{v}"] == 1 and got[f"predictions_running|a/b|{v}"] == 1
+        assert got["cold_starts|a/b|" + v] == 1 and got["predictions_finished|canceled|a/b|cpu"] == 1
+        await s.transition("p1", Status.SUCCEEDED, {"metrics": {"predict_time": 2.5}})
+        assert not (await s.transition("p1", Status.FAILED))[0]  # a refused move counts nothing
+        got = await counts()
+        assert f"predictions_running|a/b|{v}" not in got
+        assert got["predictions_finished|succeeded|a/b|cpu"] == 1 and "predictions_finished|failed|a/b|cpu" not in got
+        assert got["billed_seconds|alice|cpu"] == 2500 and got["cost_usd|alice|cpu"] == 250_000
+    run(go())

@@ -49,8 +49,24 @@ async def _fast(reader, writer):
     writer.close()
 
 
+class CountingRedis:
+    """Just enough of redis-py's pipeline for the delivery's outcome counts."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def pipeline(self, transaction=True):
+        return self
+
+    def hincrby(self, key, field, by):
+        self.counts[field] = self.counts.get(field, 0) + by
+
+    async def execute(self):
+        return []
+
+
 def _delivery(**kw) -> WebhookDelivery:
-    return WebhookDelivery(None, Keys("t:"), None, None, lambda base: (lambda key: key), "http://vendo.test",
+    return WebhookDelivery(CountingRedis(), Keys("t:"), None, None, lambda base: (lambda key: key), "http://vendo.test",
                            allow_private=True, **kw)
 
 
@@ -61,6 +77,7 @@ def test_a_trickled_answer_fails_at_the_total_deadline():
         d = _delivery(timeout_s=0.5)
         try:
             assert await d.send("p", url, "msg_p_completed", b"{}", SECRET) == FAILED
+            assert d.redis.counts == {"webhook_sends|failed": 1}
         finally:
             await d.http.aclose()
             server.close()
@@ -81,6 +98,7 @@ def test_a_slow_destination_holds_only_its_own_slots():
                 assert await d.send(f"q{i}", fast, f"v{i}", b"{}", SECRET) == DELIVERED
             assert not first.done() and not second.done()
             assert trickler.connections == 1  # the second waits for the destination's one slot
+            assert d.redis.counts == {"webhook_sends|delivered": 5}
             for t in (first, second):
                 t.cancel()
             await asyncio.gather(first, second, return_exceptions=True)
