@@ -19,6 +19,7 @@ def router_app(settings: Settings, redis_url: str):
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
         graceful_shutdown_timeout_s=65.0,
+        logging_config=settings.serve_logging(),
     )
     return deployment.bind(settings.model_dump(mode="json"), redis_url)
 

@@ -24,7 +24,7 @@ from typing import Any
 from deployments import logs
 from deployments.run import Runner, Running
 from deployments.supervisor import ModelWorker, WorkerFailed, WorkerOptions, share_tree
-from vendo_core import metrics
+from vendo_core import logctx, metrics
 from vendo_core.billing import ReplicaMeter, bill_replica_time
 from vendo_core.files import Files
 from vendo_core.keys import Keys
@@ -86,6 +86,7 @@ class ModelReplica:
 
     async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
         born = time.time()
+        logctx.install()
         self.meter = ReplicaMeter(born)  # setup() is the owner's time too
         self.setup_window = (born, born)  # (start, end) of the latest setup, for wait_breakdown
         self.version_id = version["id"]
@@ -215,8 +216,10 @@ class ModelReplica:
 
     async def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run prediction `request["id"]` on `request["input"]`; returns its terminal status."""
-        async with self.slots:
-            return await self._predict(request)
+        with logctx.about(request["id"], model=self.billing.get("model"), version=self.version_id,
+                          account=request.get("account")):
+            async with self.slots:
+                return await self._predict(request)
 
     async def _predict(self, request: dict[str, Any]) -> dict[str, Any]:
         pid = request["id"]
@@ -281,6 +284,8 @@ class ModelReplica:
         if status != Status.SUCCEEDED:
             fields.pop("output", None)
         await self.store.transition(pid, status, fields, error=error, retention_s=request.get("retention_s"))
+        log.info("prediction %s: %s after %.3fs (waited %.3fs)", pid, status.value, measured["predict_time"],
+                 started - float(created) if created else 0.0)
         return {"status": status.value}
 
     async def _flush_logs(self, pid: str, sink: logs.LogSink) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from vendo_core import logctx
 from vendo_core.errors import InvalidRequest
 from vendo_core.keys import Keys
 
@@ -60,8 +61,9 @@ class Deadlines:
         due = await self.redis.zrangebyscore(self.keys.deadlines(), "-inf", time.time(),
                                              start=0, num=SWEEP_BATCH)
         for pid in due:
-            if await self.cancel(pid):
-                log.info("prediction %s: canceled at its deadline", pid)
+            with logctx.about(pid):
+                if await self.cancel(pid):
+                    log.info("prediction %s: canceled at its deadline", pid)
             # finished ones (and ones another replica just canceled) are simply dropped
             await self.redis.zrem(self.keys.deadlines(), pid)
         return len(due)

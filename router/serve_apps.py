@@ -60,6 +60,7 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
         graceful_shutdown_wait_loop_s=1.0,
         health_check_period_s=10.0,
         health_check_timeout_s=30.0,
+        logging_config=s.serve_logging(),
     )
     replica = {"id": v.id, "package_key": v.package_key, "hardware": hardware, "num_gpus": sku.num_gpus,
                "concurrency": concurrency, "model": v.model, "deployment": spec.deployment,

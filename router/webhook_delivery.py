@@ -45,7 +45,7 @@ from router.webhooks import (
     signed_headers,
     wants,
 )
-from vendo_core import metrics
+from vendo_core import logctx, metrics
 from vendo_core.keys import Keys
 from vendo_core.netpolicy import NonPublicAddress, check_public
 from vendo_core.publicnet import PublicOnlyAsyncTransport
@@ -219,6 +219,7 @@ class WebhookDelivery:
         """Deliver one entry, then acknowledge it. An exception leaves it pending for a later claim.
         Entries of one prediction are handled in stream order on this replica."""
         pid, event = fields.get("prediction", ""), fields.get("event", "")
+        logctx.set_about(pid)  # this entry's own task
         me = asyncio.current_task()
         prev = self._chains.get(pid)
         self._chains[pid] = me

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         default=600, description="prediction creates per token per minute; 0: unlimited")
     rate_limit_requests_per_min: int = Field(
         default=3000, description="other API requests per token per minute; 0: unlimited")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="how the router and replicas write their logs (Ray Serve's log files "
+        "and stderr): text for people, json for log pipelines (prediction_id, model, version and account "
+        "as fields)")
     metrics_public: bool = Field(
         default=False, description="serve /metrics without a token (it names accounts and models: only "
         "where the router is reachable from a private network alone); else it needs an admin token")
@@ -102,6 +106,11 @@ class Settings(BaseSettings):
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    def serve_logging(self) -> dict[str, str]:
+        """Serve's `logging_config` for vendo's deployments (Ray's JSON encoding writes a record's
+        extra attributes, such as `vendo_core.logctx`'s, as fields)."""
+        return {"encoding": self.log_format.upper(), "log_level": "INFO"}
 
 
 @lru_cache(maxsize=1)

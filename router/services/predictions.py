@@ -14,6 +14,7 @@ from router.services.deployments import DeploymentService
 from router.services.resolve import Resolver
 from router.validation import validate_input
 from router.webhooks import WebhookPolicy
+from vendo_core import logctx
 from vendo_core.billing import Usage, period_of, usd
 from vendo_core.errors import (
     InvalidRequest,
@@ -126,24 +127,25 @@ class PredictionService:
         if deadline_s is not None:
             record.deadline, record.deadline_ts = now_iso(ts + deadline_s), ts + deadline_s
         await self.store.create(record, ts + self.lease_s)
-        self.dispatch(record.id, spec, payload, ts)
+        logctx.set_about(record.id, model=record.model, version=record.version, account=record.account)
+        self.dispatch(record.id, spec, payload, ts, record.account)
         asyncio.get_running_loop().create_task(self.registry.count_run(model.owner, model.name))
         return record
 
-    def dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._dispatch(pid, spec, payload, created_ts))
+    def dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float, account: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._dispatch(pid, spec, payload, created_ts, account))
         self.inflight[pid] = task
         self._queued_since[pid] = created_ts
         return task
 
-    async def _dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float) -> None:
+    async def _dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float, account: str) -> None:
         # heavy: kept out of what unit tests import
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
         app = spec.app
         # the retention rides along: a replica made under older settings still applies today's
-        request = {"id": pid, "input": payload, "created_ts": created_ts,
+        request = {"id": pid, "input": payload, "created_ts": created_ts, "account": account,
                    "retention_s": self.store.retention_s}
         try:
             for attempt in range(DISPATCH_ATTEMPTS):
@@ -167,6 +169,12 @@ class PredictionService:
                     return
                 except (asyncio.CancelledError, RequestCancelledError):
                     return
+                except ValueError as e:
+                    # Ray's process-wide cloudpickle by-value table, raced by an app being built in
+                    # another thread: the call never left, so sending it again is safe
+                    if "pickle by value" not in str(e) or attempt + 1 >= DISPATCH_ATTEMPTS:
+                        raise
+                    log.warning("prediction %s: dispatch raced a Serve app build; sending it again", pid)
             await self.fail(pid, f"Could not reach the Serve application {app}")
         except Exception as e:  # noqa: BLE001 - the platform failed this prediction; say why
             log.exception("prediction %s: dispatch failed", pid)
@@ -236,6 +244,7 @@ class PredictionService:
         rec = await self.get(account, pid)
         if rec.done:
             return rec
+        logctx.set_about(pid, model=rec.model, version=rec.version, account=rec.account)
         await self.cancel_now(pid)
         return await self.get(account, pid)
 
@@ -243,6 +252,7 @@ class PredictionService:
         """Cancel `pid` unless it is already terminal (a user's cancel, or its deadline)."""
         ok, prev = await self.store.transition(pid, Status.CANCELED, {"completed_at": now_iso()})
         if ok:
+            log.info("prediction %s: canceled while %s", pid, prev.value if prev else "unknown")
             await self.store.publish_cancel(pid)
             resp = self.responses.get(pid)
             if prev == Status.STARTING and resp is not None:
@@ -288,7 +298,8 @@ class PredictionService:
         now = time.time()
         running, dispatch = await self.store.lapsed(now)
         for pid in running:
-            await self.fail(pid, HEARTBEAT_LOST)
+            with logctx.about(pid):
+                await self.fail(pid, HEARTBEAT_LOST)
         for pid in dispatch:
             if pid in self.inflight or not await self.store.take_lease(pid, now + self.lease_s):
                 continue
@@ -302,5 +313,6 @@ class PredictionService:
             if version is None:
                 await self.fail(pid, VERSION_DELETED)
                 continue
-            log.info("prediction %s: re-dispatching after a lapsed lease", pid)
-            self.dispatch(pid, AppSpec.of(version, rec.app), rec.input or {}, rec.created_ts)
+            with logctx.about(pid, model=rec.model, version=rec.version, account=rec.account):
+                log.info("prediction %s: re-dispatching after a lapsed lease", pid)
+                self.dispatch(pid, AppSpec.of(version, rec.app), rec.input or {}, rec.created_ts, rec.account)

@@ -114,7 +114,7 @@ def cluster():
             max_prediction_s=120.0, hardware_config=ROOT / "tests" / "fixtures" / "hardware.yaml",
             collections_config=ROOT / "tests" / "fixtures" / "collections.yaml",
             allow_private_webhooks=True, webhook_retry_base_s=0.2, worker_python=_worker_python(),
-            worker_kill_grace_s=2.0,
+            worker_kill_grace_s=2.0, log_format="json",
         )
         import boto3
 

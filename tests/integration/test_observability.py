@@ -1,8 +1,13 @@
 """What an operator sees of a running vendo, on the real stack: the probes, `/metrics` (admins
 only, parsed with Prometheus's own parser) counting exactly what was run, and a cold prediction's
-`metrics` splitting its wait into boot, setup and queue time, read through the official client."""
+`metrics` splitting its wait into boot, setup and queue time, read through the official client, and
+JSON log lines that carry the prediction's ids as fields, router and replica alike."""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -80,3 +85,49 @@ def test_metrics_count_what_ran_and_a_cold_start_explains_its_wait(cluster):
     # Serve's own view of the version's app, read at scrape time
     assert _value(after, "vendo_serve_replicas", app=app_name(vid), state="running") >= 1
     assert sum(v for (name, _), v in after.items() if name == "vendo_serve_apps") >= 2  # router and this one
+
+
+def _json_lines_about(pid: str) -> dict[str, list[dict]]:
+    """Serve's log files (by file name) with the JSON lines that carry `pid` as a field."""
+    import ray
+
+    found: dict[str, list[dict]] = {}
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if pid not in line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("prediction_id") == pid:
+                found.setdefault(path.name, []).append(row)
+    return found
+
+
+def test_logs_are_json_with_the_prediction_as_fields(cluster, examples):
+    client = cluster.client()
+    p = client.predictions.create(version=examples["slow"], input={"seconds": 30})
+    with cluster.http("alice") as h:
+        for _ in range(600):  # until it runs, so the replica has a line about it too
+            if h.get(f"/v1/predictions/{p.id}").json()["status"] == "processing":
+                break
+            time.sleep(0.1)
+    p.cancel()
+    p.wait()
+    assert p.status == "canceled"
+    want = {"prediction_id": p.id, "model": "alice/slow", "version": examples["slow"], "account": "alice"}
+    for _ in range(100):  # Serve's file handlers write as lines come; give the replica's a moment
+        found = _json_lines_about(p.id)
+        router = [r for name, rows in found.items() if "vendo_router" in name for r in rows]
+        replica = [r for name, rows in found.items() if app_name(examples["slow"]) in name for r in rows]
+        if any("canceled" in r["message"] for r in router) and any("canceled" in r["message"] for r in replica):
+            break
+        time.sleep(0.2)
+    # vendo's own lines about it on both sides (and Serve's lines inside its requests too)
+    assert any(p.id in r["message"] and "canceled" in r["message"] for r in router), found
+    assert any(p.id in r["message"] and "canceled" in r["message"] for r in replica), found
+    for row in router + replica:
+        assert {k: row.get(k) for k in want} == want, row
+        assert row["levelname"] and row["asctime"]
