@@ -11,12 +11,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from router.routes import admin, catalogue, deployments, files, models, ops, predictions, storage, usage, webhooks
+from router import openapi
+from router.routes import (
+    admin,
+    catalogue,
+    deployments,
+    files,
+    models,
+    ops,
+    predictions,
+    storage,
+    usage,
+    webhooks,
+)
 from router.runtime import Runtime
-from vendo_core.errors import PayloadTooLarge, VendoError
+from vendo_core.errors import InvalidRequest, PayloadTooLarge, VendoError
 from vendo_core.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
+_UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's 400 detail
 
 
 class _BodyTooLarge(Exception):
@@ -28,9 +41,19 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def _invalid_field(error: dict) -> dict[str, Any]:
+    """One of FastAPI's validation errors as `{field, reason}`. A body that is not JSON is `body`
+    (FastAPI puts the character offset where the field would be), as `json_body` names it."""
+    loc = error.get("loc", ())
+    if error.get("type") == "json_invalid":
+        where = f" (char {loc[1]})" if len(loc) > 1 else ""
+        return {"field": "body", "reason": f"not valid JSON: {(error.get('ctx') or {}).get('error', '')}{where}"}
+    return {"field": ".".join(str(p) for p in loc[1:]) or "body", "reason": error.get("msg")}
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """The whole API over `runtime` (real, or built over fakes in unit tests)."""
-    app = FastAPI(title="vendo", version="0.1.0", redirect_slashes=False,
+    app = FastAPI(title="vendo", version="0.1.0", redirect_slashes=False, docs_url=None, redoc_url=None,
                   description="A self-hosted, Replicate-compatible model API on Ray Serve")
     app.state.runtime = runtime
 
@@ -41,13 +64,16 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "reason": e.get("msg")}
-                  for e in exc.errors()]
+        fields = [_invalid_field(e) for e in exc.errors()]
         detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields) or "invalid request"
         return problem(422, "Invalid request", detail, invalid_fields=fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+            # FastAPI's answer to a declared JSON body that is not UTF-8: answered as `json_body` does
+            invalid = InvalidRequest("body", "not valid JSON: not UTF-8 text")
+            return JSONResponse(invalid.problem(), status_code=invalid.status, media_type=PROBLEM_JSON)
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail))
 
@@ -59,6 +85,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage, ops):
         app.include_router(module.router)
+    openapi.install(app)  # the document as the routes really behave, and /docs without a CDN
     return app
 
 

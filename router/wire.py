@@ -138,6 +138,76 @@ class ModelCreate(BaseModel):
     cover_image_url: Annotated[str | None, AfterValidator(_http_url)] = Field(default=None, max_length=2048)
 
 
+# Request bodies that routes read themselves (`json_body`, the multipart stream), to keep Replicate's
+# exact answers to bad input: these models only document them (router/openapi.py puts them in the
+# document); the services validate. Unknown fields of a create are ignored, as Replicate does.
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+
+
+class ModelPredictionCreate(BaseModel):
+    """The body of a create through a model or a deployment (its latest, or pinned, version)."""
+
+    input: dict[str, Any] = Field(default_factory=dict,
+                                  description="the model's inputs, as its version's `openapi_schema` says")
+    webhook: str | None = Field(default=None, description="an http(s) URL to POST the prediction to")
+    webhook_completed: str | None = Field(default=None, description="an http(s) URL told only of completion")
+    webhook_events_filter: list[WebhookEvent] | None = Field(
+        default=None, description="which events are sent to `webhook` (default: all)")
+
+
+class PredictionCreate(ModelPredictionCreate):
+    """The body of `POST /v1/predictions`."""
+
+    version: str = Field(description="a version id, `owner/name:version` or `owner/name` (its latest version)")
+
+
+class DeploymentCreate(BaseModel):
+    """The body of `POST /v1/deployments` (owned by the caller's account)."""
+
+    name: str
+    model: str = Field(description="`owner/name`")
+    version: str | None = Field(default=None, description="a version id (default: the model's latest)")
+    hardware: str | None = Field(default=None, description="a SKU from `GET /v1/hardware` (default: the default SKU)")
+    min_instances: int = Field(default=0, ge=0, le=5)
+    max_instances: int = Field(default=1, ge=1, le=20)
+
+
+class DeploymentUpdate(BaseModel):
+    """The body of `PATCH /v1/deployments/{owner}/{name}`: at least one field; others are refused."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    version: str | None = None
+    hardware: str | None = None
+    min_instances: int | None = Field(default=None, ge=0, le=5)
+    max_instances: int | None = Field(default=None, ge=1, le=20)
+
+
+class FileUpload(BaseModel):
+    """The multipart body of `POST /v1/files`, as the replicate client sends it."""
+
+    content: bytes = Field(description="the file (its part's filename and Content-Type are kept)")
+    metadata: str | None = Field(default=None, description="a JSON object, kept with the file")
+    filename: str | None = Field(default=None, description="overrides the part's filename")
+    type: str | None = Field(default=None, description="overrides the part's Content-Type")
+
+
+class InvalidField(BaseModel):
+    field: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """Every error answer: problem details (RFC 9457) as `application/problem+json`."""
+
+    type: str | None = Field(description="always null: vendo defines no problem type URIs")
+    title: str
+    status: int
+    detail: str
+    invalid_fields: list[InvalidField] = Field(
+        default_factory=list, description="on a 422, each offending field (or input, or header) and why")
+
+
 # Response models: what `/openapi.json` shows for each answer. Routes build the JSON with the
 # functions above (one pass, no re-validation on the hot path) and declare these as `response_model`.
 

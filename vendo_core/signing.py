@@ -32,7 +32,9 @@ class LinkSigner:
             return False
         if not isinstance(signature, str) or (time.time() if now is None else now) > expires:
             return False
-        return hmac.compare_digest(self.sign(*parts, expires), signature.rstrip("="))
+        # as bytes: compare_digest refuses str with non-ASCII characters (anyone can send those)
+        return hmac.compare_digest(self.sign(*parts, expires).encode(),
+                                   signature.rstrip("=").encode("utf-8", "replace"))
 
 
 def load_signing_key(data_dir: str | Path) -> bytes:

@@ -45,12 +45,14 @@ async def delete_model(owner: str, name: str, account: CurrentAccount, rt: Rt):
 @router.get("/models", response_model=wire.Page[wire.Model])
 async def list_models(request: Request, account: CurrentAccount, rt: Rt, sort_by: str | None = None,
                       sort_direction: str | None = None, cursor: str | None = None):
-    """Models the caller can see (public ones and its own), 100 a page."""
+    """Models the caller can see (public ones and its own), 100 a page. To search them, send
+    `QUERY /v1/models` with the same parameters and the query text as a `text/plain` body."""
     rows, nxt = await rt.catalogue.page(account, sort_by=sort_by, direction=sort_direction, cursor=cursor)
     return _page(rows, nxt, base_url(request), sort_by, sort_direction)
 
 
-@router.api_route("/models", methods=["QUERY"], response_model=wire.Page[wire.Model])
+# QUERY is not an OpenAPI 3.1 method: a document listing it would not validate (GET /v1/models says it)
+@router.api_route("/models", methods=["QUERY"], response_model=wire.Page[wire.Model], include_in_schema=False)
 async def search_models(request: Request, account: CurrentAccount, rt: Rt, sort_by: str | None = None,
                         sort_direction: str | None = None, cursor: str | None = None):
     """Search the models the caller can see: the body is the query text (text/plain)."""

@@ -120,6 +120,13 @@ class FakeStore(PredictionStore):
     async def publish_cancel(self, pid: str) -> None:
         self.canceled.append(pid)
 
+    async def set_shared(self, pid: str, shared: bool) -> bool:
+        rec = self.records.get(pid)
+        if rec is None:
+            return False
+        rec.shared = shared
+        return True
+
 
 class FakeRegistry(Registry):
     def __init__(self):
@@ -165,6 +172,15 @@ class FakeRegistry(Registry):
         self.models[ref] = Model(owner=owner, name=name, visibility=visibility, created_at=now_iso(),
                                  **{k: v for k, v in fields.items() if v is not None})
         return self.models[ref].model_copy()
+
+    async def delete_model(self, owner: str, name: str) -> bool:
+        ref = f"{owner}/{name}"
+        if ref not in self.models:
+            return False
+        if n := len(self.model_versions.get(ref, [])):
+            raise Conflict(f"model {ref} still has {n} version(s); delete them first")
+        del self.models[ref]
+        return True
 
     async def count_run(self, owner: str, name: str) -> None:
         self.models[f"{owner}/{name}"].run_count += 1

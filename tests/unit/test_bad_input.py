@@ -40,6 +40,18 @@ def test_malformed_creates_are_422_naming_the_field(tmp_path, body, field):
     _run(tmp_path, go)
 
 
+@pytest.mark.parametrize("body", [b'{"owner": ', b"\xac\xb2v", b"\xff\xfe"])
+def test_malformed_bodies_of_declared_models_are_422_naming_the_body(tmp_path, body):
+    """Routes whose body FastAPI parses (a pydantic model) answer as `json_body` routes do: not
+    JSON, or not UTF-8 (once FastAPI's 400), is a 422 naming `body` (not the character offset)."""
+    async def go(client):
+        r = await client.post("/v1/models", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert r.json()["invalid_fields"][0]["field"] == "body"
+        assert r.json()["invalid_fields"][0]["reason"].startswith("not valid JSON")
+    _run(tmp_path, go)
+
+
 def test_a_body_that_is_not_json_is_415(tmp_path):
     async def go(client):
         for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):

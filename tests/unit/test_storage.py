@@ -97,6 +97,8 @@ def test_signed_url_tampered(store):
     assert not store.verify(key, expires, sig[:-1] + ("0" if sig[-1] != "0" else "1"))
     assert not store.verify(key, expires, "")
     assert not store.verify(key, "soon", sig)
+    assert not store.verify(key, expires, "é" + sig[1:])  # non-ASCII: refused, not a TypeError
+    assert not store.verify(key, expires, "\udcff" + sig[1:])  # a lone surrogate too
     assert not store.verify("../a/b", expires, sig)
     other = FileStore(store.root, LinkSigner(b"x" * 32))
     assert not other.verify(key, expires, sig)
