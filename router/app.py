@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import openapi
+from router.deps import admin_account
 from router.routes import (
     admin,
     catalogue,
@@ -62,8 +63,24 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON,
                             headers=exc.headers())
 
+    async def _unseen(request: Request) -> JSONResponse | None:
+        """The answer to a caller who may not see the admin namespace, before any answer about its
+        request's body (FastAPI reads a declared body before the admin check runs): None for an
+        admin, or outside that namespace."""
+        if not request.url.path.startswith(admin.router.prefix + "/"):
+            return None
+        try:
+            await admin_account(request)
+        except VendoError as e:
+            return await _vendo_error(request, e)
+        except StarletteHTTPException:
+            return problem(404, "Not found", "Not Found")
+        return None
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        if (unseen := await _unseen(request)) is not None:
+            return unseen
         fields = [_invalid_field(e) for e in exc.errors()]
         detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields) or "invalid request"
         return problem(422, "Invalid request", detail, invalid_fields=fields)
@@ -71,6 +88,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+            if (unseen := await _unseen(request)) is not None:
+                return unseen
             # FastAPI's answer to a declared JSON body that is not UTF-8: answered as `json_body` does
             invalid = InvalidRequest("body", "not valid JSON: not UTF-8 text")
             return JSONResponse(invalid.problem(), status_code=invalid.status, media_type=PROBLEM_JSON)

@@ -169,3 +169,26 @@ def test_open_slots_are_taken_before_a_response_starts_and_given_back_once():
     del body
     gc.collect()
     assert slots.open == {}
+
+
+def test_the_admin_namespace_says_nothing_about_bodies_to_others(tmp_path):
+    async def go():
+        client, _ = await _app(tmp_path)  # alice: not an admin
+        async with client:
+            for body in (b"{not json", b"\xff\xfe", b'{"username": 5}'):
+                r = await client.post("/v1/admin/accounts", content=body,
+                                      headers={"Content-Type": "application/json"})
+                assert r.status_code == 404, (body, r.text)
+                assert r.headers["content-type"] == "application/problem+json"
+            r = await client.post("/v1/admin/accounts", content=b"{not json",
+                                  headers={"Content-Type": "application/json", "Authorization": "Bearer wrong"})
+            assert r.status_code == 401
+            # an admin is told what is wrong with the body
+            root = await client._transport.app.state.runtime.registry.create_account("root", roles=("admin",))
+            r = await client.post("/v1/admin/accounts", content=b"{not json",
+                                  headers={"Content-Type": "application/json", "Authorization": f"Bearer {root}"})
+            assert r.status_code == 422 and r.json()["invalid_fields"][0]["field"] == "body"
+            # outside the admin namespace a bad body still names its field
+            r = await client.post("/v1/models", content=b"{not json", headers={"Content-Type": "application/json"})
+            assert r.status_code == 422 and r.json()["invalid_fields"][0]["field"] == "body"
+    asyncio.run(go())
