@@ -93,19 +93,28 @@ def status():
         st = c.json("GET", "/v1/status")
     except (ApiError, httpx.HTTPError) as e:
         _fail(e)
-    table = Table("model", "version", "hardware", "state", "isolation")
-    partial = set()
+    # queued: predictions waiting to start; run: processing; cold/1h: replicas started in the last hour
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("model", "version", "hardware"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("state", min_width=12)
+    for name in ("queued", "run", "cold/1h"):
+        table.add_column(name, justify="right", no_wrap=True)
+    partial: dict[str, list[str]] = {}
     for row in st["versions"]:
         state = row["state"] + (f" ({row['setup_error']})" if row.get("setup_error") else "")
-        table.add_row(row["model"], row["version"][:12], row.get("hardware") or "", state,
-                      row.get("isolation") or "")
-        if row.get("isolation") == "partial":
-            partial.add(row.get("isolation_reason") or "")
+        mark = "*" if row.get("isolation") == "partial" else ""
+        table.add_row(row["model"], row["version"][:8] + mark, row.get("hardware") or "", state,
+                      str(row.get("queued", 0)), str(row.get("running", 0)), str(row.get("cold_starts_last_hour", 0)))
+        if mark:
+            partial.setdefault(row.get("isolation_reason") or "", []).append(row["version"][:8])
     out.print(table)
-    for reason in sorted(partial):
-        out.print(f"[yellow]model isolation is partial[/]: {reason}")
+    for reason, versions in sorted(partial.items()):
+        out.print(f"[yellow]* model isolation is partial[/] ({len(versions)}): {reason}")
     where = f"state: {st['redis']}   files: {st['storage']}   " if st.get("redis") else ""
     out.print(f"API: {c.base_url}   {where}Serve apps: {st['serve_apps']}")
+    if st.get("dashboard"):
+        out.print(f"Ray dashboard: {st['dashboard']}   (jobs: ray job submit --address {st['dashboard']})")
 
 
 @app.command()

@@ -77,13 +77,17 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
     redis_url = ensure_redis(settings)
     token = first_token(settings)
     ensure_account(settings, redis_url, settings.username, token)
-    init = {"address": address or "local", "include_dashboard": False, "logging_level": "WARNING",
-            "namespace": "vendo"}
+    init = {"address": address or "local", "logging_level": "WARNING", "namespace": "vendo"}
     if not address:
         init["num_cpus"] = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, 4)
         if num_gpus is not None:
             init["num_gpus"] = num_gpus
-    ray.init(**init)
+        init.update(include_dashboard=settings.dashboard, dashboard_host=settings.dashboard_host,
+                    dashboard_port=settings.dashboard_port)
+    ctx = ray.init(**init)
+    if not settings.dashboard_url and getattr(ctx, "dashboard_url", None):  # "host:port", when it runs
+        host, _, port = ctx.dashboard_url.rpartition(":")
+        settings.dashboard_url = f"http://{_display_host(host)}:{port}"
     serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
     deploy_router(settings, redis_url)
     url = settings.public_url or f"http://{_display_host(settings.host)}:{settings.port}"

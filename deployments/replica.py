@@ -128,13 +128,10 @@ class ModelReplica:
         done = float(record.get("setup_completed_at") or time.time())
         took = float(record.get("setup_time") or 0.0)
         self.setup_window = (done - took, done)
-        await self.registry.record_setup(self.version_id, record)
         labels = (self.billing.get("model") or "", self.version_id)
-        pipe = self.redis.pipeline(transaction=False)
-        metrics.add(pipe, self.keys.metrics(), [
-            metrics.inc("replica_setups", *labels, "failed" if record.get("setup_status") == "failed" else "succeeded"),
-            *metrics.observe("replica_setup_seconds", took, *labels)])
-        await pipe.execute()
+        outcome = "failed" if record.get("setup_status") == "failed" else "succeeded"
+        await self.registry.record_setup(self.version_id, record, replica=str(os.getpid()), counts=[
+            metrics.inc("replica_setups", *labels, outcome), *metrics.observe("replica_setup_seconds", took, *labels)])
 
     @property
     def setup_error(self) -> str | None:

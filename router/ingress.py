@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ray import serve
 
 from router.app import create_app

@@ -453,10 +453,16 @@ class VersionState(BaseModel):
     setup_error: str | None = None
     isolation: str | None = None  # "full" | "partial" (see the README's trust model)
     isolation_reason: str | None = None
+    replicas: int = 0  # running
+    replicas_starting: int = 0
+    queued: int = 0  # predictions created, not yet running
+    running: int = 0  # predictions processing
+    cold_starts_last_hour: int = 0  # replicas set up in the last hour
 
 
 class ClusterStatus(BaseModel):
     versions: list[VersionState]
     redis: str | None = None  # admins only
     storage: str | None = None  # admins only
+    dashboard: str | None = None  # admins only: the Ray dashboard (jobs, Serve, Grafana panels)
     serve_apps: int

@@ -57,6 +57,10 @@ class Keys:
         """Hash of the platform's Prometheus counts (`vendo_core.metrics`), shared by every replica."""
         return f"{self.prefix}metrics"
 
+    def replica_starts(self, version_id: str) -> str:
+        """Zset of a version's replica setups (member `<end>:<pid>`, scored by when it ended), a day deep."""
+        return f"{self.prefix}version:{version_id}:replica-starts"
+
     def usage_prefix(self) -> str:
         """What `usage` keys start with (transition.lua builds them from the prediction's account)."""
         return f"{self.prefix}usage:"

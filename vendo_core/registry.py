@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
+from vendo_core import metrics
 from vendo_core.errors import Conflict, InvalidRequest, NotFound
 from vendo_core.keys import Keys
 from vendo_core.records import Account, Model, Token, Version, check_roles, encode_fields
@@ -20,6 +21,7 @@ from vendo_core.store import now_iso, parse_iso
 UNSET: Any = object()  # an update's "leave this field as it is", where None means "remove it"
 MODEL_CREATED, LATEST_VERSION_CREATED = "model_created_at", "latest_version_created_at"
 SORT_KEYS = (MODEL_CREATED, LATEST_VERSION_CREATED)
+REPLICA_STARTS_KEPT_S = 86400.0
 UNVERSIONED_OFFSET_S = 1e10  # models with no version sort below every versioned one, by creation
 
 
@@ -542,6 +544,32 @@ class Registry:
     async def list_version_ids(self, owner: str, name: str, limit: int = 100) -> list[str]:
         return await self.redis.zrevrange(self.keys.model_versions(owner, name), 0, limit - 1)
 
-    async def record_setup(self, vid: str, fields: dict[str, Any]) -> None:
-        """What a replica reports of its setup (status, error, logs, time) on the version."""
-        await self.redis.hset(self.keys.version(vid), mapping=encode_fields(fields, Version.JSON))
+    async def record_setup(self, vid: str, fields: dict[str, Any], *, replica: str = "",
+                           counts: list[tuple[str, int | float]] = ()) -> None:
+        """What a replica reports of its setup (status, error, logs, time) on the version, the
+        setup in the version's day of replica starts, and `counts` in the platform's metrics: one
+        round trip."""
+        done = float(fields.get("setup_completed_at") or time.time())
+        starts = self.keys.replica_starts(vid)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.version(vid), mapping=encode_fields(fields, Version.JSON))
+        pipe.zadd(starts, {f"{done!r}:{replica}": done})
+        pipe.zremrangebyscore(starts, "-inf", done - REPLICA_STARTS_KEPT_S)
+        pipe.expire(starts, int(REPLICA_STARTS_KEPT_S))
+        metrics.add(pipe, self.keys.metrics(), counts)
+        await pipe.execute()
+
+    async def version_activity(self, vids: list[str], since: float) -> dict[str, dict[str, int]]:
+        """Per version: predictions `queued` and `running` now (the metrics gauges) and
+        `replica_starts` since `since`. One round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.metrics())
+        for vid in vids:
+            pipe.zcount(self.keys.replica_starts(vid), since, "+inf")
+        gauges, *starts = await pipe.execute()
+        out = {vid: {"queued": 0, "running": 0, "replica_starts": int(n)} for vid, n in zip(vids, starts, strict=True)}
+        for field, value in gauges.items():
+            name, *labels = field.split(metrics.SEP)
+            if name in ("predictions_queued", "predictions_running") and labels and labels[-1] in out:
+                out[labels[-1]][name.removeprefix("predictions_")] = max(0, int(float(value)))
+        return out

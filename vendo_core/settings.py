@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         default=600, description="prediction creates per token per minute; 0: unlimited")
     rate_limit_requests_per_min: int = Field(
         default=3000, description="other API requests per token per minute; 0: unlimited")
+    dashboard: bool = Field(default=True, description="`vendo up` starts Ray's dashboard (jobs API, Serve "
+                            "status, metrics export)")
+    dashboard_host: str = Field(default="127.0.0.1", description="interface Ray's dashboard listens on")
+    dashboard_port: int = Field(default=8265, description="Ray's dashboard port (and `ray job submit`'s)")
+    dashboard_url: str | None = Field(default=None, description="where Ray's dashboard is: set by `vendo up` "
+                                      "from Ray, or by the operator when it is proxied elsewhere")
     log_format: Literal["text", "json"] = Field(
         default="text", description="how the router and replicas write their logs (Ray Serve's log files "
         "and stderr): text for people, json for log pipelines (prediction_id, model, version and account "

@@ -55,7 +55,7 @@ async def cluster_status(account: CurrentAccount, rt: Rt):
     if not account.has("admin"):  # where state and files live is the operator's business
         return {"versions": rows, "redis": None, "storage": None, "serve_apps": n_apps}
     return {"versions": rows, "redis": _redact(rt.redis_url), "storage": rt.objects.describe(),
-            "serve_apps": n_apps}
+            "dashboard": rt.settings.dashboard_url, "serve_apps": n_apps}
 
 
 def _redact(url: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any, Awaitable, Callable
 
 from deployments.supervisor import WorkerOptions
@@ -136,7 +137,9 @@ class VersionService:
         return version
 
     async def status(self, account: Account) -> tuple[list[dict[str, Any]], int]:
-        """Each version the caller can see with its Serve state, and how many Serve apps run."""
+        """Each version the caller can see with its Serve state, its replicas, its predictions
+        queued and running now and its replica starts (cold starts) in the last hour, and how many
+        Serve apps run."""
         apps = await self.apps.statuses()
         rows = []
         for m in await self.registry.list_models():
@@ -148,16 +151,22 @@ class VersionService:
                     continue  # deleted meanwhile
                 app = app_name(vid)
                 st = apps.get(app)
+                counts = replica_counts(st) if st is not None else {}
+                running = counts.get("running", 0)
                 if v.setup_status == "failed":
                     state = "setup failed"
                 elif st is None:
                     state = "not deployed"
                 else:
-                    counts = replica_counts(st)
-                    running = counts.get("running", 0)
                     state = f"{running} replica{'s' if running > 1 else ''}" if running else (
                         "starting" if counts.get("starting") else "deployed at zero")
                 rows.append({"model": m.ref, "version": vid, "app": app, "hardware": v.hardware,
                              "state": state, "setup_error": v.setup_error or None,
-                             "isolation": v.isolation, "isolation_reason": v.isolation_reason or None})
+                             "isolation": v.isolation, "isolation_reason": v.isolation_reason or None,
+                             "replicas": running, "replicas_starting": counts.get("starting", 0)})
+        activity = await self.registry.version_activity([r["version"] for r in rows], time.time() - 3600)
+        for r in rows:
+            a = activity.get(r["version"], {})
+            r.update(queued=a.get("queued", 0), running=a.get("running", 0),
+                     cold_starts_last_hour=a.get("replica_starts", 0))
         return rows, len(apps)

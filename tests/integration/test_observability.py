@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import FIXTURES
+from tests.integration.test_cli import vendo
 from vendo_core.ids import app_name
 
 pytestmark = pytest.mark.integration
@@ -82,6 +83,10 @@ def test_metrics_count_what_ran_and_a_cold_start_explains_its_wait(cluster):
     # a public model bills active time only: the counter moved by exactly the predictions' seconds
     active = sum(round(p.metrics["predict_time"] * 1000) for p in (cold, *warm)) / 1000
     assert delta("vendo_billed_seconds_total", account="alice", hardware="cpu") == pytest.approx(active, abs=1e-6)
+    # `vendo status` (and /v1/status under it): the replica start is a cold start of the last hour
+    with cluster.http("alice") as h:
+        row = next(r for r in h.get("/v1/status").json()["versions"] if r["version"] == vid)
+    assert row["cold_starts_last_hour"] >= 1 and row["queued"] == 0 and row["running"] == 0, row
     # Serve's own view of the version's app, read at scrape time
     assert _value(after, "vendo_serve_replicas", app=app_name(vid), state="running") >= 1
     assert sum(v for (name, _), v in after.items() if name == "vendo_serve_apps") >= 2  # router and this one
@@ -114,6 +119,11 @@ def test_logs_are_json_with_the_prediction_as_fields(cluster, examples):
             if h.get(f"/v1/predictions/{p.id}").json()["status"] == "processing":
                 break
             time.sleep(0.1)
+    with cluster.http("alice") as h:  # while it runs, status counts it
+        row = next(r for r in h.get("/v1/status").json()["versions"] if r["version"] == examples["slow"])
+    assert row["running"] == 1 and row["queued"] == 0 and row["replicas"] >= 1, row
+    shown = vendo(cluster, "status")
+    assert shown.returncode == 0 and "cold/1h" in shown.stdout, shown.stderr
     p.cancel()
     p.wait()
     assert p.status == "canceled"

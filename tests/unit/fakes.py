@@ -200,6 +200,9 @@ class FakeRegistry(Registry):
         v = self.versions.get(vid)
         return v.model_copy() if v else None
 
+    async def version_activity(self, vids: list[str], since: float) -> dict[str, dict[str, int]]:
+        return {vid: {"queued": 0, "running": 0, "replica_starts": 0} for vid in vids}
+
     async def list_version_ids(self, owner: str, name: str, limit: int = 100) -> list[str]:
         return self.model_versions.get(f"{owner}/{name}", [])[:limit]
 
