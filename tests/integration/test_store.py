@@ -366,3 +366,33 @@ def test_metrics_follow_each_move_in_the_same_call(store):
         assert got["predictions_finished|succeeded|a/b|cpu"] == 1 and "predictions_finished|failed|a/b|cpu" not in got
         assert got["billed_seconds|alice|cpu"] == 2500 and got["cost_usd|alice|cpu"] == 250_000
     run(go())
+
+
+def test_a_prediction_costs_three_round_trips_metrics_included(store, monkeypatch):
+    """Create, start and finish: one round trip each, with the metrics and billing counted inside
+    them (the platform's counts never add a round trip to a prediction's path)."""
+    from redis.asyncio.connection import Connection
+
+    sent = []
+    real = Connection.send_packed_command
+
+    async def counting(self, command, check_health=True):
+        sent.append(command)
+        return await real(self, command, check_health)
+
+    async def go():
+        s = store()
+        await s.redis.ping()
+        await s.transition("warm", Status.CANCELED)  # loads the script once (a NOSCRIPT retry would count)
+        rec = _record("p1")
+        rec.hardware, rec.price_nanos = "cpu", 100_000
+        monkeypatch.setattr(Connection, "send_packed_command", counting)
+        await s.create(rec, time.time() + 30)
+        await s.transition("p1", Status.PROCESSING, {"started_ts": time.time()}, heartbeat_deadline=1,
+                           counts=[("cold_starts|a/b|" + "v" * 64, 1)])
+        await s.transition("p1", Status.SUCCEEDED, {"metrics": {"predict_time": 0.5}})
+        monkeypatch.undo()
+        assert len(sent) == 3
+        raw = await s.redis.hgetall("vendo:metrics")
+        assert raw["predictions_finished|succeeded|a/b|cpu"] == "1" and raw["billed_seconds|alice|cpu"] == "500"
+    run(go())
