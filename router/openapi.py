@@ -196,8 +196,10 @@ def _amend_operation(op: dict, key: tuple[str, str], route: RouteContext) -> Non
     if auth:
         errors += [("401", "Unauthenticated"), ("429", "RateLimited")]
     body = op.get("requestBody")
-    # what a path or a body names may not exist; the whole admin API is a 404 to non-admins
-    if "{" in key[1] or body or key[1].startswith("/v1/admin/"):
+    # what a path, a body or an `account` query names may not exist (or not be the caller's to
+    # see); the whole admin API is a 404 to non-admins
+    names_account = any(p.get("in") == "query" and p.get("name") == "account" for p in op.get("parameters", []))
+    if "{" in key[1] or body or key[1].startswith("/v1/admin/") or names_account:
         errors.append(("404", "NotFound"))
     if body:
         errors.append(("413", "PayloadTooLarge"))
