@@ -244,10 +244,10 @@ def _download(c, value: Any, dest: Path) -> Any:
 def predictions_list(limit: int = typer.Option(20, help="how many to show")):
     """The newest predictions."""
     c = _client()
-    table = Table("id", "model", "status", "created")
+    table = Table("id", "model", "status", "source", "created")
     page = c.json("GET", "/v1/predictions")
     for p in page["results"][:limit]:
-        table.add_row(p["id"], p["model"], p["status"], p.get("created_at") or "")
+        table.add_row(p["id"], p["model"], p["status"], p.get("source") or "", p.get("created_at") or "")
     out.print(table)
 
 

@@ -1,10 +1,12 @@
-"""The router ingress deployment: one runtime per replica, and the FastAPI app built over it."""
+"""The router ingress deployment: one runtime per replica, the FastAPI app built over it, and the
+same services as methods for Python callers inside the cluster (`router.handle_api`)."""
 
 from __future__ import annotations
 
 from ray import serve
 
 from router.app import create_app
+from router.handle_api import HandleAPI
 from router.runtime import Runtime
 from router.serve_apps import version_app_builder
 from vendo_core import logctx
@@ -17,9 +19,31 @@ class Router:
         logctx.install()  # vendo's lines go where Serve's go, in the deployment's encoding
         self.rt = Runtime.connect(Settings(**settings), redis_url, version_app_builder(settings, redis_url))
         self.rt.start_background()
+        self.api = HandleAPI(self.rt)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.rt)
 
     def check_health(self) -> None:
         return None
+
+    # the Python API: `serve.get_app_handle("vendo").create.remote(token, "owner/name", {...})`
+
+    async def create(self, token: str, ref: str, input: dict | None = None, **options) -> dict:
+        return await self.api.create(token, ref, input, **options)
+
+    async def wait(self, token: str, pid: str, timeout_s: float = 60.0) -> dict:
+        return await self.api.wait(token, pid, timeout_s)
+
+    async def get(self, token: str, pid: str) -> dict:
+        return await self.api.get(token, pid)
+
+    async def list(self, token: str, cursor: str | None = None, source: str | None = None) -> dict:
+        return await self.api.list(token, cursor, source)
+
+    async def cancel(self, token: str, pid: str) -> dict:
+        return await self.api.cancel(token, pid)
+
+    async def stream(self, token: str, pid: str, last_id: str = "0-0"):
+        async for event in self.api.stream(token, pid, last_id):
+            yield event

@@ -20,6 +20,18 @@ class VendoError(Exception):
         """HTTP headers that go with the problem response."""
         return {}
 
+    def __reduce__(self):
+        # subclasses take their own arguments, not the message: rebuilt from their state, so an
+        # error crosses a process boundary (a Serve handle call) as itself
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[VendoError], args: tuple, state: dict) -> VendoError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 class Unauthenticated(VendoError):
     status = 401

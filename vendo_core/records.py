@@ -5,7 +5,7 @@ hashes and back (`from_redis`, `to_redis`). Wire shapes (`router/wire.py`) are b
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -155,6 +155,12 @@ class Version(Record):
     isolation_reason: str | None = None
 
 
+# where a prediction came from: the HTTP API, the web app, a Python handle inside the cluster, a
+# batch job (Replicate's own values are the first two)
+Source = Literal["api", "web", "handle", "batch"]
+SOURCES: tuple[str, ...] = get_args(Source)
+
+
 class Prediction(Record):
     JSON: ClassVar[tuple[str, ...]] = ("input", "output", "metrics", "webhook_events_filter")
     id: str
@@ -171,7 +177,7 @@ class Prediction(Record):
     created_ts: float
     started_at: str | None = None
     completed_at: str | None = None
-    source: Literal["api", "web"] = "api"
+    source: Source = "api"
     iterator: bool = False
     deployment: str | None = None
     app: str | None = None

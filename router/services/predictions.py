@@ -27,7 +27,7 @@ from vendo_core.errors import (
 from vendo_core.files import Files
 from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import OPAQUE_ID, ModelRef, new_prediction_id
-from vendo_core.records import Account, Model, Prediction
+from vendo_core.records import SOURCES, Account, Model, Prediction
 from vendo_core.status import Status
 from vendo_core.store import PredictionStore, now_iso
 
@@ -37,7 +37,6 @@ REPLICA_DIED = "The model replica died while running this prediction ({})"
 HEARTBEAT_LOST = "The model replica stopped responding while running this prediction"
 VERSION_DELETED = "Its version was deleted before it could run"
 DISPATCH_ATTEMPTS = 3
-SOURCES = ("api", "web")
 
 
 class PredictionService:
@@ -263,7 +262,7 @@ class PredictionService:
                    created_after: float | None = None, created_before: float | None = None,
                    source: str | None = None) -> tuple[list[Prediction], str | None]:
         """The caller's predictions (and its organizations'), newest first, optionally only those
-        created strictly between two times or from one source (`api` or `web`)."""
+        created strictly between two times or from one source (`api`, `web`, `handle`, `batch`)."""
         if source is not None and source not in SOURCES:
             raise InvalidRequest("source", f"must be one of {list(SOURCES)}")
         owners = [account.username, *account.orgs] if account.orgs else account.username

@@ -113,7 +113,7 @@ def _json_lines_about(pid: str) -> dict[str, list[dict]]:
 
 def test_logs_are_json_with_the_prediction_as_fields(cluster, examples):
     client = cluster.client()
-    p = client.predictions.create(version=examples["slow"], input={"seconds": 30})
+    p = client.predictions.create(version=examples["slow"], input={"steps": 300})
     with cluster.http("alice") as h:
         for _ in range(600):  # until it runs, so the replica has a line about it too
             if h.get(f"/v1/predictions/{p.id}").json()["status"] == "processing":

@@ -114,3 +114,18 @@ def test_sse_data_lines_split_on_every_line_ending():
     assert event == ("event: output\nid: 1-0\n"
                      "data: progress 0\ndata: done 0\ndata: last\ndata: end\n\n")
     assert sse_event("logs", "2-0", "a line\n") == "event: logs\nid: 2-0\ndata: a line\n\n"
+
+
+def test_every_error_survives_pickling_as_itself():
+    """A Serve handle call carries the router's error to the caller pickled: every VendoError,
+    whatever its own arguments, arrives as itself with its problem details."""
+    import pickle
+
+    from vendo_core import errors
+
+    samples = [errors.InvalidInput("repeat", "fails constraint <= 10"), errors.Unauthenticated(),
+               errors.NotFound("Prediction", "abc"), errors.RateLimited(3, bucket="creates", limit_per_min=5)]
+    for e in samples:
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and back.problem() == e.problem() and str(back) == str(e)
+        assert back.headers() == e.headers()
