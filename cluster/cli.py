@@ -35,6 +35,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(webhooks_app, name="webhooks")
+batches_app = typer.Typer(help="Batch jobs (python -m cluster.batch) and their progress.", no_args_is_help=True)
+app.add_typer(batches_app, name="batches")
 out = Console()
 err = Console(stderr=True)
 
@@ -249,6 +251,30 @@ def predictions_list(limit: int = typer.Option(20, help="how many to show")):
     for p in page["results"][:limit]:
         table.add_row(p["id"], p["model"], p["status"], p.get("source") or "", p.get("created_at") or "")
     out.print(table)
+
+
+@batches_app.command("list")
+def batches_list():
+    """Your batch jobs, newest first: status, counts, where results go."""
+    try:
+        page = _client().json("GET", "/v1/batches")
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
+    table = Table("id", "model", "status", "done", "failed", "skipped", "output", box=None, header_style="bold")
+    for b in page["results"]:
+        total = "?" if b.get("total") is None else b["total"]
+        table.add_row(b["id"], b["model"], b["status"], f"{b['done']}/{total}", str(b["failed"]),
+                      str(b["skipped"]), b["output"])
+    out.print(table)
+
+
+@batches_app.command("get")
+def batches_get(batch_id: str):
+    """One batch job as JSON."""
+    try:
+        out.print_json(data=_client().json("GET", f"/v1/batches/{batch_id}"))
+    except (ApiError, httpx.HTTPError) as e:
+        _fail(e)
 
 
 @predictions_app.command("get")

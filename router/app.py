@@ -15,6 +15,7 @@ from router import openapi
 from router.deps import admin_account
 from router.routes import (
     admin,
+    batches,
     catalogue,
     deployments,
     files,
@@ -102,7 +103,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def health():
         return {"status": "ok"}
 
-    for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage, ops):
+    for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage, batches,
+                   ops):
         app.include_router(module.router)
     openapi.install(app)  # the document as the routes really behave, and /docs without a CDN
     return app

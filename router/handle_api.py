@@ -14,7 +14,7 @@ from typing import Any
 from router import wire
 from router.ratelimit import CREATES, REQUESTS
 from router.runtime import Runtime
-from vendo_core.errors import InvalidRequest, Unauthenticated
+from vendo_core.errors import InvalidRequest, NotFound, Unauthenticated
 from vendo_core.ids import ModelRef
 from vendo_core.records import SOURCES, Account
 
@@ -90,6 +90,20 @@ class HandleAPI:
     async def cancel(self, token: str, pid: str) -> dict[str, Any]:
         account = await self._account(token, REQUESTS)
         return self._render(await self.rt.predictions.cancel(account, pid))
+
+    async def batch_report(self, token: str, batch_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Create or update batch `batch_id` of the token's account with a job's progress."""
+        account = await self._account(token, REQUESTS)
+        return (await self._batches().save(account, batch_id, report)).model_dump()
+
+    async def batch_get(self, token: str, batch_id: str) -> dict[str, Any]:
+        account = await self._account(token, REQUESTS)
+        return (await self._batches().get(account, batch_id)).model_dump()
+
+    def _batches(self):
+        if self.rt.batches is None:
+            raise NotFound("Batch", "(no Redis)")
+        return self.rt.batches
 
     async def stream(self, token: str, pid: str, last_id: str = "0-0") -> AsyncIterator[dict[str, str]]:
         """The prediction's events as the SSE stream has them (`output`, `logs`, `error`, `done`),

@@ -44,6 +44,12 @@ class Router:
     async def cancel(self, token: str, pid: str) -> dict:
         return await self.api.cancel(token, pid)
 
+    async def batch_report(self, token: str, batch_id: str, report: dict) -> dict:
+        return await self.api.batch_report(token, batch_id, report)
+
+    async def batch_get(self, token: str, batch_id: str) -> dict:
+        return await self.api.batch_get(token, batch_id)
+
     async def stream(self, token: str, pid: str, last_id: str = "0-0"):
         async for event in self.api.stream(token, pid, last_id):
             yield event

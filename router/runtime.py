@@ -20,6 +20,7 @@ from router.openslots import OpenSlots
 from router.ratelimit import RateLimiter
 from router.retention import Retention
 from router.services.accounts import AccountService
+from router.services.batches import BatchService
 from router.services.catalogue import Catalogue
 from router.services.deployments import DeploymentService
 from router.services.ops import Ops
@@ -84,6 +85,7 @@ class Runtime:
                                    deployments=self.deployments, objects=objects)
         self.webhook_delivery: WebhookDelivery | None = None
         self.ops = Ops(redis, self.keys, apps, objects) if redis is not None else None
+        self.batches = BatchService(redis, self.keys) if redis is not None else None
         if redis is not None:
             self.deadlines = Deadlines(redis, self.keys, self.predictions.cancel_now)
             self.retention = Retention(redis, self.keys, objects)

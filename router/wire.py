@@ -460,6 +460,25 @@ class VersionState(BaseModel):
     cold_starts_last_hour: int = 0  # replicas set up in the last hour
 
 
+class Batch(BaseModel):
+    id: str
+    account: str
+    model: str
+    input: str
+    output: str
+    status: Literal["running", "succeeded", "failed", "canceled"]
+    total: int | None = None
+    done: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    concurrency: int = 0
+    job_id: str | None = None
+    error: str | None = None
+    created_at: str
+    updated_at: str | None = None
+
+
 class ClusterStatus(BaseModel):
     versions: list[VersionState]
     redis: str | None = None  # admins only

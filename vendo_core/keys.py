@@ -61,6 +61,13 @@ class Keys:
         """Zset of a version's replica setups (member `<end>:<pid>`, scored by when it ended), a day deep."""
         return f"{self.prefix}version:{version_id}:replica-starts"
 
+    def batch(self, username: str, batch_id: str) -> str:
+        """Hash of one batch job's record (ids are the submitter's, so they live under the account)."""
+        return f"{self.prefix}account:{username}:batch:{batch_id}"
+
+    def account_batches(self, username: str) -> str:
+        return f"{self.prefix}account:{username}:batches"
+
     def usage_prefix(self) -> str:
         """What `usage` keys start with (transition.lua builds them from the prediction's account)."""
         return f"{self.prefix}usage:"

@@ -202,6 +202,29 @@ class Prediction(Record):
         return self.status.is_terminal()
 
 
+class Batch(Record):
+    """A batch of predictions run by `cluster.batch` (a Ray job): one line of input, one
+    prediction; the job writes its progress here for the API and `vendo batches`."""
+
+    id: str
+    account: str
+    model: str
+    input: str
+    output: str
+    status: Literal["running", "succeeded", "failed", "canceled"] = "running"
+    total: int | None = None
+    done: int = 0  # lines with a result (skipped ones included)
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0  # succeeded in an earlier run of the same batch: not run again
+    concurrency: int = 0
+    job_id: str | None = None
+    error: str | None = None
+    created_at: str
+    created_ts: float
+    updated_at: str | None = None
+
+
 class File(Record):
     """An uploaded file: its bytes are at `key` in the object store until `expires_ts`."""
 

@@ -56,6 +56,8 @@ NEEDS_REDIS = {
     ("GET", "/v1/webhooks/default/secret"): "rt.webhook_secrets exists only with Redis",
     ("POST", "/v1/webhooks/default/secret/rotate"): "rt.webhook_secrets exists only with Redis",
     ("GET", "/v1/usage"): "usage is summed in Redis (AccountService over FakeRegistry)",
+    ("GET", "/v1/batches"): "batch records live in Redis (rt.batches is None without it)",
+    ("GET", "/v1/batches/{batch_id}"): "batch records live in Redis (rt.batches is None without it)",
 }
 
 
