@@ -70,6 +70,14 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
         f = F(s["first_token_ms"])
         out.append({"goal": "Streaming: first yield → first SSE output", "target": "≤ 20 ms",
                     "figure": fmt(f), "met": _cmp(f.median, 20.0, le=True)})
+    b = res.get("batch")
+    if b:
+        r = F(b["ratio"])
+        out.append({"goal": f"Batch job ({b['lines']} no-op lines, c={b['concurrency']}) vs HTTP",
+                    "target": "≥ 0.8 × HTTP at the same concurrency",
+                    "figure": f"{ratio_text(r)}: batch {fmt(F(b['figures']['batch_per_s']))} vs "
+                              f"HTTP {fmt(F(b['figures']['http_per_s']))}",
+                    "met": _cmp(r.median, 0.8, le=False)})
     g = res.get("gpu") or {}
     out.append({"goal": "GPU: images/s vs a bare torch loop", "target": "≥ 0.85 × bare torch",
                 "figure": g.get("note", GPU_NOT_MEASURED), "met": None})

@@ -174,6 +174,7 @@ class Batch:
         self.live: set[str] = set()
         self.stopping = False
         self.started = time.monotonic()
+        self.first_at: float | None = None  # the first prediction's create: rates count from here
         self.last_line = 0.0
 
     async def report(self, **fields: Any) -> None:
@@ -186,7 +187,7 @@ class Batch:
             return
         self.last_line = now
         ran = self.done - self.skipped
-        rate = ran / max(now - self.started, 1e-9)
+        rate = ran / max(now - (self.first_at or self.started), 1e-9)
         left = (self.total - self.done) if self.total is not None else None
         eta = f"{left / rate:.0f}s" if left is not None and rate > 0 else "?"
         total = self.total if self.total is not None else "?"
@@ -197,6 +198,8 @@ class Batch:
         """One line's prediction, to its end; whatever happens, a result row."""
         handle, token = self.vendo.handle, self.vendo.token
         pid = None
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         try:
             # created without waiting, so its id is known (and a stop can cancel it) while it runs
             p = await handle.create.remote(token, self.args.model, line_input(row), source="batch")
@@ -319,8 +322,9 @@ async def _main(args: argparse.Namespace) -> int:
     output.close()
     b.progress(force=True)
     await b.report(status="succeeded")
+    ran_s = time.monotonic() - (b.first_at or b.started)
     print(f"batch {batch_id}: finished: {b.succeeded} succeeded, {b.failed} failed, {b.skipped} skipped; "
-          f"results in {args.output}", flush=True)
+          f"results in {args.output}; {b.done - b.skipped} predictions in {ran_s:.2f}s", flush=True)
     return 0
 
 
