@@ -60,10 +60,14 @@ def _fail(e: Exception) -> None:
 def up(host: str = typer.Option(None, help="interface the API listens on"),
        port: int = typer.Option(None, help="API port"),
        address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
-       detach: bool = typer.Option(False, help="return once the API answers and leave it running")):
+       detach: bool = typer.Option(False, help="return once the API answers and leave it running"),
+       dashboard: Optional[bool] = typer.Option(None, "--dashboard/--no-dashboard",
+                                                help="Ray's dashboard and Jobs API (default: on)"),
+       dashboard_port: Optional[int] = typer.Option(None, help="Ray's dashboard port (default 8265)")):
     """Start Ray (or join a cluster), Serve and the router."""
 
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("dashboard", dashboard),
+                                   ("dashboard_port", dashboard_port)) if v is not None}
     settings = Settings(**overrides)
     if detach:
         try:

@@ -132,6 +132,7 @@ def run_detached(settings: Settings, address: str | None, timeout_s: float = 180
     cmd = [sys.executable, "-m", "cluster.cli", "up", "--host", settings.host, "--port", str(settings.port)]
     if address:
         cmd += ["--address", address]
+    cmd += ["--dashboard" if settings.dashboard else "--no-dashboard", "--dashboard-port", str(settings.dashboard_port)]
     env = dict(os.environ, VENDO_DATA_DIR=str(data))
     with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         os.fchmod(log.fileno(), 0o600)

@@ -281,8 +281,10 @@ class ModelReplica:
         if status != Status.SUCCEEDED:
             fields.pop("output", None)
         await self.store.transition(pid, status, fields, error=error, retention_s=request.get("retention_s"))
-        log.info("prediction %s: %s after %.3fs (waited %.3fs)", pid, status.value, measured["predict_time"],
-                 started - float(created) if created else 0.0)
+        # one line per prediction that did not succeed; a success is Serve's access line already
+        log.log(logging.DEBUG if status == Status.SUCCEEDED else logging.INFO,
+                "prediction %s: %s after %.3fs (waited %.3fs)", pid, status.value, measured["predict_time"],
+                started - float(created) if created else 0.0)
         return {"status": status.value}
 
     async def _flush_logs(self, pid: str, sink: logs.LogSink) -> None:
