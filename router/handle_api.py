@@ -18,7 +18,7 @@ from vendo_core.errors import InvalidRequest, NotFound, Unauthenticated
 from vendo_core.ids import ModelRef
 from vendo_core.records import SOURCES, Account
 
-HANDLE_SOURCES = ("handle", "batch")
+HANDLE_SOURCES = tuple(s for s in SOURCES if s in ("handle", "batch"))  # the sources this door may set
 MAX_WAIT_S = 300.0  # one `wait` call holds at most this; the wrapper calls again
 
 
@@ -47,7 +47,7 @@ class HandleAPI:
         """A prediction of `ref` (`owner/name`: its latest version; `owner/name:version` or a version
         id; with `deployment`, the named deployment `owner/name`) on `input`."""
         account = await self._account(token, CREATES)
-        if source not in HANDLE_SOURCES or source not in SOURCES:
+        if source not in HANDLE_SOURCES:
             raise InvalidRequest("source", f"must be one of {list(HANDLE_SOURCES)}")
         body: dict[str, Any] = {"input": {} if input is None else input}
         if webhook is not None:

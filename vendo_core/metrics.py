@@ -100,23 +100,42 @@ def add(pipe, metrics_key: str, increments: Iterable[tuple[str, int | float]]) -
             pipe.hincrby(metrics_key, f, by)
 
 
+def _parse(f: str) -> tuple[Spec | None, str, list[str]]:
+    """A stored field as (its metric's spec, the histogram part or "", its labels)."""
+    name, *labels = f.split(SEP)
+    base, _, part = name.partition(":")
+    return SPECS.get(base), part, labels
+
+
+def series(raw: dict[str, str], name: str) -> dict[tuple[str, ...], float]:
+    """The stored (unscaled) values of counter or gauge `name`, by its label values."""
+    out = {}
+    for f, v in raw.items():
+        spec, part, labels = _parse(f)
+        if spec is not None and spec.name == name and not part and len(labels) == len(spec.labels):
+            try:
+                out[tuple(labels)] = float(v)
+            except ValueError:
+                continue
+    return out
+
+
 def families(raw: dict[str, str]) -> Iterator[Metric]:
     """Prometheus metric families of the stored hash: every declared metric, even with no samples."""
-    series: dict[str, dict[tuple[str, ...], float]] = {n: {} for n in SPECS}
+    samples: dict[str, dict[tuple[str, ...], float]] = {n: {} for n in SPECS}
     hist: dict[str, dict[tuple[str, ...], dict]] = {n: {} for n, s in SPECS.items() if s.kind == "histogram"}
     for f, v in raw.items():
-        name, *labels = f.split(SEP)
-        base, _, part = name.partition(":")
-        spec = SPECS.get(base)
+        spec, part, labels = _parse(f)
         if spec is None:
             continue
+        base = spec.name
         try:
             value = float(v)
         except ValueError:
             continue
         if spec.kind != "histogram":
             if not part and len(labels) == len(spec.labels):
-                series[base][tuple(labels)] = value * spec.scale
+                samples[base][tuple(labels)] = value * spec.scale
             continue
         if part == "bucket" and len(labels) == len(spec.labels) + 1:
             le = labels.pop()
@@ -135,7 +154,7 @@ def families(raw: dict[str, str]) -> Iterator[Metric]:
             yield fam
             continue
         fam = (CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily)(full, spec.help, labels=labels)
-        for values, value in sorted(series[name].items()):
+        for values, value in sorted(samples[name].items()):
             fam.add_metric(list(values), max(value, 0.0) if spec.kind == "gauge" else value)
         yield fam
 

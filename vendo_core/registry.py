@@ -568,8 +568,8 @@ class Registry:
             pipe.zcount(self.keys.replica_starts(vid), since, "+inf")
         gauges, *starts = await pipe.execute()
         out = {vid: {"queued": 0, "running": 0, "replica_starts": int(n)} for vid, n in zip(vids, starts, strict=True)}
-        for field, value in gauges.items():
-            name, *labels = field.split(metrics.SEP)
-            if name in ("predictions_queued", "predictions_running") and labels and labels[-1] in out:
-                out[labels[-1]][name.removeprefix("predictions_")] = max(0, int(float(value)))
+        for name, what in (("predictions_queued", "queued"), ("predictions_running", "running")):
+            for (_model, vid), value in metrics.series(gauges, name).items():
+                if vid in out:
+                    out[vid][what] = max(0, int(value))
         return out

@@ -80,3 +80,10 @@ def test_a_prediction_created_during_setup_waits_for_its_rest():
 def test_the_parts_never_exceed_the_wait():
     got = wait_breakdown(10.0, 12.0, (11.0, 30.0))  # clocks that disagree: setup "ends" after the start
     assert sum(got.values()) == pytest.approx(2.0) and min(got.values()) >= 0
+
+
+def test_series_reads_one_metric_by_its_labels():
+    raw = {"predictions_queued|a/m|v1": "2", "predictions_queued|a/m|v2": "-1", "predictions_running|a/m|v1": "1",
+           "predictions_queued|short": "9", "cold_start_seconds:count|a/m|v1": "3", "other|x": "4"}
+    assert metrics.series(raw, "predictions_queued") == {("a/m", "v1"): 2.0, ("a/m", "v2"): -1.0}
+    assert metrics.series(raw, "cold_start_seconds") == {}  # a histogram's parts are not a series
