@@ -1,14 +1,27 @@
-"""The router's Serve application: the ingress deployment at `/`. Model versions get their own
-applications from the router (`router/serve_apps.py`), on demand."""
+"""The platform's own Serve applications: the router's ingress at `/`, and file delivery at
+`/v1/storage`, scaled apart from it. Model versions get their own applications from the router
+(`router/serve_apps.py`), on demand."""
 
 from __future__ import annotations
 
 from ray import serve
 
+from router.delivery import DELIVERY_APP, Delivery
 from router.ingress import Router
+from router.placement import cpu_node_options
+from router.routes.storage import PREFIX as DELIVERY_PREFIX
 from vendo_core.settings import Settings
+from vendo_core.signing import load_signing_key
 
 ROUTER_APP = "vendo"
+
+
+def shared_settings(settings: Settings) -> Settings:
+    """`settings` as every replica must see them, on whatever node it lands: the link-signing key
+    read here, once, instead of from a data directory that only this machine has."""
+    if settings.signing_key:
+        return settings
+    return settings.model_copy(update={"signing_key": load_signing_key(settings.resolved_data_dir()).hex()})
 
 
 def router_app(settings: Settings, redis_url: str):
@@ -16,7 +29,7 @@ def router_app(settings: Settings, redis_url: str):
         Router,
         name="router",
         num_replicas=settings.router_replicas,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={"num_cpus": 0, **cpu_node_options(settings.cpu_node_resource)},
         max_ongoing_requests=1000,
         graceful_shutdown_timeout_s=65.0,
         logging_config=settings.serve_logging(),
@@ -24,5 +37,22 @@ def router_app(settings: Settings, redis_url: str):
     return deployment.bind(settings.model_dump(mode="json"), redis_url)
 
 
+def delivery_app(settings: Settings):
+    deployment = serve.deployment(
+        Delivery,
+        name="files",
+        ray_actor_options={"num_cpus": 0, **cpu_node_options(settings.cpu_node_resource)},
+        max_ongoing_requests=256,
+        autoscaling_config={"min_replicas": 1, "initial_replicas": 1,
+                            "max_replicas": max(1, settings.delivery_max_replicas),
+                            "target_ongoing_requests": 64, "upscale_delay_s": 5.0, "downscale_delay_s": 60.0},
+        graceful_shutdown_timeout_s=30.0,
+        logging_config=settings.serve_logging(),
+    )
+    return deployment.bind(settings.model_dump(mode="json"))
+
+
 def deploy_router(settings: Settings, redis_url: str) -> None:
+    settings = shared_settings(settings)
+    serve.run(delivery_app(settings), name=DELIVERY_APP, route_prefix=DELIVERY_PREFIX)
     serve.run(router_app(settings, redis_url), name=ROUTER_APP, route_prefix="/")

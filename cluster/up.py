@@ -65,6 +65,9 @@ def ensure_account(settings: Settings, redis_url: str, username: str, token: str
     asyncio.run(_ensure_account(settings, redis_url, username, token))
 
 
+CPU_NODE_UNITS = 1000  # what a CPU node declares of `cpu_node_resource`: a marker, not a count
+
+
 def start(settings: Settings, address: str | None = None, num_cpus: float | None = None,
           num_gpus: float | None = None) -> tuple[str, str, str]:
     """Start (or join) Ray, Serve and the router. Returns (base URL, token, redis URL)."""
@@ -82,6 +85,8 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
         init["num_cpus"] = num_cpus if num_cpus is not None else max(os.cpu_count() or 1, 4)
         if num_gpus is not None:
             init["num_gpus"] = num_gpus
+        if settings.cpu_node_resource:  # this machine is a CPU node (router/placement.py)
+            init["resources"] = {settings.cpu_node_resource: CPU_NODE_UNITS}
         init.update(include_dashboard=settings.dashboard, dashboard_host=settings.dashboard_host,
                     dashboard_port=settings.dashboard_port)
     ctx = ray.init(**init)

@@ -53,16 +53,23 @@ def _invalid_field(error: dict) -> dict[str, Any]:
     return {"field": ".".join(str(p) for p in loc[1:]) or "body", "reason": error.get("msg")}
 
 
+async def vendo_error(request: Request, exc: VendoError) -> JSONResponse:
+    return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON, headers=exc.headers())
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+    return problem(exc.status_code, title, str(exc.detail))
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """The whole API over `runtime` (real, or built over fakes in unit tests)."""
     app = FastAPI(title="vendo", version="0.1.0", redirect_slashes=False, docs_url=None, redoc_url=None,
                   description="A self-hosted, Replicate-compatible model API on Ray Serve")
     app.state.runtime = runtime
-
-    @app.exception_handler(VendoError)
-    async def _vendo_error(request: Request, exc: VendoError):
-        return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON,
-                            headers=exc.headers())
+    app.state.objects = runtime.objects
+    app.add_exception_handler(VendoError, vendo_error)
+    _vendo_error = vendo_error
 
     async def _unseen(request: Request) -> JSONResponse | None:
         """The answer to a caller who may not see the admin namespace, before any answer about its
@@ -94,8 +101,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             # FastAPI's answer to a declared JSON body that is not UTF-8: answered as `json_body` does
             invalid = InvalidRequest("body", "not valid JSON: not UTF-8 text")
             return JSONResponse(invalid.problem(), status_code=invalid.status, media_type=PROBLEM_JSON)
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail))
+        return await http_error(request, exc)
 
     app.add_middleware(BodyLimit, settings=runtime.settings)
 

@@ -10,6 +10,7 @@ from ray import serve
 
 from deployments.replica import ModelReplica
 from router.apps import AppSpec
+from router.placement import version_options
 from vendo_core.hardware import skus_for
 from vendo_core.settings import Settings
 
@@ -43,7 +44,7 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
     sku = skus_for(s).get(hardware)
     concurrency = int(v.traits.get("concurrency_max") or 1)
     max_replicas = spec.max_replicas or v.max_replicas or s.autoscale_max_replicas
-    opts = sku.ray_actor_options()
+    opts = version_options(sku.ray_actor_options(), s.cpu_node_resource)
     if v.runtime_env:
         opts["runtime_env"] = v.runtime_env
     deployment = serve.deployment(

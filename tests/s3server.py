@@ -1,6 +1,7 @@
 """A real S3-protocol server over HTTP for tests: moto's standalone server in a subprocess.
 
-moto does not enforce presigned-URL expiry; tests of expiry assert on the signed parameters.
+moto does not enforce presigned-URL expiry; tests of expiry assert on the signed parameters. It
+does not refuse a request authenticated twice either, as S3 does: `tests/s3strict.py` adds that.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 TEST_CREDENTIALS = {
@@ -32,7 +35,8 @@ def _free_port() -> int:
 
 @contextmanager
 def s3_server(start_timeout_s: float = 30.0) -> Iterator[str]:
-    """Start `python -m moto.server` on a free 127.0.0.1 port; yield its endpoint URL; stop it."""
+    """Start moto's S3 server (strict about double authentication) on a free 127.0.0.1 port;
+    yield its endpoint URL; stop it."""
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, **TEST_CREDENTIALS}
@@ -40,11 +44,12 @@ def s3_server(start_timeout_s: float = 30.0) -> Iterator[str]:
     # A file, not a pipe, for its output: werkzeug logs every request and a full pipe would stall it.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.s3strict", "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            cwd=ROOT,  # `-m tests.s3strict` from the project's root
         )
         try:
             deadline = time.monotonic() + start_timeout_s

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(default=None, description="s3://bucket/prefix or file:///path")
     s3_endpoint_url: str | None = None
     s3_create_bucket: bool = Field(default=False, description="create the S3 bucket on first use if missing")
+    s3_presigned_urls: bool = Field(
+        default=False, description="link outputs to S3's presigned URLs instead of vendo's delivery path "
+        "(a client that sends its token with every request, as the official client's FileOutput does, "
+        "cannot read those: S3 refuses a request authenticated twice)")
     url_expiry_s: int = 3600
     public_url: str | None = Field(default=None, description="base URL for absolute links; else Host")
     host: str = "127.0.0.1"
@@ -48,6 +52,10 @@ class Settings(BaseSettings):
     max_log_bytes: int = Field(default=4 * 1024 * 1024, description="a prediction's logs are capped at "
                                "this; past it the earliest half is dropped and the logs say so")
     router_replicas: int = 1
+    delivery_max_replicas: int = Field(default=4, description="most replicas of the file delivery app")
+    cpu_node_resource: str | None = Field(
+        default="vendo_cpu", description="the custom Ray resource that marks CPU nodes: the router, file "
+        "delivery and CPU-only versions ask for a sliver of it where the cluster declares it")
     hardware_config: Path | None = None
     collections_config: Path | None = Field(
         default=None, description="collections YAML (default: configs/collections.yaml)")

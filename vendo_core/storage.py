@@ -1,7 +1,10 @@
 """The object store behind one small interface: S3 (any S3-compatible endpoint) or a local directory.
 
 Keys are relative, "/"-separated paths (`predictions/{id}/out.png`); the prediction stores keys, and
-URLs are made when read: presigned S3 GET URLs, or HMAC-signed expiring links the router serves itself.
+URLs are made when read: HMAC-signed expiring links that vendo's own delivery path serves from either
+store (`/v1/storage/…`), or, for S3 where configured, S3's presigned GET URLs. vendo's links are the
+default because a client that sends its API token with every request (the official client's
+`FileOutput.read()`) cannot read a presigned URL: S3 refuses a request authenticated twice.
 A missing key raises FileNotFoundError from every store.
 """
 
@@ -13,7 +16,9 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
@@ -41,8 +46,23 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+@dataclass
+class Blob:
+    """An object being read: its bytes as chunks, and what an HTTP answer says about them.
+    `content_range` is set when a byte range was asked for and honoured (status 206)."""
+
+    chunks: Iterator[bytes]
+    size: int
+    content_type: str | None = None
+    content_range: str | None = None
+    close: object = None  # a callable that releases the connection early
+
+
 class ObjectStore(ABC):
-    """What the rest of vendo sees of storage. Keys never begin with "/"."""
+    """What the rest of vendo sees of storage. Keys never begin with "/". Links are vendo's own,
+    signed with `signer` (see the module's docstring)."""
+
+    signer: LinkSigner | None = None
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
@@ -63,9 +83,32 @@ class ObjectStore(ABC):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with `prefix` (non-empty); return how many."""
 
-    @abstractmethod
     def url(self, key: str, base_url: str, expiry_s: int) -> str:
-        """An absolute GET URL for `key` that stops working after `expiry_s` seconds."""
+        """An absolute GET URL for `key` that stops working after `expiry_s` seconds:
+        `{base_url}/v1/storage/{key}?expires=…&sig=…`, served by vendo's delivery path."""
+        check_key(key)
+        if self.signer is None:
+            raise ValueError(f"{self!r} has no link signer")
+        expires = int(time.time()) + int(expiry_s)
+        sig = self.signer.sign(key, expires)
+        return f"{base_url.rstrip('/')}/v1/storage/{quote(key, safe='/')}?expires={expires}&sig={sig}"
+
+    def verify(self, key: str, expires: int | str, sig: str, now: float | None = None) -> bool:
+        """Whether `sig` is this store's signature of `key` until `expires`, and that is not past."""
+        try:
+            check_key(key)
+        except ValueError:
+            return False
+        return self.signer is not None and self.signer.verify(sig, expires, key, now=now)
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding `key` where the store is a local directory (served with sendfile and
+        ranges), else None. FileNotFoundError when a local store has no such key."""
+        return None
+
+    @abstractmethod
+    def read(self, key: str, byte_range: str | None = None) -> Blob:
+        """`key`'s bytes as a stream; `byte_range` is an HTTP Range header value."""
 
     @abstractmethod
     def describe(self) -> str: ...
@@ -145,26 +188,27 @@ class FileStore(ObjectStore):
                 pass
         return count
 
-    def url(self, key: str, base_url: str, expiry_s: int) -> str:
-        check_key(key)
-        expires = int(time.time()) + int(expiry_s)
-        sig = self.signer.sign(key, expires)
-        return f"{base_url.rstrip('/')}/v1/storage/{quote(key, safe='/')}?expires={expires}&sig={sig}"
+    def local_path(self, key: str) -> Path:
+        return self.open(key)
 
-    def verify(self, key: str, expires: int | str, sig: str, now: float | None = None) -> bool:
-        """Whether `sig` is this store's signature of `key` until `expires`, and that is not past."""
-        try:
-            check_key(key)
-        except ValueError:
-            return False
-        return self.signer.verify(sig, expires, key, now=now)
+    def read(self, key: str, byte_range: str | None = None) -> Blob:
+        path = self.open(key)
+        f = path.open("rb")
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while block := f.read(CHUNK):
+                    yield block
+
+        return Blob(chunks(), path.stat().st_size, close=f.close)
 
     def describe(self) -> str:
         return self.root.as_uri()
 
 
 class S3Store(ObjectStore):
-    """Objects in `bucket` under `prefix`; one boto3 client, shared by all threads."""
+    """Objects in `bucket` under `prefix`; one boto3 client, shared by all threads. Links are
+    vendo's signed ones, or S3's presigned URLs where `presigned` (or no signer is given)."""
 
     def __init__(
         self,
@@ -175,6 +219,8 @@ class S3Store(ObjectStore):
         region_name: str | None = None,
         create_bucket: bool = False,
         client=None,
+        signer: LinkSigner | None = None,
+        presigned: bool = False,
     ):
         if not bucket:
             raise ValueError("S3Store needs a bucket")
@@ -193,6 +239,8 @@ class S3Store(ObjectStore):
             region = region_name or session.region_name or "us-east-1"
             client = session.client("s3", endpoint_url=self.endpoint_url, region_name=region, config=config)
         self.client = client
+        self.signer = signer
+        self.presigned = presigned or signer is None
         self._bucket_ready = not create_bucket
         self._lock = threading.Lock()
 
@@ -274,14 +322,41 @@ class S3Store(ObjectStore):
         return count
 
     def url(self, key: str, base_url: str, expiry_s: int) -> str:
-        """A presigned GET URL on the S3 endpoint (`base_url` is not used)."""
+        if not self.presigned:
+            return super().url(key, base_url, expiry_s)
+        return self.presigned_url(key, expiry_s)
+
+    def presigned_url(self, key: str, expiry_s: int) -> str:
+        """A presigned GET URL on the S3 endpoint."""
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=int(expiry_s)
         )
 
+    def read(self, key: str, byte_range: str | None = None) -> Blob:
+        self._ready()
+        extra = {"Range": byte_range} if byte_range else {}
+        with _not_found(key):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+            except ClientError as e:
+                if not byte_range or _code(e) != "InvalidRange":
+                    raise
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))  # whole
+        body = response["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            with body:
+                yield from body.iter_chunks(CHUNK)
+
+        return Blob(chunks(), int(response["ContentLength"]), response.get("ContentType"),
+                    response.get("ContentRange"), close=body.close)
+
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}"
         return f"{where} @ {self.endpoint_url}" if self.endpoint_url else where
+
+
+CHUNK = 256 * 1024
 
 
 def _remove(path: Path) -> int:
@@ -322,6 +397,8 @@ def open_store(settings, *, create_bucket: bool | None = None, signer: LinkSigne
             unquote(parsed.path),
             endpoint_url=settings.s3_endpoint_url,
             create_bucket=create_bucket,
+            signer=signer or signer_for(settings),
+            presigned=bool(getattr(settings, "s3_presigned_urls", False)),
         )
     if url and url.startswith("file://"):
         parsed = urlparse(url)

@@ -80,7 +80,7 @@ def test_delete_prefix_many(store):
 
 def test_presigned_url(store):
     store.put_bytes("predictions/p2/out.png", b"\x89PNG data", "image/png")
-    url = store.url("predictions/p2/out.png", "http://ignored", 123)
+    url = store.presigned_url("predictions/p2/out.png", 123)
     response = httpx.get(url, trust_env=False)
     assert response.status_code == 200
     assert response.content == b"\x89PNG data"
@@ -125,3 +125,23 @@ def test_open_store_s3(endpoint, monkeypatch):
     store.put_bytes("x/y", b"z")
     assert store.client.get_object(Bucket="t-open-store", Key="pre/x/y")["Body"].read() == b"z"
     assert store.describe() == f"s3://t-open-store/pre @ {endpoint}"
+
+
+def test_reads_stream_whole_or_by_range(store):
+    data = bytes(range(256)) * 4096  # 1 MiB: several chunks
+    store.put_bytes("predictions/p3/out.bin", data, "application/octet-stream")
+    blob = store.read("predictions/p3/out.bin")
+    assert blob.size == len(data) and blob.content_range is None and b"".join(blob.chunks) == data
+    part = store.read("predictions/p3/out.bin", "bytes=10-19")
+    assert part.size == 10 and part.content_range == f"bytes 10-19/{len(data)}"
+    assert b"".join(part.chunks) == data[10:20]
+    with pytest.raises(FileNotFoundError):
+        store.read("predictions/p3/none")
+
+
+def test_the_stand_in_refuses_double_authentication_as_s3_does(store):
+    store.put_bytes("predictions/p4/out.txt", b"hi")
+    url = store.presigned_url("predictions/p4/out.txt", 60)
+    assert httpx.get(url, trust_env=False).content == b"hi"
+    refused = httpx.get(url, headers={"Authorization": "Bearer r8_token"}, trust_env=False)
+    assert refused.status_code == 400 and b"<Code>InvalidArgument</Code>" in refused.content

@@ -11,6 +11,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from vendo_core.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,9 @@ def test_ray_cluster_yaml_validates_and_scales_gpus_from_zero():
     gpu = {name: t for name, t in workers.items() if t.get("resources", {}).get("GPU")}
     assert gpu and all(t["min_workers"] == 0 for t in workers.values())
     assert not types[head].get("resources", {}).get("GPU")  # the head is a CPU node
+    marker = Settings().cpu_node_resource  # router/placement.py: CPU nodes declare it, GPU nodes never
+    assert all(bool(t.get("resources", {}).get(marker)) != bool(t.get("resources", {}).get("GPU"))
+               for t in types.values())
     start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=0.0.0.0" in start and "vendo up --address auto" in start
     assert any("pip install" in c and "/home/ray/vendo" in c for c in config["setup_commands"])
@@ -44,6 +49,10 @@ def test_kuberay_manifest_is_a_raycluster_with_gpu_workers_from_zero():
     assert head["readinessProbe"]["httpGet"]["path"] == "/readyz"
     gpu_groups = [g for g in cluster["spec"]["workerGroupSpecs"]
                   if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]]
+    marker = Settings().cpu_node_resource
+    for group in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]:
+        declared = json.loads(json.loads(group["rayStartParams"].get("resources", '"{}"')))
+        assert bool(declared.get(marker)) != (group in gpu_groups)
     assert gpu_groups and all(g["minReplicas"] == 0 for g in cluster["spec"]["workerGroupSpecs"])
     images = {c["image"] for g in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
               for c in g["template"]["spec"]["containers"]}

@@ -165,3 +165,28 @@ def test_open_store_configured(tmp_path):
     for bad in ["http://x/y", "file://host/path", "ftp:///x"]:
         with pytest.raises(ValueError):
             open_store(Settings(data_dir=tmp_path, storage_url=bad))
+
+
+def test_s3_links_are_vendos_own_unless_presigned_is_asked_for(tmp_path, monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings(data_dir=tmp_path, storage_url="s3://bucket/pre", s3_endpoint_url="http://127.0.0.1:1",
+                        signing_key="k3y")
+    s3 = open_store(settings)
+    url = s3.url("predictions/p1/out.png", "http://vendo:8000", 60)
+    _, key, expires, sig = _parts(url)
+    assert url.startswith("http://vendo:8000/v1/storage/predictions/p1/out.png?")
+    assert s3.verify(key, expires, sig) and not s3.verify("predictions/p1/other.png", expires, sig)
+    presigned = open_store(settings.model_copy(update={"s3_presigned_urls": True}))
+    url = presigned.url("predictions/p1/out.png", "http://vendo:8000", 60)
+    assert url.startswith("http://127.0.0.1:1/bucket/pre/predictions/p1/out.png?") and "X-Amz-Signature=" in url
+    assert not presigned.verify(key, expires, "anything")
+
+
+def test_file_store_reads_as_a_stream(store):
+    store.put_bytes("a/big.bin", b"x" * 600_000)
+    blob = store.read("a/big.bin")
+    assert blob.size == 600_000 and b"".join(blob.chunks) == b"x" * 600_000
+    assert store.local_path("a/big.bin") == store.root / "a" / "big.bin"
+    with pytest.raises(FileNotFoundError):
+        store.read("a/none")
