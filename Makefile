@@ -32,9 +32,11 @@ down: install
 status: install
 	$(VENDO) status
 
+# two runs: tests/multinode starts Ray clusters of its own, and two never run at once
 test: install
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/multinode
+	$(PY) -m pytest -q -p no:cacheprovider tests/multinode
 
 test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
