@@ -7,6 +7,7 @@ clusters never run at once."""
 
 from __future__ import annotations
 
+import os
 import time
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 from tests.integration.conftest import EXAMPLES
 from tests.integration.test_lifecycle import variant, wait_status
 from tests.multinode.stack import MARK, platform_nodes, replica_nodes, vendo_stack
+from tests.s3server import TEST_CREDENTIALS
 from vendo_core.ids import app_name
 
 pytestmark = pytest.mark.integration
@@ -25,6 +27,7 @@ def multi():
     import ray
     from ray.cluster_utils import Cluster as RayCluster
 
+    os.environ.update(TEST_CREDENTIALS)  # S3's credentials in every node's environment, as on a cluster
     # the head takes no CPU work: CPU versions must find the CPU node, GPU ones the GPU node
     rc = RayCluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {MARK: 1000}})
     try:
