@@ -1,6 +1,7 @@
-"""vendo's platform apps deployed on a Ray cluster the test already started and connected to:
-the S3 server, the session's embedded Redis (with a password), Serve's proxy on the head, the
-router and file delivery, an admin account. One cluster at a time."""
+"""vendo's platform apps deployed on a Ray cluster the test already started and connected to, with
+its state off the head as a multi-node vendo keeps it: the S3 server, and an external Redis as
+managed services give it (`rediss://` with TLS, an ACL user and password: `tests/redistls.py`);
+Serve's proxy on the head, the router and file delivery, an admin account. One cluster at a time."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.integration.conftest import Cluster, _free_port, _wait_health, _worker_python
-from tests.redisdb import embedded_db, flush
+from tests.redistls import tls_redis
 from tests.s3server import TEST_CREDENTIALS, s3_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ MARK = "vendo_cpu"  # Settings.cpu_node_resource: what CPU nodes declare
 
 
 @contextmanager
-def vendo_stack(db: int = 14, **overrides) -> Iterator[Cluster]:
+def vendo_stack(**overrides) -> Iterator[Cluster]:
     import boto3
     from ray import serve
 
@@ -29,8 +30,7 @@ def vendo_stack(db: int = 14, **overrides) -> Iterator[Cluster]:
     from vendo_core.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="vendo-multinode-"))
-    redis_url = embedded_db(db)
-    with s3_server() as endpoint:
+    with tls_redis() as (redis_url, password), s3_server() as endpoint:
         os.environ.update(TEST_CREDENTIALS)
         os.environ["VENDO_DATA_DIR"] = str(data_dir)
         settings = Settings(**{
@@ -44,13 +44,13 @@ def vendo_stack(db: int = 14, **overrides) -> Iterator[Cluster]:
             serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, proxy_location="HeadOnly")
             deploy_router(settings, redis_url)
             stack = Cluster(f"http://127.0.0.1:{settings.port}", redis_url, settings, data_dir)
+            stack.redis_password = password
             stack.tokens["alice"] = "multi-token-alice"
             asyncio.run(_ensure_account(settings, redis_url, "alice", stack.tokens["alice"], ("admin",)))
             _wait_health(stack.url)
             yield stack
         finally:
             serve.shutdown()
-            flush(redis_url)
 
 
 def replica_nodes(app: str) -> set[str]:

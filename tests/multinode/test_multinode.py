@@ -7,8 +7,10 @@ clusters never run at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -78,3 +80,25 @@ def test_versions_land_by_hardware_and_a_lost_gpu_node_fails_its_prediction(mult
     assert replica_nodes(app_name(gpu_vid)) == {multi.gpu.node_id}
     # and the CPU version was never disturbed
     assert c.run(f"alice/hello:{cpu_vid}", input={"text": "again"}) == "hello again"
+
+
+def test_the_redis_password_reaches_no_log_and_no_status(multi):
+    """The state is on a Redis that requires TLS and a password (tests/redistls.py); after the
+    predictions above, that password is in no Ray or Serve log file, in no status answer, and not
+    in what `vendo status` prints."""
+    import ray
+
+    from tests.integration.test_cli import vendo
+
+    stack, password = multi.stack, multi.stack.redis_password
+    assert stack.redis_url.startswith("rediss://vendo:")
+    with stack.http() as h:
+        status = h.get("/v1/status").json()
+    assert status["redis"].startswith("rediss://***@127.0.0.1:") and password not in json.dumps(status)
+    shown = vendo(stack, "status")
+    assert shown.returncode == 0 and "rediss://***@" in shown.stdout and password not in shown.stdout + shown.stderr
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    files = [f for f in logs.rglob("*") if f.is_file()]
+    assert len(files) > 10
+    leaked = [str(f) for f in files if password.encode() in f.read_bytes()]
+    assert leaked == []

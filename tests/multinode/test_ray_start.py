@@ -75,7 +75,7 @@ def autoscaling():
                    capture_output=True, timeout=120)
     try:
         ray.init(address=gcs, namespace="vendo-autoscaler", logging_level="WARNING")
-        with vendo_stack(db=15) as stack:
+        with vendo_stack() as stack:
             stack.jobs = f"http://127.0.0.1:{dashboard_port}"
             stack.env = env
             yield stack
