@@ -25,6 +25,7 @@ class Plan:
     stream_items: int = 8
     file_predictions: int = 6  # per trial and mode
     batch_lines: int = 1000  # per trial, by batch job and by HTTP each
+    catalogue_versions: int = 10_000  # registered, of which 3 are used
 
 
 def full() -> Plan:
@@ -34,4 +35,4 @@ def full() -> Plan:
 def quick() -> Plan:
     return Plan(trials=1, latency_requests=40, latency_max_s=1.0, throughput_requests=400,
                 throughput_max_s=1.0, warm_requests=5, cold_trials=1, cold_settle_s=0.5, efficiency_replicas=(1, 2),
-                efficiency_max_s=1.5, stream_predictions=2, file_predictions=2, batch_lines=100)
+                efficiency_max_s=1.5, stream_predictions=2, file_predictions=2, batch_lines=100, catalogue_versions=200)

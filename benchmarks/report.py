@@ -78,6 +78,19 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
                     "figure": f"{ratio_text(r)}: batch {fmt(F(b['figures']['batch_per_s']))} vs "
                               f"HTTP {fmt(F(b['figures']['http_per_s']))}",
                     "met": _cmp(r.median, 0.8, le=False)})
+    c = res.get("catalogue")
+    if c:
+        r, fig = F(c["p50_ratio"]), c["figures"]
+        n = c["versions"]
+        out.append({"goal": f"Catalogue: {n:,} registered versions ({c['used']} used) vs 10",
+                    "target": "routing p50 and the controller's memory flat (≤ 1.1×)",
+                    "figure": f"p50 {ratio_text(r)} ({fmt(F(fig[f'p50_ms_{n}']))} vs {fmt(F(fig['p50_ms_10']))}); "
+                              f"controller RSS {c['controller_rss_ratio']:.2f}× "
+                              f"({F(fig[f'controller_rss_mib_{n}']).median:.0f} MiB), CPU "
+                              f"{F(fig[f'controller_cpu_pct_{n}']).median:.1f}% vs "
+                              f"{F(fig['controller_cpu_pct_10']).median:.1f}% of a core; router RSS "
+                              f"{F(fig[f'router_rss_mib_{n}']).median:.0f} vs {F(fig['router_rss_mib_10']).median:.0f} MiB",
+                    "met": _cmp(max(r.median, c["controller_rss_ratio"]), 1.1, le=True)})
     g = res.get("gpu") or {}
     out.append({"goal": "GPU: images/s vs a bare torch loop", "target": "≥ 0.85 × bare torch",
                 "figure": g.get("note", GPU_NOT_MEASURED), "met": None})
@@ -190,8 +203,8 @@ def markdown(res: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|",
                   "| " + " | ".join(fmt(F(g.get(k))) for k in ("file", "none", "added_by_upload_and_url", "put_bytes",
                                                                "added_beyond_put_bytes", "download", "read_disk")) + " |"]
-    lines += ["", "## 7. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
-              " (see benchmarks/README.md, part 7, to run it on a GPU machine)."]
+    lines += ["", "## 9. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
+              " (see benchmarks/README.md, part 9, to run it on a GPU machine)."]
     if res.get("errors"):
         lines += ["", "## Parts that failed", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()]
     return "\n".join(lines) + "\n"
@@ -355,7 +368,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
         ax.legend()
     ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
     ax.set_ylabel("ms")
-    ax.set_title("5. Streaming and 6. a 10 MB file output\n(7. GPU: " + GPU_NOT_MEASURED + ")", fontsize=10)
+    ax.set_title("5. Streaming and 6. a 10 MB file output\n(9. GPU: " + GPU_NOT_MEASURED + ")", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)
