@@ -90,6 +90,8 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
         init.update(include_dashboard=settings.dashboard, dashboard_host=settings.dashboard_host,
                     dashboard_port=settings.dashboard_port)
     ctx = ray.init(**init)
+    for line in shared_state_warnings(settings, joined=bool(address)):
+        print(f"vendo: warning: {line}", file=sys.stderr, flush=True)
     if not settings.dashboard_url and getattr(ctx, "dashboard_url", None):  # "host:port", when it runs
         host, _, port = ctx.dashboard_url.rpartition(":")
         settings.dashboard_url = f"http://{_display_host(host)}:{port}"
@@ -97,6 +99,21 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
     deploy_router(settings, redis_url)
     url = settings.public_url or f"http://{_display_host(settings.host)}:{settings.port}"
     return url, token, redis_url
+
+
+def shared_state_warnings(settings: Settings, *, joined: bool) -> list[str]:
+    """What cannot work when vendo joins a Ray cluster whose other nodes run replicas: state that
+    only this machine holds."""
+    if not joined:
+        return []
+    out = []
+    if not settings.redis_url:
+        out.append("the embedded Redis listens on this machine only, so replicas on other nodes cannot "
+                   "reach it: set VENDO_REDIS_URL to a Redis every node reaches (rediss://user:password@host)")
+    if not (settings.storage_url or "").startswith("s3://"):
+        out.append("file storage is on this machine only, so replicas on other nodes cannot read packages "
+                   "or store outputs: set VENDO_STORAGE_URL=s3://bucket/prefix")
+    return out
 
 
 def _display_host(host: str) -> str:

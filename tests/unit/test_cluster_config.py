@@ -60,3 +60,13 @@ def test_kuberay_manifest_is_a_raycluster_with_gpu_workers_from_zero():
     assert images == {ray_yaml["docker"]["image"]}  # one image for both
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "FROM rayproject/ray:2.60.0-py311" in dockerfile
+
+
+def test_joining_a_cluster_with_state_on_this_machine_is_warned_about():
+    from cluster.up import shared_state_warnings
+
+    assert shared_state_warnings(Settings(), joined=False) == []
+    local = shared_state_warnings(Settings(), joined=True)
+    assert len(local) == 2 and "VENDO_REDIS_URL" in local[0] and "VENDO_STORAGE_URL" in local[1]
+    shared = Settings(redis_url="rediss://u:p@redis.example:6380/0", storage_url="s3://bucket/vendo")
+    assert shared_state_warnings(shared, joined=True) == []
