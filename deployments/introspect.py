@@ -22,7 +22,22 @@ def introspect_package(package: bytes, limits: UnpackLimits | None = None,
         project = unpack_package(package, tmp, limits=limits)
         share_tree(tmp)
         info = asyncio.run(supervisor.introspect(project, options or WorkerOptions(), timeout_s))
-        return {**info, "runtime_env": runtime_env_for(read_cog_config(project))}
+        return {**info, "runtime_env": runtime_env_for(read_cog_config(project)), "readme": read_readme(project)}
+
+
+README_MAX_BYTES = 256 * 1024
+
+
+def read_readme(project) -> str | None:
+    """The project's README.md (any case), as text, cut at README_MAX_BYTES; None without one.
+    A link is never followed: a README that is one is not read."""
+    from pathlib import Path
+
+    for entry in sorted(Path(project).iterdir()):
+        if entry.name.lower() == "readme.md" and entry.is_file() and not entry.is_symlink():
+            with entry.open("rb") as f:
+                return f.read(README_MAX_BYTES).decode("utf-8", "replace")
+    return None
 
 
 def package_runtime_env(package: bytes, limits: UnpackLimits | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import openapi
@@ -27,10 +28,12 @@ from router.routes import (
     webhooks,
 )
 from router.runtime import Runtime
+from router.web import routes as web_routes
 from vendo_core.errors import InvalidRequest, PayloadTooLarge, VendoError
 from vendo_core.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
+WEB_STATIC = web_routes.HERE / "static"
 _UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's 400 detail
 
 
@@ -109,8 +112,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def health():
         return {"status": "ok"}
 
+    app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")  # before the pages' /{owner}/{name}
     for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage, batches,
-                   ops):
+                   ops, web_routes):
         app.include_router(module.router)
     openapi.install(app)  # the document as the routes really behave, and /docs without a CDN
     return app

@@ -13,8 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.ratelimit import bucket_for
 from router.runtime import Runtime
-from vendo_core.errors import InvalidRequest, Unauthenticated, UnsupportedMediaType
+from router.sessions import COOKIE, CSRF_HEADER
+from vendo_core.errors import Forbidden, InvalidRequest, Unauthenticated, UnsupportedMediaType
 from vendo_core.records import Account
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # application/json and any +json type, with parameters (charset); nothing else is a JSON body
 _JSON_TYPE = re.compile(r"^\s*application/([\w.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
@@ -27,6 +30,8 @@ async def runtime(request: Request) -> Runtime:
 
 async def current_account(request: Request) -> Account:
     auth = request.headers.get("authorization", "")
+    if not auth and (sid := request.cookies.get(COOKIE)):
+        return await _session_account(request, sid, required=True)
     scheme, _, token = auth.partition(" ")
     if scheme.lower() not in ("bearer", "token") or not token.strip():
         raise Unauthenticated()
@@ -38,11 +43,32 @@ async def current_account(request: Request) -> Account:
     return acct
 
 
+async def _session_account(request: Request, sid: str, *, required: bool) -> Account | None:
+    """The account of the web session the cookie names (the browser's way in: EventSource cannot
+    send a bearer header). A request that changes something must carry the session's CSRF secret
+    in a header, which another site's page cannot read or set. Predictions it creates are `web`."""
+    rt: Runtime = request.app.state.runtime
+    session = await rt.sessions.get(sid) if rt.sessions is not None else None
+    if session is None:
+        if required:
+            raise Unauthenticated()
+        return None
+    if request.method not in SAFE_METHODS and not session.csrf_ok(request.headers.get(CSRF_HEADER)):
+        raise Forbidden("This request came from a page without the session's CSRF token (send it as "
+                        "X-CSRF-Token)")
+    await rt.limiter.hit(f"session:{session.account.username}", bucket_for(request.method, request.url.path))
+    request.state.source = "web"
+    request.state.session = session
+    return session.account
+
+
 async def optional_account(request: Request) -> Account | None:
     """The caller, or None when the request carries no Authorization header (a wrong token is
-    still a 401): for what may be read without a token, such as a shared prediction."""
+    still a 401) and no live session: for what may be read without a token, such as a shared
+    prediction."""
     if not request.headers.get("authorization"):
-        return None
+        sid = request.cookies.get(COOKIE)
+        return await _session_account(request, sid, required=False) if sid else None
     return await current_account(request)
 
 

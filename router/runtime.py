@@ -27,6 +27,7 @@ from router.services.ops import Ops
 from router.services.predictions import PredictionService
 from router.services.resolve import Resolver
 from router.services.versions import VersionService, introspect_in_ray
+from router.sessions import Sessions
 from router.webhook_delivery import WebhookDelivery
 from router.webhooks import WebhookPolicy, WebhookSecrets
 from vendo_core.billing import Usage, nanos_of_usd
@@ -68,6 +69,7 @@ class Runtime:
         skus = partial(skus_for, settings)
         self.resolver = Resolver(registry)
         self.usage = Usage(redis, self.keys, settings.billing_period) if redis else None
+        self.sessions = Sessions(redis, self.keys, registry, settings.session_ttl_s) if redis else None
         # what needs Redis beyond the store and the registry (absent in the in-process unit app)
         self.deployments = DeploymentService(redis, self.keys, apps, self.resolver, skus) if redis else None
         self.predictions = PredictionService(store, self.resolver, apps, deployments=self.deployments,

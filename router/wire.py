@@ -47,7 +47,7 @@ def prediction(rec: records.Prediction, base: str, url_for: Callable[[str], str]
         "get": f"{base}/v1/predictions/{pid}",
         "cancel": f"{base}/v1/predictions/{pid}/cancel",
         "stream": f"{base}/v1/predictions/{pid}/stream",
-        "web": f"{base}/predictions/{pid}",
+        "web": f"{base}/p/{pid}",  # the web app's prediction page, as replicate.com/p/{id}
     }
     if as_starting:
         out.update(status="starting", output=None, completed_at=None, error=None)

@@ -37,6 +37,10 @@ class Keys:
     def token(self, token_sha256: str) -> str:
         return f"{self.prefix}token:{token_sha256}"
 
+    def session(self, sid_sha256: str) -> str:
+        """Hash: a web session (by the sha256 of its cookie): its token's digest and CSRF secret."""
+        return f"{self.prefix}session:{sid_sha256}"
+
     def account_tokens(self, username: str) -> str:
         """Set: the sha256 digests of the account's API tokens."""
         return f"{self.prefix}account:{username}:tokens"
@@ -123,6 +127,10 @@ class Keys:
 
     def version(self, version_id: str) -> str:
         return f"{self.prefix}version:{version_id}"
+
+    def version_readme(self, version_id: str) -> str:
+        """String: the version's README, apart from its hash (which every prediction reads)."""
+        return f"{self.prefix}version:{version_id}:readme"
 
     def app_last_used(self) -> str:
         """Sorted set: Serve app name scored by the last time a prediction used it."""

@@ -153,6 +153,7 @@ class Version(Record):
     setup_completed_at: float | None = None
     isolation: str | None = None  # "full" | "partial": whether its model code runs unprivileged
     isolation_reason: str | None = None
+    readme: str | None = None  # the pushed project's README.md, shown (sanitized) on the model page
 
 
 # where a prediction came from: the HTTP API, the web app, a Python handle inside the cluster, a

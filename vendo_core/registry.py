@@ -204,7 +204,11 @@ class Registry:
     async def account_for_token(self, token: str) -> Account | None:
         """The account a token acts for, with its organizations; None for an unknown, expired or
         revoked token or a disabled account. Two round trips."""
-        key = self.keys.token(token_digest(token))
+        return await self.account_for_digest(token_digest(token))
+
+    async def account_for_digest(self, digest: str) -> Account | None:
+        """As `account_for_token`, from the token's digest (what a web session keeps)."""
+        key = self.keys.token(digest)
         username, expires_at = await self._use_token(keys=[key], args=[now_iso()])
         if not username:
             return None
@@ -488,7 +492,9 @@ class Registry:
                         record = record.model_copy(update={"created_at": now_iso(ts)})
                     pipe.multi()
                     pipe.delete(key)  # setup fields a deleted version's last replica may have left
-                    pipe.hset(key, mapping=record.to_redis())
+                    pipe.hset(key, mapping=record.to_redis(exclude={"readme"}))
+                    if record.readme:
+                        pipe.set(self.keys.version_readme(vid), record.readme)
                     if record.package_digest:
                         pipe.sadd(self.keys.package_versions(record.package_digest), vid)
                     pipe.zadd(self.keys.model_versions(owner, name), {vid: ts})
@@ -499,6 +505,9 @@ class Registry:
                 except aioredis.WatchError:
                     continue
         return await self.get_version(vid), True
+
+    async def readme(self, vid: str) -> str | None:
+        return await self.redis.get(self.keys.version_readme(vid))
 
     async def delete_version(self, owner: str, name: str, vid: str) -> Version | None:
         """Remove `vid` from the registry (no new prediction can use it) and move the model's
@@ -517,7 +526,7 @@ class Registry:
                     rest = [r for r in await pipe.zrevrange(vkey, 0, 1, withscores=True) if r[0] != vid]
                     pipe.multi()
                     pipe.zrem(vkey, vid)
-                    pipe.delete(self.keys.version(vid))
+                    pipe.delete(self.keys.version(vid), self.keys.version_readme(vid))
                     if record.package_digest:
                         pipe.srem(self.keys.package_versions(record.package_digest), vid)
                     latest = self._index(LATEST_VERSION_CREATED, model)

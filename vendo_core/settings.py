@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     port: int = 8000
     api_token: str | None = None
     username: str = "vendo"
+    session_ttl_s: int = Field(default=7 * 24 * 3600, description="a web session lasts this long")
     signing_key: str | None = Field(default=None, description="HMAC key for file links; else generated")
     app_idle_s: float = 3600.0
     reaper_interval_s: float = 30.0

@@ -47,13 +47,14 @@ async def _created(request: Request, rt: Runtime, account: Account, body: dict[s
     wait = prefer_wait(request.headers.get("prefer"))
     base = base_url(request)
     deadline_s = parse_cancel_after(request.headers.get("cancel-after"))
+    source = getattr(request.state, "source", "api")  # "web" when the browser's session made it
     if wait is None:
-        rec = await rt.predictions.create(account, body, **target, deadline_s=deadline_s,
+        rec = await rt.predictions.create(account, body, **target, deadline_s=deadline_s, source=source,
                                           file_url_prefixes=(f"{base}/v1/files/",), base=base)
     else:
         async with rt.open_slots.hold(account.username):  # 429 before anything is created
             rec = await rt.predictions.create(
-                account, body, **target, deadline_s=deadline_s, wait_s=wait - WAIT_MARGIN_S,
+                account, body, **target, deadline_s=deadline_s, wait_s=wait - WAIT_MARGIN_S, source=source,
                 file_url_prefixes=(f"{base}/v1/files/",), base=base)
     headers = {}
     if wait is not None:

@@ -99,7 +99,10 @@ class AccountService:
         """Revoke every token of the account and return its one new token (shown once)."""
         return await self.registry.rotate_tokens(username)
 
-    async def revoke_token(self, tid: str) -> Token:
+    async def revoke_token(self, tid: str, *, owner: str | None = None) -> Token:
+        """Revoke token `tid`; with `owner`, only one of that account's (any other is a 404)."""
+        if owner is not None and tid not in {t.id for t in await self.registry.list_tokens(owner)}:
+            raise NotFound("Token", tid)
         rec = await self.registry.revoke_token_id(tid)
         if rec is None:
             raise NotFound("Token", tid)

@@ -24,7 +24,7 @@ from vendo_core.storage import ObjectStore
 VISIBILITIES = ("public", "private")
 # what a version record keeps of its introspection: nothing the model's own code could set decides
 # where its package lives, what it runs on or how far it scales
-INTROSPECTED = ("openapi_schema", "traits", "runtime_env")
+INTROSPECTED = ("openapi_schema", "traits", "runtime_env", "readme")
 
 Introspect = Callable[[bytes, UnpackLimits], Any]  # awaitable -> the introspection dict
 

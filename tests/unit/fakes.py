@@ -152,7 +152,10 @@ class FakeRegistry(Registry):
         return any(v.package_digest == digest for v in self.versions.values())
 
     async def account_for_token(self, token: str) -> Account | None:
-        username = self.tokens.get(token_digest(token))
+        return await self.account_for_digest(token_digest(token))
+
+    async def account_for_digest(self, digest: str) -> Account | None:
+        username = self.tokens.get(digest)
         return self.accounts.get(username) if username else None
 
     async def get_model(self, owner: str, name: str) -> Model | None:
@@ -194,6 +197,10 @@ class FakeRegistry(Registry):
         self.model_versions.setdefault(record.model, []).insert(0, record.id)
         self.models[record.model].latest_version = record.id
         return self.versions[record.id].model_copy(), True
+
+    async def readme(self, vid: str) -> str | None:
+        v = self.versions.get(vid)
+        return v.readme if v else None
 
     async def get_version(self, vid: str) -> Version | None:
         self.gets += 1
@@ -286,3 +293,42 @@ class NoLimits(RateLimiter):
     async def hit(self, token: str, bucket: str) -> int | None:
         self.hits.append(bucket)
         return None
+
+
+class FakeHashes:
+    """The few Redis hash commands web sessions use, in memory (no expiry)."""
+
+    def __init__(self):
+        self.data: dict[str, dict[str, str]] = {}
+
+    def pipeline(self, transaction: bool = True):
+        outer = self
+
+        class Pipe:
+            def __init__(self):
+                self.ops = []
+
+            async def __aenter__(self):
+                return self
+
+            async def __aexit__(self, *exc):
+                return False
+
+            def hset(self, key, mapping):
+                self.ops.append(lambda: outer.data.setdefault(key, {}).update(mapping))
+
+            def expire(self, key, seconds):
+                self.ops.append(lambda: None)
+
+            async def execute(self):
+                for op in self.ops:
+                    op()
+
+        return Pipe()
+
+    async def hmget(self, key, *fields):
+        h = self.data.get(key, {})
+        return [h.get(f) for f in fields]
+
+    async def delete(self, key):
+        return 1 if self.data.pop(key, None) is not None else 0
