@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router.apps import replica_counts
 from router.deps import Rt, base_url, optional_account
 from router.sessions import COOKIE, Session
 from router.web import form
@@ -28,6 +29,7 @@ from router.wire import prediction as wire_prediction
 from vendo_core.billing import usd
 from vendo_core.errors import NotFound, VendoError
 from vendo_core.hardware import skus_for
+from vendo_core.ids import deployment_app_name
 from vendo_core.records import Account
 
 HERE = Path(__file__).resolve().parent
@@ -198,6 +200,27 @@ async def account_revoke_token(tid: str, request: Request, rt: Rt, csrf_token: A
     return RedirectResponse("/account", status_code=303)
 
 
+# deployments
+
+
+@router.get("/deployments")
+async def deployments_page(request: Request, rt: Rt, viewer: Viewer):
+    """The caller's deployments with their instances (Serve's replica states: warm or cold)."""
+    if viewer is None:
+        return _to_login(request)
+    rows = []
+    if rt.deployments is not None:
+        found = await rt.deployments.list(viewer)
+        statuses = await rt.apps.statuses() if found else {}
+        for d in found:
+            st = statuses.get(deployment_app_name(d.owner, d.name))
+            counts = replica_counts(st) if st is not None else {}
+            running = counts.get("running", 0)
+            rows.append({"d": d, "running": running, "starting": counts.get("starting", 0),
+                         "state": "warm" if running else "cold"})
+    return _page(request, "deployments.html", rows=rows)
+
+
 # the dashboard
 
 
@@ -308,7 +331,7 @@ async def explore(request: Request, rt: Rt, viewer: Viewer, q: str | None = None
 # first path segments that are the platform's own: never a model page (their unknown paths stay
 # the API's 404 problem)
 RESERVED = frozenset({"v1", "static", "docs", "redoc", "openapi.json", "login", "logout", "dashboard", "p",
-                      "health", "livez", "readyz", "metrics", "account"})
+                      "health", "livez", "readyz", "metrics", "account", "deployments"})
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 

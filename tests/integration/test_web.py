@@ -239,16 +239,18 @@ def test_another_account_sees_404_for_a_private_model(chrome, cluster, tmp_path)
     ctx, page = sign_in(chrome, cluster, "bob")
     assert page.goto("/alice/web-private").status == 404
     assert page.goto("/alice/hello-world").status == 200  # public
-    page.goto("/")
-    assert page.locator("a[href='/alice/hello-world']").count() == 1
-    assert page.locator("a[href='/alice/web-private']").count() == 0  # not on bob's Explore either
-    page.get_by_label("Search models").fill("stream")
+    page.goto("/")  # searched, since the whole suite's models may run past a first page
+    page.get_by_label("Search models").fill("hello-world")
     page.get_by_role("button", name="Search").click()
+    assert page.locator("a[href='/alice/hello-world']").count() == 1
+    page.goto("/?q=web-private")
+    assert page.locator("a[href='/alice/web-private']").count() == 0  # not on bob's Explore either
+    page.goto("/?q=stream")
     assert page.locator("a[href='/alice/stream']").count() == 1
     assert page.locator("a[href='/alice/hello-world']").count() == 0
     ctx.close()
     ctx, page = sign_in(chrome, cluster)
-    page.goto("/")
+    page.goto("/?q=web-private")
     assert page.locator("a[href='/alice/web-private']").count() == 1  # alice's own
     ctx.close()
 
@@ -273,3 +275,32 @@ def test_account_page_creates_a_token_shown_once_and_revokes_it(chrome, cluster)
     assert httpx.get(f"{cluster.url}/v1/account", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     other_ctx.close()
     ctx.close()
+
+
+def test_deployments_page_shows_warm_and_cold_instances(chrome, cluster, examples):
+    from tests.integration.test_lifecycle import wait_for
+
+    c = cluster.client()
+    vid = examples["hello-world"]
+    c.deployments.create(name="web-cold", model="alice/hello-world", version=vid, hardware="cpu",
+                         min_instances=0, max_instances=1)
+    c.deployments.create(name="web-warm", model="alice/hello-world", version=vid, hardware="cpu",
+                         min_instances=1, max_instances=1)
+    try:
+        ctx, page = sign_in(chrome, cluster)
+
+        def row(name: str) -> str:
+            page.goto("/deployments")
+            return page.locator(f"tr[data-deployment='alice/{name}']").inner_text()
+
+        assert "cold" in row("web-cold") and "0 running" in row("web-cold")
+        wait_for(lambda: "warm" in row("web-warm") and "1 running" in row("web-warm"), 120, "a warm instance")
+        bob_ctx, bob = sign_in(chrome, cluster, "bob")
+        bob.goto("/deployments")
+        assert bob.locator("tr[data-deployment]").count() == 0  # only their owners see them
+        bob_ctx.close()
+        ctx.close()
+    finally:
+        with cluster.http() as h:
+            for name in ("web-cold", "web-warm"):
+                h.delete(f"/v1/deployments/alice/{name}")
