@@ -94,12 +94,8 @@ async def create_deployment_prediction(owner: str, name: str, request: Request, 
 @router.get("/predictions/{pid}", response_model=wire.Prediction)
 async def get_prediction(pid: str, request: Request, account: MaybeAccount, rt: Rt):
     """Get a prediction: your own, or one its owner shared (that one also without a token)."""
-    rec, own = await rt.predictions.get_visible(account, pid)
     base = base_url(request)
-    if not own:  # a shared one: its input files as signed links, and not where its webhooks go
-        rec.webhook = None
-        if rec.input:
-            rec.input = await rt.files.signed_inputs(rec.input, rec.account, base, rt.settings.url_expiry_s)
+    rec, _ = await rt.predictions.get_readable(account, pid, base, rt.settings.url_expiry_s)
     return JSONResponse(wire.prediction(rec, base, rt.url_for(base)))  # built once: no re-validation
 
 

@@ -231,6 +231,17 @@ class PredictionService:
             return rec, False
         raise PredictionNotFound(pid)
 
+    async def get_readable(self, account: Account | None, pid: str, base: str,
+                           expiry_s: int) -> tuple[Prediction, bool]:
+        """As `get_visible`, shaped for its reader: to anyone but its owner, a shared prediction's
+        input files are signed links and where its webhooks go is left out."""
+        rec, own = await self.get_visible(account, pid)
+        if not own:
+            rec.webhook = None
+            if rec.input and self.files is not None:
+                rec.input = await self.files.signed_inputs(rec.input, rec.account, base, expiry_s)
+        return rec, own
+
     async def share(self, account: Account, pid: str, shared: bool = True) -> Prediction:
         """Make the caller's prediction readable by anyone with its id (or private again)."""
         rec = await self.get(account, pid)

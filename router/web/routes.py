@@ -138,12 +138,16 @@ async def login(request: Request, rt: Rt, token: Annotated[str, Form()] = "",
     return response
 
 
+async def _cookie_session(request: Request, rt: Rt) -> Session | None:
+    sid = request.cookies.get(COOKIE)
+    return await rt.sessions.get(sid) if sid and rt.sessions is not None else None
+
+
 @router.post("/logout")
 async def logout(request: Request, rt: Rt, csrf_token: Annotated[str, Form()] = ""):
-    sid = request.cookies.get(COOKIE)
-    session = await rt.sessions.get(sid) if sid and rt.sessions is not None else None
+    session = await _cookie_session(request, rt)
     if session is not None and session.csrf_ok(csrf_token):  # the form's field: a form sends no header
-        await rt.sessions.close(sid)
+        await rt.sessions.close(request.cookies.get(COOKIE))
     elif session is not None:
         return Response("The sign-out form did not carry this session's CSRF token.", status_code=403)
     response = RedirectResponse("/login", status_code=303)
@@ -154,8 +158,7 @@ async def logout(request: Request, rt: Rt, csrf_token: Annotated[str, Form()] = 
 async def _form_session(request: Request, rt: Rt, csrf_token: str) -> Session | None:
     """The session of a form post whose CSRF field is right; None otherwise (a form sends no
     header, so the token is in the body)."""
-    sid = request.cookies.get(COOKIE)
-    session = await rt.sessions.get(sid) if sid and rt.sessions is not None else None
+    session = await _cookie_session(request, rt)
     if session is None or not session.csrf_ok(csrf_token):
         return None
     request.state.session = session
@@ -230,14 +233,10 @@ async def dashboard(request: Request, rt: Rt, viewer: Viewer, cursor: str | None
     if viewer is None:
         return _to_login(request)
     recs, nxt = await rt.predictions.list(viewer, cursor or None)
-    base = base_url(request)
-    rows = [wire_prediction(r, base, rt.url_for(base)) for r in recs]
-    if status:
-        rows = [r for r in rows if r["status"] == status]
-    if model:
-        rows = [r for r in rows if r["model"] == model or r["model"].startswith(model + ":")]
-    for r in rows:
-        r["run_time"] = run_time(r)
+    rows = [{"id": r.id, "model": r.model, "source": r.source, "status": r.status.value,
+             "created_at": r.created_at, "run_time": run_time({"metrics": r.metrics})} for r in recs
+            if (not status or r.status.value == status)
+            and (not model or r.model == model or r.model.startswith(model + ":"))]
     spent = await rt.usage.spent(viewer.username, time.time()) if rt.usage is not None else 0
     filters = {k: v for k, v in (("status", status), ("model", model)) if v}
     next_url = f"/dashboard?{urlencode({**filters, 'cursor': nxt})}" if nxt else None
@@ -286,15 +285,11 @@ def outputs(value: Any) -> list[dict[str, Any]]:
 
 @router.get("/p/{pid}")
 async def prediction_page(pid: str, request: Request, rt: Rt, viewer: Viewer):
+    base = base_url(request)
     try:
-        rec, own = await rt.predictions.get_visible(viewer, pid)
+        rec, own = await rt.predictions.get_readable(viewer, pid, base, rt.settings.url_expiry_s)
     except NotFound:
         return _page(request, "404.html", 404, what="prediction")
-    base = base_url(request)
-    if not own:
-        rec.webhook = None
-        if rec.input:
-            rec.input = await rt.files.signed_inputs(rec.input, rec.account, base, rt.settings.url_expiry_s)
     p = wire_prediction(rec, base, rt.url_for(base))
     cost = f"${usd(rec.cost_nanos):.6f}" if rec.cost_nanos else None
     return _page(request, "prediction.html", p=p, own=own, run_time=run_time(p), cost=cost,
@@ -368,11 +363,12 @@ async def model_page(owner: str, name: str, request: Request, rt: Rt, viewer: Vi
     cost = f"${typical * sku.price_per_second:.6f}" if typical is not None and sku else None
     base = base_url(request)
     ref = f"{model.ref}:{latest.id}" if latest else model.ref
+    fields = form.fields(latest.openapi_schema) if latest else []
     return _page(request, "model.html", model=model, latest=latest, versions=versions,
-                 fields=form.fields(latest.openapi_schema) if latest else [],
+                 fields=fields,
                  readme=readme_html(await rt.registry.readme(latest.id)) if latest else None,
                  sku=sku, sku_name=sku_name, typical=f"{typical:.2f}s" if typical is not None else None, cost=cost,
-                 base=base, ref=ref, example=json.dumps(_example(form.fields(latest.openapi_schema) if latest else [])))
+                 base=base, ref=ref, example=json.dumps(_example(fields)))
 
 
 def _example(fields: list[form.Field]) -> dict[str, Any]:
