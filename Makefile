@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VENDO := $(VENV)/bin/vendo
 PYTHON ?= python3
-EXAMPLES := hello-world stream image slow
+EXAMPLES := hello-world stream image slow phrasebook similarity
 
 .PHONY: up down status test test-unit lint install bench
 

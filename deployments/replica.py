@@ -19,14 +19,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from deployments import logs
 from deployments.run import Runner, Running
 from deployments.supervisor import ModelWorker, WorkerFailed, WorkerOptions, share_tree
 from vendo_core import logctx, metrics
 from vendo_core.billing import ReplicaMeter, bill_replica_time
+from vendo_core.errors import NotFound
 from vendo_core.files import Files
+from vendo_core.finetune import NO_WEIGHTS, finetune_version, training_output, weights_of
 from vendo_core.keys import Keys
 from vendo_core.packaging import UnpackLimits, unpack_package
 from vendo_core.redisconn import connect
@@ -39,6 +41,57 @@ from vendo_core.store import PredictionStore, now_iso
 log = logging.getLogger("vendo.replica")
 
 LOG_FLUSH_S = 0.1
+WEIGHTS_LINK_S = 30 * 24 * 3600  # a fine-tune's COG_WEIGHTS link: its worker may be set up again later
+
+
+class Loaded:
+    """A set-up model worker and how predictions run on it: the replica's own version, or one of
+    the fine-tunes it holds for its base (Serve's multiplexing unloads the least recently used)."""
+
+    def __init__(self, version_id: str, worker: ModelWorker, runner: Runner, concurrency: int):
+        self.version_id = version_id
+        self.worker = worker
+        self.runner = runner
+        self.slots = asyncio.Semaphore(concurrency)
+        self.setup_window = (time.time(), time.time())  # (start, end) of its latest setup
+        self.running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self.on_close: Callable[[], Any] | None = None
+
+    @contextlib.asynccontextmanager
+    async def use(self):
+        async with self.slots:
+            self.running += 1
+            self._idle.clear()
+            try:
+                yield self
+            finally:
+                self.running -= 1
+                if not self.running:
+                    self._idle.set()
+
+    def __del__(self) -> None:
+        """Serve's multiplexer unloading it (from a thread): predictions still running on it
+        finish first, then its worker stops."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: so is the worker
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._close_when_idle()))
+
+    async def _close_when_idle(self) -> None:
+        await self._idle.wait()
+        await self.worker.close()
+        if self.on_close is not None:
+            self.on_close()
+        log.info("unloaded fine-tune %s", self.version_id)
+
+
+class FinetuneUnavailable(Exception):
+    """A fine-tune this replica cannot run (not of its base, deleted, or its setup failed)."""
 
 
 def package_dir(cache_root: Path, version_id: str, store, package_key: str,
@@ -80,6 +133,10 @@ def wait_breakdown(created: float | None, started: float, setup_window: tuple[fl
             "setup_time": round(setup, 6)}
 
 
+class TrainingFailed(Exception):
+    """A training ran, but what it returned cannot become a version."""
+
+
 class ModelReplica:
     """Serve deployment class; the constructor starts the worker (setup()), `predict` runs one
     prediction."""
@@ -90,6 +147,7 @@ class ModelReplica:
         self.meter = ReplicaMeter(born)  # setup() is the owner's time too
         self.setup_window = (born, born)  # (start, end) of the latest setup, for wait_breakdown
         self.version_id = version["id"]
+        self.mode = version.get("mode") or "predict"  # "train": this app runs the version's trainings
         self.billing = {k: version.get(k) for k in ("model", "deployment", "hardware", "price_nanos")}
         self.settings = Settings(**settings)
         self.keys = Keys(self.settings.redis_prefix)
@@ -102,36 +160,83 @@ class ModelReplica:
         self.files = Files(self.redis, self.keys, self.objects)
         self.registry = Registry(self.redis, self.keys)
         self.running: dict[str, Running] = {}
-        # the predictor's own slots; Serve admits one request more, which waits here
-        self.slots = asyncio.Semaphore(int(version.get("concurrency") or 1))
-        options = WorkerOptions.of(self.settings, gpu_fraction=float(version.get("num_gpus") or 0))
+        self.concurrency = int(version.get("concurrency") or 1)
+        self.options = options = WorkerOptions.of(self.settings, gpu_fraction=float(version.get("num_gpus") or 0))
+        env = self._weights_env(version.get("weights_key"))
+        # fine-tunes of this version, loaded on demand (`predict` with a `finetune`)
+        n = max(1, int(self.settings.finetunes_per_replica))
+        from ray import serve  # heavy: kept out of what unit tests of this module import
+
+        async def load_finetune(version_id: str) -> Loaded:
+            return await self._load_finetune(version_id)
+
+        self.load_finetune = serve.multiplexed(max_num_models_per_replica=n)(load_finetune)
         try:
             cache = self.settings.package_cache_dir or Path(tempfile.gettempdir()) / "vendo-packages"
             project = await asyncio.to_thread(package_dir, Path(cache), self.version_id, self.objects,
                                               version["package_key"], UnpackLimits.of(self.settings))
         except Exception as e:  # noqa: BLE001 - a package that cannot be unpacked fails predictions
             project = Path(tempfile.gettempdir())
-            self.worker = ModelWorker(project, options, on_setup=self._record_setup)
+            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env)
             self.worker.setup_error = f"{type(e).__name__}: {e}"
             self.worker.ready.set()
             await self._record_setup({"setup_status": "failed", "setup_error": self.worker.setup_error,
                                       "setup_logs": "", "setup_time": 0.0,
                                       "setup_completed_at": round(time.time(), 6)})
         else:
-            self.worker = ModelWorker(project, options, on_setup=self._record_setup)
+            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env)
             await self.worker.start()
-        self.runner = Runner(self.worker, self.store, self.files, self.objects)
+        self.project = project
+        self.runner = Runner(self.worker, self.store, self.files, self.objects, durable=self.mode == "train")
+        self.base = Loaded(self.version_id, self.worker, self.runner, self.concurrency)
+        self.base.setup_window = self.setup_window
+        self.finetunes: dict[int, Loaded] = {}  # loaded ones, to stop with the replica
         self._bg = [asyncio.get_running_loop().create_task(self._heartbeat_loop()),
                     asyncio.get_running_loop().create_task(self._cancel_listener())]
 
-    async def _record_setup(self, record: dict[str, Any]) -> None:
+    async def _record_setup(self, record: dict[str, Any], version_id: str | None = None,
+                            model: str | None = None) -> None:
         done = float(record.get("setup_completed_at") or time.time())
         took = float(record.get("setup_time") or 0.0)
-        self.setup_window = (done - took, done)
-        labels = (self.billing.get("model") or "", self.version_id)
+        version_id = version_id or self.version_id
+        if version_id == self.version_id:
+            self.setup_window = (done - took, done)
+            if hasattr(self, "base"):
+                self.base.setup_window = self.setup_window
+        if self.mode == "train":
+            return  # a training app's setup says nothing of how the version's predictions start
+        labels = (model or self.billing.get("model") or "", version_id)
         outcome = "failed" if record.get("setup_status") == "failed" else "succeeded"
-        await self.registry.record_setup(self.version_id, record, replica=str(os.getpid()), counts=[
+        await self.registry.record_setup(version_id, record, replica=str(os.getpid()), counts=[
             metrics.inc("replica_setups", *labels, outcome), *metrics.observe("replica_setup_seconds", took, *labels)])
+
+    def _weights_env(self, weights_key: str | None) -> dict[str, str]:
+        """A fine-tune's `COG_WEIGHTS`: a signed link to its weights, fetched by the model's own
+        setup() (the worker holds no storage credential), as Replicate hands a URL."""
+        if not weights_key:
+            return {}
+        return {"COG_WEIGHTS": self.objects.url(weights_key, self.settings.self_url, WEIGHTS_LINK_S)}
+
+    async def _load_finetune(self, version_id: str) -> Loaded:
+        """Set up a worker for fine-tune `version_id` of this replica's version (Serve calls this
+        through `load_finetune`, once per fine-tune it routes here, and unloads the least recently
+        used past `finetunes_per_replica`)."""
+        v = await self.registry.get_version(version_id)
+        if v is None or v.base_version != self.version_id or not v.weights_key:
+            raise FinetuneUnavailable(f"version {version_id} is not a fine-tune of {self.version_id}")
+        worker = ModelWorker(self.project, self.options, env=self._weights_env(v.weights_key),
+                             on_setup=lambda rec: self._record_setup(rec, v.id, v.model))
+        began = time.time()
+        await worker.start()
+        if worker.setup_error:
+            await worker.close()
+            raise FinetuneUnavailable(f"setup failed: {worker.setup_error}")
+        loaded = Loaded(v.id, worker, Runner(worker, self.store, self.files, self.objects), self.concurrency)
+        loaded.setup_window = (began, time.time())
+        loaded.on_close = lambda: self.finetunes.pop(id(loaded), None)
+        self.finetunes[id(loaded)] = loaded
+        log.info("loaded fine-tune %s (%s) on the replica of %s", v.id, v.model, self.version_id)
+        return loaded
 
     @property
     def setup_error(self) -> str | None:
@@ -183,7 +288,7 @@ class ModelReplica:
         else:
             run.canceled = True
             log.info("prediction %s: cancel requested", pid)
-        self.worker.cancel(pid)
+        (run.worker or self.worker).cancel(pid)
 
     async def _cancel_listener(self) -> None:
         while True:
@@ -203,6 +308,8 @@ class ModelReplica:
         """Serve's graceful shutdown: bill the last idle stretch, stop the worker, remove its folders."""
         with contextlib.suppress(Exception):
             await self._bill_owner()
+        for loaded in list(self.finetunes.values()):
+            await loaded.worker.close()
         await self.worker.close()
 
     def check_health(self) -> None:
@@ -212,25 +319,37 @@ class ModelReplica:
     # one prediction
 
     async def predict(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Run prediction `request["id"]` on `request["input"]`; returns its terminal status."""
-        with logctx.about(request["id"], model=self.billing.get("model"), version=self.version_id,
-                          account=request.get("account")):
-            async with self.slots:
-                return await self._predict(request)
+        """Run prediction (or training) `request["id"]` on `request["input"]`, on this replica's
+        version or, with `request["finetune"]`, on that fine-tune of it; returns its terminal
+        status."""
+        finetune = request.get("finetune")
+        with logctx.about(request["id"], model=request.get("model") or self.billing.get("model"),
+                          version=finetune or self.version_id, account=request.get("account")):
+            target = self.base
+            if finetune:
+                try:
+                    target = await self.load_finetune(finetune)
+                except FinetuneUnavailable as e:
+                    await self.store.transition(request["id"], Status.FAILED, {"completed_at": now_iso()},
+                                                error=str(e), retention_s=request.get("retention_s"))
+                    return {"status": "failed"}
+            async with target.use():
+                return await self._predict(request, target)
 
-    async def _predict(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _predict(self, request: dict[str, Any], target: Loaded) -> dict[str, Any]:
         pid = request["id"]
-        await self.worker.ready.wait()  # a worker being restarted is set up again first
-        if self.setup_error:
+        worker = target.worker
+        await worker.ready.wait()  # a worker being restarted is set up again first
+        if worker.setup_error:
             await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
-                                        error=f"setup failed: {self.setup_error}",
+                                        error=f"setup failed: {worker.setup_error}",
                                         retention_s=request.get("retention_s"))
             return {"status": "failed"}
         started = time.time()
-        waited = wait_breakdown(request.get("created_ts"), started, self.setup_window)
+        waited = wait_breakdown(request.get("created_ts"), started, target.setup_window)
         counts = []
         if waited.get("boot_time"):
-            labels = (self.billing.get("model") or "", self.version_id)
+            labels = (request.get("model") or self.billing.get("model") or "", target.version_id)
             counts = [metrics.inc("cold_starts", *labels),
                       *metrics.observe("cold_start_seconds", waited["boot_time"] + waited["setup_time"], *labels)]
         ok, prev = await self.store.transition(
@@ -239,7 +358,7 @@ class ModelReplica:
         if not ok:
             log.info("prediction %s: not started, status was %s", pid, prev)
             return {"status": prev.value if prev else None}
-        run = Running(logs.LogSink())
+        run = Running(logs.LogSink(), worker)
         self.running[pid] = run
         self.meter.start(started)
         loop = asyncio.get_running_loop()
@@ -248,7 +367,9 @@ class ModelReplica:
         watchdog = loop.call_later(self.settings.max_prediction_s, self._interrupt, pid, True)
         status, fields, error = Status.SUCCEEDED, {}, None
         try:
-            output, measured = await self.runner(pid, request["input"], run)
+            output, measured = await target.runner(pid, request["input"], run, request.get("weights"))
+            if self.mode == "train":
+                output = await self._finish_training(pid, request, output)
             fields["output"] = output
         except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
             measured = {}
@@ -257,6 +378,8 @@ class ModelReplica:
                 error = f"Prediction ran longer than the {self.settings.max_prediction_s:g}s limit"
             elif run.canceled or isinstance(e, asyncio.CancelledError):
                 status = Status.CANCELED
+            elif isinstance(e, TrainingFailed):
+                status, error = Status.FAILED, str(e)
             elif isinstance(e, WorkerFailed):
                 status, error = Status.FAILED, e.error
                 if e.crashed:
@@ -286,6 +409,25 @@ class ModelReplica:
                 "prediction %s: %s after %.3fs (waited %.3fs)", pid, status.value, measured["predict_time"],
                 started - float(created) if created else 0.0)
         return {"status": status.value}
+
+    async def _finish_training(self, pid: str, request: dict[str, Any], output: Any) -> dict[str, str]:
+        """A succeeded training's weights become a new version of its destination (the base
+        version's package and schema plus those weights); its output names both, as Replicate's."""
+        key = weights_of(output)
+        if key is None:
+            raise TrainingFailed(NO_WEIGHTS)
+        destination = str(request.get("destination") or "")
+        base = await self.registry.get_version(self.version_id)
+        if base is None:
+            raise TrainingFailed(f"version {self.version_id} was deleted while it trained")
+        record = finetune_version(base, destination, key, pid)
+        try:
+            version, created = await self.registry.add_version(record)
+        except NotFound:
+            raise TrainingFailed(f"the destination model {destination} was deleted while it trained") from None
+        log.info("training %s: %s version %s of %s", pid, "created" if created else "found", version.id,
+                 destination)
+        return training_output(destination, version.id, key)
 
     async def _flush_logs(self, pid: str, sink: logs.LogSink) -> None:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import mimetypes
 import os
@@ -20,7 +21,7 @@ from typing import Any
 from deployments import logs
 from deployments.supervisor import ModelWorker, WorkerFailed, open_output, share_tree
 from vendo_core.files import Files, file_id_of, file_urls_in, stored_ref
-from vendo_core.keys import prediction_files
+from vendo_core.keys import prediction_files, weights_key
 from vendo_core.storage import ObjectStore
 from vendo_core.store import PredictionStore
 
@@ -31,25 +32,33 @@ class Running:
     """What the replica knows of one running prediction: its log sink and whether it was asked to
     stop (by a cancel, or by the run-time limit)."""
 
-    __slots__ = ("sink", "canceled", "timed_out")
+    __slots__ = ("sink", "worker", "canceled", "timed_out")
 
-    def __init__(self, sink: logs.LogSink):
+    def __init__(self, sink: logs.LogSink, worker: ModelWorker | None = None):
         self.sink = sink
+        self.worker = worker  # the worker it runs on (a fine-tune's, or the replica's own)
         self.canceled = False
         self.timed_out = False
 
 
 class Runner:
-    """Runs predictions on one replica's worker; the replica owns state changes and cancellation."""
+    """Runs predictions on one replica's worker; the replica owns state changes and cancellation.
+    A training's runner (`durable`) stores its output files as weights: by digest, outside the
+    prediction's folder, so retention never removes what versions run on."""
 
-    def __init__(self, worker: ModelWorker, store: PredictionStore, files: Files, objects: ObjectStore):
+    def __init__(self, worker: ModelWorker, store: PredictionStore, files: Files, objects: ObjectStore, *,
+                 durable: bool = False):
         self.worker = worker
         self.store = store
         self.files = files
         self.objects = objects
+        self.durable = durable
 
-    async def __call__(self, pid: str, payload: dict[str, Any], run: Running) -> tuple[Any, dict]:
-        """Run prediction `pid` on `payload`. Returns (output, metrics); raises WorkerFailed."""
+    async def __call__(self, pid: str, payload: dict[str, Any], run: Running,
+                       weights: dict[str, str] | None = None) -> tuple[Any, dict]:
+        """Run prediction `pid` on `payload`, with `weights` ({input name: weights' storage key}:
+        a fine-tune's weights given to its base model as an input) staged as local files.
+        Returns (output, metrics); raises WorkerFailed."""
         root = self.worker.root
         in_dir: Path | None = None
         out_dir, out_fd = root.output_dir(pid)
@@ -73,6 +82,11 @@ class Runner:
                     in_dir = root.input_dir(pid)
                     local = await self.files.localize(owner, payload, in_dir)
                     share_tree(in_dir)
+            if weights:  # named by their stored reference, resolved to the local copy
+                payload = dict(payload)
+                for name, key in weights.items():
+                    payload[name] = stored_ref(key)
+                    local[payload[name]] = str(await asyncio.to_thread(self._weights_file, key))
             done = await self.worker.predict(pid, payload, local, out_dir, on_event)
             if self.worker.traits.get("is_iterator"):
                 output: Any = items
@@ -85,6 +99,17 @@ class Runner:
             shutil.rmtree(out_dir, ignore_errors=True)
             if in_dir is not None:
                 shutil.rmtree(in_dir, ignore_errors=True)
+
+    def _weights_file(self, key: str) -> Path:
+        """The local copy of the weights at `key`, fetched once per worker (by digest, so never stale)."""
+        dest = self.worker.root.path / "weights" / safe_filename(key.replace("/", "_"))
+        if not dest.exists():
+            dest.parent.mkdir(mode=0o755, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".part")
+            self.objects.download(key, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+        return dest
 
     async def _take_files(self, pid: str, out_fd: int, value: Any, files: Any) -> Any:
         """Upload the files a worker frame names and put their stored URLs in place of its tokens."""
@@ -105,8 +130,13 @@ class Runner:
         except (OSError, ValueError) as e:
             raise WorkerFailed(f"output file {filename!r} could not be read: {e}") from None
         try:
-            key = prediction_files(pid) + safe_filename(filename)
             ctype = mimetypes.guess_type(filename)[0]
+            if self.durable:
+                key = weights_key(_sha256_fd(fd), safe_filename(filename))
+                if self.objects.exists(key):
+                    return stored_ref(key)  # the same weights again: stored once
+            else:
+                key = prediction_files(pid) + safe_filename(filename)
             proc_path = f"/proc/self/fd/{fd}"
             if os.path.exists(proc_path):
                 self.objects.put_file(key, proc_path, ctype)
@@ -117,6 +147,15 @@ class Runner:
             with contextlib.suppress(OSError):
                 os.close(fd)
         return stored_ref(key)
+
+
+def _sha256_fd(fd: int) -> str:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return h.hexdigest()
 
 
 def safe_filename(name: str) -> str:

@@ -263,6 +263,7 @@ class _Proc:
         self.killed_by_us = False
         self.serving = False  # setup succeeded: a death from here on is restarted
         self.exited = asyncio.Event()
+        self.frames = 0  # frames read from it
 
 
 class ModelWorker:
@@ -270,10 +271,12 @@ class ModelWorker:
     asks it to stop. Restarts the worker (and setup) after it dies."""
 
     def __init__(self, project: Path, options: WorkerOptions, *, mode: str = "predict",
-                 on_setup: Callable[[dict[str, Any]], Awaitable[None]] | None = None):
+                 on_setup: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                 env: dict[str, str] | None = None):
         self.project = Path(project)
         self.options = options
         self.mode = mode
+        self.extra_env = dict(env or {})  # the platform's own variables (a fine-tune's COG_WEIGHTS)
         self.on_setup = on_setup
         self.isolation = plan_isolation(options)
         self.root = WorkerRoot(self.isolation)
@@ -297,7 +300,17 @@ class ModelWorker:
         error = None
         try:
             p = await self._spawn(logs)
-            msg = await self._await_setup(p)
+            try:
+                msg = await self._await_setup(p)
+            except _WorkerGone as e:
+                if not _died_unborn(p):
+                    raise
+                # killed by a signal before it said a word: the fork itself went wrong (a threaded
+                # parent's fork handlers can abort the child), not the model. Once more.
+                log.warning("model worker died before it started (%s); starting it again", e)
+                logs.clear()
+                p = await self._spawn(logs)
+                msg = await self._await_setup(p)
             if msg.get("ev") == "setup_failed":
                 error = str(msg.get("error") or "setup failed")
             else:
@@ -336,6 +349,7 @@ class ModelWorker:
             config = None  # the worker reports what is wrong with cog.yaml
         env = worker_env(self.options, str(self.root.home), str(self.root.tmp),
                          config.environment if config else None)
+        env.update(self.extra_env)
         env["PATH"] = str(self.root.bin(python)) + os.pathsep + env["PATH"]
         src = self.root.workdir(self.project)
         if config is not None and config.local_requirements:
@@ -452,6 +466,7 @@ class ModelWorker:
     async def _read_frames(self, p: _Proc, reader: asyncio.StreamReader, setup_logs: list[str]) -> None:
         try:
             while (msg := await read_frame(reader)) is not None:
+                p.frames += 1
                 self._dispatch(p, msg, setup_logs)
         except (ProtocolError, ValueError) as e:
             log.warning("model worker sent a bad frame (%s); stopping it", e)
@@ -573,6 +588,12 @@ class ModelWorker:
         for t in list(self._tasks):
             t.cancel()
         self.root.remove()
+
+
+def _died_unborn(p: _Proc) -> bool:
+    """Whether a worker was killed by a signal (not ours) before it sent a single frame."""
+    code = p.proc.returncode
+    return p.frames == 0 and code is not None and code < 0 and not p.killed_by_us
 
 
 class _WorkerGone(Exception):

@@ -24,6 +24,7 @@ from router.routes import (
     ops,
     predictions,
     storage,
+    trainings,
     usage,
     webhooks,
 )
@@ -113,8 +114,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok"}
 
     app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")  # before the pages' /{owner}/{name}
-    for module in (predictions, models, catalogue, deployments, storage, files, webhooks, admin, usage, batches,
-                   ops, web_routes):
+    for module in (predictions, trainings, models, catalogue, deployments, storage, files, webhooks, admin, usage,
+                   batches, ops, web_routes):
         app.include_router(module.router)
     openapi.install(app)  # the document as the routes really behave, and /docs without a CDN
     return app

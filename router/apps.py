@@ -7,6 +7,7 @@ controller lacks it, under a short Redis lock per app, and cache handles per app
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any, Awaitable, Callable
 import redis.asyncio as aioredis
 
 from vendo_core.errors import VersionNotFound
-from vendo_core.ids import VERSION_APP_PREFIX, app_name
+from vendo_core.ids import VERSION_APP_PREFIX, app_name, training_app_name
 from vendo_core.keys import Keys
 from vendo_core.records import Version
 from vendo_core.redislock import RedisLock
@@ -26,10 +27,18 @@ log = logging.getLogger("vendo.apps")
 
 
 
+REPLICATE_WEIGHTS = "replicate_weights"  # Replicate's input for swapping a base model's weights per request
+
+
 @dataclass(frozen=True)
 class AppSpec:
     """What one Serve application runs: a version and, for a named deployment, its own hardware,
-    instance counts and release. A version's own app takes everything from the version."""
+    instance counts and release. A version's own app takes everything from the version.
+
+    A call on it may name a fine-tune of its version: `finetune` (Serve's multiplexed model id: a
+    replica loads that fine-tune's weights in a worker of its own), or `weights_input` (the input
+    the base takes weights in, set to the fine-tune's: no second worker). `mode` "train" is the
+    app of a version's trainings."""
 
     version: Version
     app: str
@@ -38,10 +47,27 @@ class AppSpec:
     max_replicas: int | None = None
     deployment: str | None = None
     release: int | None = None
+    mode: str = "predict"
+    finetune: str | None = None
+    weights_input: tuple[str, str] | None = None  # (input name, weights' storage key)
 
     @classmethod
     def of(cls, version: Version, app: str | None = None) -> AppSpec:
         return cls(version=version, app=app or app_name(version.id))
+
+    @classmethod
+    def training(cls, version: Version) -> AppSpec:
+        return cls(version=version, app=training_app_name(version.id), mode="train")
+
+    @classmethod
+    def finetune_of(cls, base: AppSpec, finetune: Version) -> AppSpec:
+        """Where a prediction on `finetune` runs: on `base` (its base version's app, or a
+        deployment of it), with the weights as the base's `replicate_weights` input where its
+        schema takes one, else as a multiplexed fine-tune."""
+        props = ((base.version.openapi_schema.get("components") or {}).get("schemas") or {}).get("Input") or {}
+        if REPLICATE_WEIGHTS in (props.get("properties") or {}) and finetune.weights_key:
+            return dataclasses.replace(base, weights_input=(REPLICATE_WEIGHTS, finetune.weights_key))
+        return dataclasses.replace(base, finetune=finetune.id)
 
 
 class AppManager:

@@ -26,7 +26,7 @@ class HandleAPI:
     def __init__(self, rt: Runtime):
         self.rt = rt
         s = rt.settings
-        self.base = (s.public_url or f"http://{s.host}:{s.port}").rstrip("/")
+        self.base = s.self_url
 
     async def _account(self, token: str, bucket: str) -> Account:
         if not isinstance(token, str) or not token.strip():

@@ -60,6 +60,7 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[str, type[BaseModel] | dict, bool]] 
     ("POST", "/v1/predictions"): (_JSON, wire.PredictionCreate, True),
     ("POST", "/v1/models/{owner}/{name}/predictions"): (_JSON, wire.ModelPredictionCreate, False),
     ("POST", "/v1/deployments/{owner}/{name}/predictions"): (_JSON, wire.ModelPredictionCreate, False),
+    ("POST", "/v1/models/{owner}/{name}/versions/{version_id}/trainings"): (_JSON, wire.TrainingCreate, True),
     ("POST", "/v1/deployments"): (_JSON, wire.DeploymentCreate, True),
     ("PATCH", "/v1/deployments/{owner}/{name}"): (_JSON, wire.DeploymentUpdate, True),
     ("POST", "/v1/files"): ("multipart/form-data", wire.FileUpload, True),

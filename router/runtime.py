@@ -94,7 +94,7 @@ class Runtime:
             self.webhook_secrets = WebhookSecrets(redis, self.keys)
             self.webhook_delivery = WebhookDelivery(
                 redis, self.keys, store, self.webhook_secrets, self.url_for,
-                settings.public_url or f"http://{settings.host}:{settings.port}",
+                settings.self_url,
                 allow_private=settings.allow_private_webhooks, retry_base_s=settings.webhook_retry_base_s,
                 max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
                 claim_idle_s=settings.webhook_claim_idle_s)

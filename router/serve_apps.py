@@ -42,7 +42,8 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
     v = spec.version
     hardware = spec.hardware or v.hardware
     sku = skus_for(s).get(hardware)
-    concurrency = int(v.traits.get("concurrency_max") or 1)
+    # a training runs alone on its replica (a train target declares no concurrency)
+    concurrency = 1 if spec.mode == "train" else int(v.traits.get("concurrency_max") or 1)
     max_replicas = spec.max_replicas or v.max_replicas or s.autoscale_max_replicas
     opts = version_options(sku.ray_actor_options(), s.cpu_node_resource)
     if v.runtime_env:
@@ -65,7 +66,7 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
     )
     replica = {"id": v.id, "package_key": v.package_key, "hardware": hardware, "num_gpus": sku.num_gpus,
                "concurrency": concurrency, "model": v.model, "deployment": spec.deployment,
-               "price_nanos": sku.price_nanos}
+               "price_nanos": sku.price_nanos, "mode": spec.mode, "weights_key": v.weights_key}
     return deployment.bind(replica, settings, redis_url)
 
 

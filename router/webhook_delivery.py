@@ -301,7 +301,7 @@ class WebhookDelivery:
 
     def body(self, rec: Prediction) -> bytes:
         base = (rec.base_url or self.default_base).rstrip("/")
-        return json.dumps(wire.prediction(rec, base, self.url_for(base)), separators=(",", ":")).encode()
+        return json.dumps(wire.record(rec, base, self.url_for(base)), separators=(",", ":")).encode()
 
     async def send(self, pid: str, url: str, wid: str, body: bytes, secret: str) -> str:
         """One signed POST. DELIVERED on 2xx, REFUSED for a non-public destination (not retried),

@@ -55,6 +55,33 @@ def prediction(rec: records.Prediction, base: str, url_for: Callable[[str], str]
     return out
 
 
+def training(rec: records.Prediction, base: str, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """A training as `trainings.get` returns it. A succeeded one's output is Replicate's
+    `{"version": "dest_owner/dest_name:VID", "weights": URL}` (the client reads `destination` from
+    it); `destination` is the model the caller named."""
+    tid = rec.id
+    out = {"id": tid, "model": rec.model, "version": rec.version, "status": rec.status.value,
+           "destination": rec.destination, "input": rec.input, "output": resolve_files(rec.output, url_for),
+           "logs": rec.logs or "", "error": rec.error, "created_at": rec.created_at,
+           "started_at": rec.started_at, "completed_at": rec.completed_at, "source": rec.source,
+           "data_removed": rec.data_removed,
+           "urls": {"get": f"{base}/v1/trainings/{tid}", "cancel": f"{base}/v1/trainings/{tid}/cancel",
+                    "stream": f"{base}/v1/predictions/{tid}/stream"}}
+    if rec.metrics is not None:
+        out["metrics"] = rec.metrics
+    if rec.deadline:
+        out["deadline"] = rec.deadline
+    if rec.webhook:
+        out["webhook"] = rec.webhook
+        out["webhook_events_filter"] = rec.webhook_events_filter or ["start", "output", "logs", "completed"]
+    return out
+
+
+def record(rec: records.Prediction, base: str, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """A prediction or a training, each in its own shape (webhooks send either)."""
+    return training(rec, base, url_for) if rec.kind == "training" else prediction(rec, base, url_for)
+
+
 def version(v: records.Version) -> dict[str, Any]:
     return {"id": v.id, "created_at": v.created_at, "cog_version": v.cog_version or records.COG_VERSION,
             "openapi_schema": v.openapi_schema}
@@ -249,6 +276,47 @@ class Prediction(BaseModel):
     webhook_events_filter: list[str] | None = None
     shared: bool | None = None  # a vendo extension: readable by anyone with its id
     urls: PredictionUrls
+
+
+class TrainingUrls(BaseModel):
+    get: str
+    cancel: str
+    stream: str
+
+
+class Training(BaseModel):
+    id: str
+    model: str
+    version: str
+    status: StatusName
+    destination: str | None = None
+    input: dict[str, Any] | None = None
+    output: Any = None
+    logs: str = ""
+    error: Any = None
+    created_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    source: str | None = None
+    data_removed: bool = False
+    metrics: dict[str, Any] | None = None
+    deadline: str | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    urls: TrainingUrls
+
+
+class TrainingCreate(BaseModel):
+    """The body of `POST /v1/models/{owner}/{name}/versions/{version_id}/trainings`."""
+
+    destination: str = Field(description="`owner/name` of a model of yours: the trained weights become a "
+                             "new version of it")
+    input: dict[str, Any] = Field(default_factory=dict,
+                                  description="the trainer's inputs, as the version's `TrainingInput` says")
+    webhook: str | None = Field(default=None, description="an http(s) URL to POST the training to")
+    webhook_completed: str | None = Field(default=None, description="an http(s) URL told only of completion")
+    webhook_events_filter: list[WebhookEvent] | None = Field(
+        default=None, description="which events are sent to `webhook` (default: all)")
 
 
 class Version(BaseModel):

@@ -61,6 +61,19 @@ class ModelNotFound(NotFound):
         super().__init__("Model", ref)
 
 
+class TrainingNotFound(NotFound):
+    def __init__(self, training_id: str):
+        super().__init__("Training", training_id)
+
+
+class DestinationNotFound(NotFound):
+    """A training's destination that does not exist or is not the caller's (Replicate's words)."""
+
+    def __init__(self, ref: str):
+        VendoError.__init__(self, "The specified training destination does not exist")
+        self.what, self.ident = "Model", ref
+
+
 class VersionNotFound(NotFound):
     def __init__(self, ref: str):
         super().__init__("Version", ref)

@@ -52,6 +52,12 @@ def app_name(version_id: str) -> str:
     return f"{VERSION_APP_PREFIX}{version_id[:20]}"
 
 
+def training_app_name(version_id: str) -> str:
+    """The Serve application that runs a version's trainings (its `train` target): reaped, like a
+    version's, when idle at zero replicas."""
+    return f"{VERSION_APP_PREFIX}{version_id[:20]}-train"
+
+
 def deployment_app_name(owner: str, name: str) -> str:
     """The Serve application of a named deployment (its own replicas, hardware and instances).
     Names may hold `--`, so a digest of `owner/name` keeps `a--b/c` and `a/b--c` apart."""
@@ -63,6 +69,12 @@ def version_id(model: str, package_digest: str) -> str:
     """A version's id: sha256 over its model's `owner/name` and its package's digest, so the same
     package pushed to the same model is the same version, and to another model another one."""
     return hashlib.sha256(f"{model}\n{package_digest}".encode()).hexdigest()
+
+
+def finetune_version_id(model: str, base_version: str, weights_sha256: str) -> str:
+    """A fine-tune's version id: sha256 over its model, its base version's id and its weights'
+    digest, so the same training output on the same destination is the same version."""
+    return hashlib.sha256(f"{model}\n{base_version}\n{weights_sha256}".encode()).hexdigest()
 
 
 # what `new_prediction_id` makes (predictions and files): anything else names nothing of ours, and

@@ -24,6 +24,10 @@ class Keys:
     def account_predictions(self, username: str) -> str:
         return f"{self.prefix}account:{username}:predictions"
 
+    def account_trainings(self, username: str) -> str:
+        """Zset: the account's trainings by creation time (kept apart from its predictions)."""
+        return f"{self.prefix}account:{username}:trainings"
+
     def account_queued(self, username: str) -> str:
         """Zset: the account's predictions created and maybe still `starting` (pruned lazily)."""
         return f"{self.prefix}account:{username}:queued"
@@ -199,6 +203,12 @@ def prediction_files(pid: str) -> str:
 def package_key(digest: str) -> str:
     """A pushed package's bytes, stored once by digest whatever models it is a version of."""
     return f"packages/{digest}.tar.gz"
+
+
+def weights_key(sha256: str, filename: str) -> str:
+    """A training's weights, stored once by digest and kept as long as versions use them (not
+    subject to predictions' retention)."""
+    return f"weights/{sha256}/{filename}"
 
 
 def file_object(file_id: str) -> str:

@@ -154,6 +154,17 @@ class Version(Record):
     isolation: str | None = None  # "full" | "partial": whether its model code runs unprivileged
     isolation_reason: str | None = None
     readme: str | None = None  # the pushed project's README.md, shown (sanitized) on the model page
+    # a fine-tune (a training's result): its base version's package and schema, run with these
+    # weights (`COG_WEIGHTS`) on the base version's replicas
+    base_version: str | None = None
+    weights_key: str | None = None
+    weights_sha256: str | None = None
+    training: str | None = None  # the training that made it
+
+    @property
+    def trainable(self) -> bool:
+        """Whether its package has a `train` target (so `TrainingInput` is in its schema)."""
+        return "TrainingInput" in ((self.openapi_schema.get("components") or {}).get("schemas") or {})
 
 
 # where a prediction came from: the HTTP API, the web app, a Python handle inside the cluster, a
@@ -162,9 +173,18 @@ Source = Literal["api", "web", "handle", "batch"]
 SOURCES: tuple[str, ...] = get_args(Source)
 
 
+Kind = Literal["prediction", "training"]
+
+
 class Prediction(Record):
+    """A prediction, or a training (`kind`): a training is a run of a version's `train` target
+    with a `destination` model, and shares every rule of a prediction's life (statuses, logs,
+    cancel, deadlines, webhooks, retention, sweeps); only its wire shape and listing differ."""
+
     JSON: ClassVar[tuple[str, ...]] = ("input", "output", "metrics", "webhook_events_filter")
     id: str
+    kind: Kind = "prediction"
+    destination: str | None = None  # a training's: the model its weights become a version of
     account: str
     model: str
     version: str

@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     worker_kill_grace_s: float = Field(
         default=5.0, description="a model that ignores a cancel this long is killed and set up again")
     introspect_timeout_s: float = Field(default=300.0, description="longest a push may spend importing a model")
+    finetunes_per_replica: int = Field(
+        default=4, description="fine-tunes a base version's replica keeps loaded (least recently used "
+        "unloaded first); each is a set-up model worker, so size it to the replica's memory")
+
+    @property
+    def self_url(self) -> str:
+        """The base URL vendo reaches itself at (webhooks' default base, links handed to model
+        code): `public_url`, else the proxy on this node."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return (self.public_url or f"http://{host}:{self.port}").rstrip("/")
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser()

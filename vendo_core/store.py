@@ -97,7 +97,8 @@ class PredictionStore:
         pid = record.id
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.prediction(pid), mapping=record.to_redis(exclude={"logs"}))
-        index = self.keys.account_predictions(record.account)
+        index = (self.keys.account_trainings if record.kind == "training"
+                 else self.keys.account_predictions)(record.account)
         pipe.zadd(index, {pid: record.created_ts})
         pipe.zremrangebyscore(index, "-inf", record.created_ts - self.ttl_s)  # their records expired
         pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
@@ -282,12 +283,14 @@ class PredictionStore:
                 return False
 
     async def list_ids(self, username: str | list[str], cursor: str | None, limit: int, *,
-                       after_ts: float | None = None, before_ts: float | None = None) -> tuple[list[str], str | None]:
-        """Newest-first ids of an account's predictions (or of several accounts' together: a
-        member and its organizations) created strictly between `after_ts` and `before_ts` (None:
-        unbounded), keyset-paginated by (created, id)."""
+                       after_ts: float | None = None, before_ts: float | None = None,
+                       kind: str = "prediction") -> tuple[list[str], str | None]:
+        """Newest-first ids of an account's predictions, or trainings (or of several accounts'
+        together: a member and its organizations) created strictly between `after_ts` and
+        `before_ts` (None: unbounded), keyset-paginated by (created, id)."""
         names = [username] if isinstance(username, str) else username
-        return await newest_first(self.redis, [self.keys.account_predictions(n) for n in names], cursor, limit,
+        index = self.keys.account_trainings if kind == "training" else self.keys.account_predictions
+        return await newest_first(self.redis, [index(n) for n in names], cursor, limit,
                                   after=after_ts, before=before_ts)
 
     async def read_events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:

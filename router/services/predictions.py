@@ -17,17 +17,19 @@ from router.webhooks import WebhookPolicy
 from vendo_core import logctx
 from vendo_core.billing import Usage, period_of, usd
 from vendo_core.errors import (
+    DestinationNotFound,
     InvalidRequest,
     NotFound,
     PredictionNotFound,
     SpendLimitReached,
     TooManyQueued,
+    TrainingNotFound,
     VersionNotFound,
 )
 from vendo_core.files import Files
 from vendo_core.hardware import HardwareConfig
 from vendo_core.ids import OPAQUE_ID, ModelRef, new_prediction_id
-from vendo_core.records import SOURCES, Account, Model, Prediction
+from vendo_core.records import SOURCES, Account, Model, Prediction, Version
 from vendo_core.status import Status
 from vendo_core.store import PredictionStore, now_iso
 
@@ -81,6 +83,7 @@ class PredictionService:
             model_ref = ModelRef.parse(d.model, field="model")
             model_rec = await self.registry.get_model(model_ref.owner, model_ref.name)
             dep_name = d.ref
+            version_rec = spec.version
         else:
             if model is not None:
                 model_rec, version_rec = await self.resolver.resolve(account, model_ref=model)
@@ -88,19 +91,55 @@ class PredictionService:
                 raise InvalidRequest("version", "is required")
             else:
                 model_rec, version_rec = await self.resolver.resolve(account, version_field=version)
-            spec = AppSpec.of(version_rec)
-        rec = await self._create(account, model_rec, spec, body, source=source, deployment=dep_name,
+            spec = await self.spec_for(version_rec)
+        rec = await self._create(account, model_rec, version_rec, spec, body, source=source, deployment=dep_name,
                                  file_url_prefixes=file_url_prefixes, deadline_s=deadline_s, base=base)
         if wait_s is not None:
             await self.wait(rec.id, wait_s)
             rec = await self.store.get(rec.id) or rec
         return rec
 
-    async def _create(self, account: Account, model: Model, spec: AppSpec, body: dict[str, Any], *,
-                      source: str, deployment: str | None, file_url_prefixes: tuple[str, ...],
-                      deadline_s: float | None, base: str | None) -> Prediction:
-        version = spec.version
+    async def spec_for(self, version: Version) -> AppSpec:
+        """Where a prediction on `version` runs: its own app, or, for a fine-tune, its base
+        version's (the fine-tune's weights loaded there), not an app per fine-tune. A fine-tune
+        whose base version was deleted runs on an app of its own (it holds the same package)."""
+        if not version.base_version:
+            return AppSpec.of(version)
+        base = await self.resolver.version(version.base_version)
+        if base is None:
+            return AppSpec.of(version)
+        return AppSpec.finetune_of(AppSpec.of(base), version)
+
+    async def create_training(self, account: Account, ref: ModelRef, body: dict[str, Any], *,
+                              source: str = "api", file_url_prefixes: tuple[str, ...] = (),
+                              deadline_s: float | None = None, base: str | None = None) -> Prediction:
+        """A training of version `ref` (owner/name:version) toward the body's `destination`: its
+        input checked against the version's `TrainingInput`, then run and kept as a prediction is,
+        on the version's training app. The destination must be a model the caller owns."""
+        model_rec, version_rec = await self.resolver.resolve(account, model_ref=ref)
+        dest = body.get("destination")
+        if not isinstance(dest, str) or not dest:
+            raise InvalidRequest("destination", "is required: the model (owner/name) the trained version goes to")
+        dest_ref = ModelRef.parse(dest, field="destination")
+        if dest_ref.version:
+            raise InvalidRequest("destination", "must name a model (owner/name), not a version")
+        dest_model = await self.registry.get_model(dest_ref.owner, dest_ref.name)
+        if dest_model is None or not account.acts_for(dest_model.owner):
+            raise DestinationNotFound(dest_ref.model)
+        if not version_rec.trainable:
+            raise InvalidRequest("version", f"{version_rec.model}:{version_rec.id} cannot be trained: its "
+                                 "cog.yaml has no `train` target")
+        return await self._create(account, model_rec, version_rec, AppSpec.training(version_rec), body,
+                                  source=source, deployment=None, file_url_prefixes=file_url_prefixes,
+                                  deadline_s=deadline_s, base=base, destination=dest_model.ref)
+
+    async def _create(self, account: Account, model: Model, version: Version, spec: AppSpec,
+                      body: dict[str, Any], *, source: str, deployment: str | None,
+                      file_url_prefixes: tuple[str, ...], deadline_s: float | None, base: str | None,
+                      destination: str | None = None) -> Prediction:
+        training = spec.mode == "train"
         payload = validate_input(version.openapi_schema, body.get("input", {}),
+                                 component="TrainingInput" if training else "Input",
                                  file_url_prefixes=file_url_prefixes)
         if self.max_queued and await self.store.queued(account.username, self.max_queued) >= self.max_queued:
             raise TooManyQueued(account.username, self.max_queued)
@@ -116,8 +155,9 @@ class PredictionService:
         record = Prediction(
             id=new_prediction_id(), account=account.username, model=version.model, version=version.id,
             status=Status.STARTING, input=payload, created_at=now_iso(ts), created_ts=ts, source=source,
-            iterator=bool(version.traits.get("is_iterator")), deployment=deployment, app=spec.app,
-            base_url=base, **hooks)  # webhooks render the prediction under the create's base
+            iterator=bool(version.traits.get("is_iterator")) and not training, deployment=deployment,
+            app=spec.app, base_url=base, kind="training" if training else "prediction", destination=destination,
+            **hooks)  # webhooks render the prediction under the create's base
         if self.skus is not None:  # what it runs on, and so what a second of it costs
             skus = self.skus()
             record.hardware = spec.hardware or version.hardware or skus.default
@@ -127,30 +167,39 @@ class PredictionService:
             record.deadline, record.deadline_ts = now_iso(ts + deadline_s), ts + deadline_s
         await self.store.create(record, ts + self.lease_s)
         logctx.set_about(record.id, model=record.model, version=record.version, account=record.account)
-        self.dispatch(record.id, spec, payload, ts, record.account)
-        asyncio.get_running_loop().create_task(self.registry.count_run(model.owner, model.name))
+        self.dispatch(record, spec)
+        if not training:
+            asyncio.get_running_loop().create_task(self.registry.count_run(model.owner, model.name))
         return record
 
-    def dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float, account: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._dispatch(pid, spec, payload, created_ts, account))
-        self.inflight[pid] = task
-        self._queued_since[pid] = created_ts
+    def dispatch(self, record: Prediction, spec: AppSpec) -> asyncio.Task:
+        # the retention rides along: a replica made under older settings still applies today's
+        request = {"id": record.id, "input": record.input or {}, "created_ts": record.created_ts,
+                   "account": record.account, "model": record.model, "retention_s": self.store.retention_s}
+        if record.destination:
+            request["destination"] = record.destination
+        if spec.finetune:
+            request["finetune"] = spec.finetune
+        if spec.weights_input:
+            request["weights"] = dict([spec.weights_input])
+        task = asyncio.get_running_loop().create_task(self._dispatch(record.id, spec, request))
+        self.inflight[record.id] = task
+        self._queued_since[record.id] = record.created_ts
         return task
 
-    async def _dispatch(self, pid: str, spec: AppSpec, payload: dict, created_ts: float, account: str) -> None:
+    async def _dispatch(self, pid: str, spec: AppSpec, request: dict[str, Any]) -> None:
         # heavy: kept out of what unit tests import
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
         app = spec.app
-        # the retention rides along: a replica made under older settings still applies today's
-        request = {"id": pid, "input": payload, "created_ts": created_ts, "account": account,
-                   "retention_s": self.store.retention_s}
         try:
             for attempt in range(DISPATCH_ATTEMPTS):
                 try:
                     handle = await self.apps.handle(spec)
                     await self.apps.touch(app)
+                    if spec.finetune:  # Serve routes it to a replica that has it loaded, if any
+                        handle = handle.options(multiplexed_model_id=spec.finetune)
                     resp = handle.predict.remote(request)
                     self.responses[pid] = resp
                     await resp
@@ -214,6 +263,20 @@ class PredictionService:
             raise PredictionNotFound(pid)
         return rec
 
+    async def get_training(self, account: Account, tid: str) -> Prediction:
+        """The caller's training (or its organization's); 404 for anything else."""
+        rec = await self.store.get(tid) if OPAQUE_ID.match(tid) else None
+        if rec is None or rec.kind != "training" or not account.acts_for(rec.account):
+            raise TrainingNotFound(tid)
+        return rec
+
+    async def cancel_training(self, account: Account, tid: str) -> Prediction:
+        rec = await self.get_training(account, tid)
+        if not rec.done:
+            with logctx.about(tid, model=rec.model, version=rec.version, account=rec.account):
+                await self.cancel_now(tid)
+        return await self.get_training(account, tid)
+
     async def events(self, pid: str, last_id: str, block_ms: int | None) -> list[tuple[str, str, str]]:
         """A prediction's events after `last_id` (output, logs, error, done), waiting up to
         `block_ms` for the first; the caller has already been shown the prediction."""
@@ -271,15 +334,16 @@ class PredictionService:
 
     async def list(self, account: Account, cursor: str | None, limit: int = 100, *,
                    created_after: float | None = None, created_before: float | None = None,
-                   source: str | None = None) -> tuple[list[Prediction], str | None]:
-        """The caller's predictions (and its organizations'), newest first, optionally only those
-        created strictly between two times or from one source (`api`, `web`, `handle`, `batch`)."""
+                   source: str | None = None, kind: str = "prediction") -> tuple[list[Prediction], str | None]:
+        """The caller's predictions, or trainings (and its organizations'), newest first,
+        optionally only those created strictly between two times or from one source (`api`,
+        `web`, `handle`, `batch`)."""
         if source is not None and source not in SOURCES:
             raise InvalidRequest("source", f"must be one of {list(SOURCES)}")
         owners = [account.username, *account.orgs] if account.orgs else account.username
         try:
             ids, nxt = await self.store.list_ids(owners, cursor, limit, after_ts=created_after,
-                                                 before_ts=created_before)
+                                                 before_ts=created_before, kind=kind)
         except ValueError as e:
             raise InvalidRequest("cursor", str(e)) from e
         recs = await self.store.get_many(ids)
@@ -323,6 +387,15 @@ class PredictionService:
             if version is None:
                 await self.fail(pid, VERSION_DELETED)
                 continue
+            spec = await self.respec(rec, version)
             with logctx.about(pid, model=rec.model, version=rec.version, account=rec.account):
                 log.info("prediction %s: re-dispatching after a lapsed lease", pid)
-                self.dispatch(pid, AppSpec.of(version, rec.app), rec.input or {}, rec.created_ts, rec.account)
+                self.dispatch(rec, spec)
+
+    async def respec(self, rec: Prediction, version: Version) -> AppSpec:
+        """Where an accepted prediction (or training) is sent again: where it was first sent."""
+        if rec.kind == "training":
+            return AppSpec.training(version)
+        if rec.deployment:  # a named deployment's app runs its version itself
+            return AppSpec.of(version, rec.app)
+        return await self.spec_for(version)

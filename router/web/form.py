@@ -67,8 +67,9 @@ def _kind(p: dict[str, Any]) -> str:
         return "password"
     if t == "string" and fmt == "uri":
         return "file"
-    if t == "string":
-        return "textarea" if (p.get("maxLength") or 0) > 200 else "text"
+    if t == "string":  # several lines where they may be long or the default has more than one
+        multiline = (p.get("maxLength") or 0) > 200 or "\n" in str(p.get("default") or "")
+        return "textarea" if multiline else "text"
     if t == "integer":
         return "integer"
     if t == "number":

@@ -292,7 +292,10 @@ async def prediction_page(pid: str, request: Request, rt: Rt, viewer: Viewer):
         return _page(request, "404.html", 404, what="prediction")
     p = wire_prediction(rec, base, rt.url_for(base))
     cost = f"${usd(rec.cost_nanos):.6f}" if rec.cost_nanos else None
+    made = rec.output.get("version") if rec.kind == "training" and isinstance(rec.output, dict) else None
     return _page(request, "prediction.html", p=p, own=own, run_time=run_time(p), cost=cost,
+                 training=rec.kind == "training", destination=rec.destination,
+                 made=made if isinstance(made, str) and ":" in made else None,
                  outputs=outputs(p["output"]), input_json=json.dumps(p["input"], indent=2, ensure_ascii=False),
                  stream_path=f"/v1/predictions/{quote(pid)}/stream", done=rec.done,
                  created=datetime.fromtimestamp(rec.created_ts, timezone.utc).isoformat() if rec.created_ts else "")
@@ -364,8 +367,9 @@ async def model_page(owner: str, name: str, request: Request, rt: Rt, viewer: Vi
     base = base_url(request)
     ref = f"{model.ref}:{latest.id}" if latest else model.ref
     fields = form.fields(latest.openapi_schema) if latest else []
+    train_fields = form.fields(latest.openapi_schema, "TrainingInput") if latest and latest.trainable else None
     return _page(request, "model.html", model=model, latest=latest, versions=versions,
-                 fields=fields,
+                 fields=fields, train_fields=train_fields, destination=f"{viewer.username}/{model.name}-trained",
                  readme=readme_html(await rt.registry.readme(latest.id)) if latest else None,
                  sku=sku, sku_name=sku_name, typical=f"{typical:.2f}s" if typical is not None else None, cost=cost,
                  base=base, ref=ref, example=json.dumps(_example(fields)))

@@ -304,3 +304,61 @@ def test_deployments_page_shows_warm_and_cold_instances(chrome, cluster, example
         with cluster.http() as h:
             for name in ("web-cold", "web-warm"):
                 h.delete(f"/v1/deployments/alice/{name}")
+
+
+def test_train_from_the_model_page_and_run_the_new_version(chrome, cluster, tmp_path):
+    from tests.integration.conftest import EXAMPLES
+
+    cluster.push(EXAMPLES / "phrasebook", "alice/phrasebook", visibility="public")
+    c = cluster.client()
+    try:
+        c.models.create("alice", "web-phrasebook", visibility="private", hardware="cpu")
+    except Exception:  # noqa: BLE001 - made by an earlier run on this cluster
+        pass
+    ctx, page = sign_in(chrome, cluster)
+    page.goto("/alice/phrasebook")
+    assert page.get_by_label("destination").input_value() == "alice/phrasebook-trained"
+    assert page.locator("#train-form [name='lowercase']").count() == 1  # a bool is one box, nothing more
+    page.get_by_label("destination").fill("alice/nowhere")
+    words = tmp_path / "words.txt"
+    words.write_text("cat\tgato\nblack\tnegro\n")
+    page.get_by_label("words").set_input_files(str(words))
+    page.get_by_role("button", name="Train").click()
+    error = page.locator("#train-form .field[data-field='destination'] .field-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == "The specified training destination does not exist"
+    page.get_by_label("destination").fill("alice/web-phrasebook")
+    page.get_by_label("name", exact=True).fill("spanish")
+    _shot(page, "train-form")
+    page.get_by_role("button", name="Train").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z0-9]+$"))
+    page.wait_for_function("document.querySelector('#status').textContent === 'succeeded'", timeout=90_000)
+    assert "learned 2 words" in page.locator("#logs").inner_text()
+    page.locator("#new-version").click()
+    page.wait_for_url(f"{cluster.url}/alice/web-phrasebook")
+    page.get_by_label("text", exact=True).fill("black cat")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z0-9]+$"))
+    page.wait_for_function("document.querySelector('#status').textContent === 'succeeded'", timeout=90_000)
+    assert page.locator("#output pre").inner_text() == "negro gato"
+    ctx.close()
+
+
+def test_a_real_pretrained_model_answers_in_the_browser_and_through_the_client(chrome, cluster):
+    from tests.integration.conftest import EXAMPLES
+
+    vid = cluster.push(EXAMPLES / "similarity", "alice/similarity", visibility="public")
+    out = cluster.client().run(f"alice/similarity:{vid}", input={
+        "sentence": "A person eats a meal.", "candidates": "A man is riding a horse.\nA man is eating food."})
+    assert out["ranked"] == ["A man is eating food.", "A man is riding a horse."]
+    assert out["scores"][0] > 0.5 > out["scores"][1]
+    ctx, page = sign_in(chrome, cluster)
+    page.goto("/alice/similarity")
+    page.get_by_label("sentence", exact=True).fill("Someone is playing music.")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r".*/p/[a-z0-9]+$"))
+    page.wait_for_function("document.querySelector('#status').textContent === 'succeeded'", timeout=120_000)
+    shown = page.locator("#output pre").inner_text()
+    assert shown.index("A woman is playing the violin.") < shown.index("A man is riding a horse.")
+    _shot(page, "similarity")
+    ctx.close()

@@ -96,8 +96,8 @@ class FakeStore(PredictionStore):
         return True
 
     async def list_ids(self, username: str, cursor: str | None, limit: int, *, after_ts: float | None = None,
-                       before_ts: float | None = None):
-        ids = sorted((r for r in self.records.values() if r.account == username
+                       before_ts: float | None = None, kind: str = "prediction"):
+        ids = sorted((r for r in self.records.values() if r.account == username and r.kind == kind
                       and (after_ts is None or r.created_ts > after_ts)
                       and (before_ts is None or r.created_ts < before_ts)),
                      key=lambda r: r.created_ts, reverse=True)

@@ -120,6 +120,37 @@ def test_failed_setup_is_reported_not_restarted():
     asyncio.run(go())
 
 
+def test_a_worker_killed_by_a_signal_before_its_first_word_is_started_once_more(tmp_path):
+    """A fork that goes wrong in the parent (gRPC's fork handlers abort a child now and then) is not
+    the model's failure: the worker is started again, once; a second such death is reported."""
+    marker = tmp_path / "aborted-once"
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nif [ ! -e {marker} ]; then touch {marker}; kill -ABRT $$; fi\n"
+                      f'exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    always = tmp_path / "always"
+    always.write_text("#!/bin/sh\nkill -ABRT $$\n")
+    always.chmod(0o755)
+
+    async def go():
+        w = ModelWorker(EXAMPLES / "hello-world", WorkerOptions(python=str(python)))
+        await w.start()
+        try:
+            assert marker.exists() and w.setup_error is None
+            done, _ = await _run(w, "a", {"text": "again"})
+            assert done["output"] == "hello again"
+        finally:
+            await w.close()
+        w = ModelWorker(EXAMPLES / "hello-world", WorkerOptions(python=str(always)))
+        await w.start()
+        try:
+            assert w.setup_error and "SIGABRT" in w.setup_error
+        finally:
+            await w.close()
+
+    asyncio.run(go())
+
+
 def test_introspection_runs_in_a_worker():
     info = asyncio.run(introspect(EXAMPLES / "hello-world", WorkerOptions()))
     assert set(info) == {"openapi_schema", "traits"}

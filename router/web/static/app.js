@@ -105,6 +105,7 @@ function runForm(form) {
           if (control.files.length) input[name] = await Promise.all([...control.files].map(upload));
           continue;
         }
+        if (kind === "destination") continue;  // the training's, not an input
         const raw = control.value;
         if (raw === "") continue;  // left empty: the model's default applies
         if (kind === "integer") input[name] = Number.isNaN(Number(raw)) ? raw : parseInt(raw, 10);
@@ -115,15 +116,21 @@ function runForm(form) {
         } else if (kind === "select") input[name] = field.dataset.numeric === "true" ? Number(raw) : raw;
         else input[name] = raw;
       }
-      const res = await fetch("/v1/predictions", {
+      const training = form.dataset.action === "train";
+      const [path, body] = training
+        ? [`/v1/models/${form.dataset.model}/versions/${encodeURIComponent(form.dataset.version)}/trainings`,
+           {destination: form.querySelector('[name="destination"]').value.trim(), input}]
+        : ["/v1/predictions", {version: form.dataset.version, input}];
+      const res = await fetch(path, {
         method: "POST", credentials: "same-origin",
         headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
-        body: JSON.stringify({version: form.dataset.version, input}),
+        body: JSON.stringify(body),
       });
       const out = await res.json();
       if (res.status === 201) { location.href = `/p/${encodeURIComponent(out.id)}`; return; }
       const invalid = out.invalid_fields || [];
       if (invalid.length) for (const f of invalid) show(String(f.field).replace(/^input\./, ""), f.reason);
+      else if (training && res.status === 404) show("destination", out.detail || "not found");
       else { formError.textContent = out.detail || `Error ${res.status}`; formError.hidden = false; }
     } catch (e) {
       formError.textContent = String(e.message || e);
@@ -133,8 +140,10 @@ function runForm(form) {
   });
 }
 
-const runner = document.getElementById("run-form");
-if (runner) runForm(runner);
+for (const id of ["run-form", "train-form"]) {
+  const form = document.getElementById(id);
+  if (form) runForm(form);
+}
 
 const el = document.getElementById("prediction");
 if (el) prediction(el);
