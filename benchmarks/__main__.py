@@ -23,7 +23,7 @@ from benchmarks import plan as plans
 from benchmarks import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "efficiency", "cold")
+PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "finetunes", "efficiency", "cold")
 
 
 def log(msg: str) -> None:
@@ -77,7 +77,17 @@ def _part(res: dict, name: str, fn: Callable[[], Any]) -> None:
 def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, Any]:
     from ray import serve
 
-    from benchmarks import async_path, batchjob, catalogue, coldstart, efficiency, files, overhead, streaming
+    from benchmarks import (
+        async_path,
+        batchjob,
+        catalogue,
+        coldstart,
+        efficiency,
+        files,
+        finetunes,
+        overhead,
+        streaming,
+    )
     from benchmarks import stack as stk
     from benchmarks.cogserver import CogServer
     from router.serve_apps import autoscaling
@@ -113,6 +123,8 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
                 _part(res, "catalogue", lambda: asyncio.run(catalogue.run(st, plan)))
             for name in ("noop", "stream", "file"):  # free their replicas before the scaling parts
                 serve.delete(st.app_of(st.versions[name]))
+            if "finetunes" in parts:
+                _part(res, "finetunes", lambda: finetunes.run(st, plan))
             if "efficiency" in parts:
                 _part(res, "efficiency", lambda: asyncio.run(efficiency.run(st, plan)))
             if "cold" in parts:

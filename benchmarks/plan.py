@@ -26,6 +26,9 @@ class Plan:
     file_predictions: int = 6  # per trial and mode
     batch_lines: int = 1000  # per trial, by batch job and by HTTP each
     catalogue_versions: int = 10_000  # registered, of which 3 are used
+    finetunes: int = 20  # of one base, used in turn
+    finetunes_separate: int = 5  # on apps of their own: what the `cpu` SKU's 2 GiB reservations leave room for
+    finetune_rounds: int = 3
 
 
 def full() -> Plan:
@@ -35,4 +38,5 @@ def full() -> Plan:
 def quick() -> Plan:
     return Plan(trials=1, latency_requests=40, latency_max_s=1.0, throughput_requests=400,
                 throughput_max_s=1.0, warm_requests=5, cold_trials=1, cold_settle_s=0.5, efficiency_replicas=(1, 2),
-                efficiency_max_s=1.5, stream_predictions=2, file_predictions=2, batch_lines=100, catalogue_versions=200)
+                efficiency_max_s=1.5, stream_predictions=2, file_predictions=2, batch_lines=100, catalogue_versions=200,
+                finetunes=4, finetunes_separate=2, finetune_rounds=1)

@@ -91,6 +91,21 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
                               f"{F(fig['controller_cpu_pct_10']).median:.1f}% of a core; router RSS "
                               f"{F(fig[f'router_rss_mib_{n}']).median:.0f} vs {F(fig['router_rss_mib_10']).median:.0f} MiB",
                     "met": _cmp(max(r.median, c["controller_rss_ratio"]), 1.1, le=True)})
+    ft = res.get("finetunes")
+    if ft:
+        r = F(ft["own_vs_warm"])
+        shared, sep = ft["in_turn"]["shared"], ft["in_turn"]["separate"]
+        out.append({"goal": "Fine-tune's first prediction: on a warm base vs on its own app from zero",
+                    "target": "several times faster on the warm base (≥ 2×)",
+                    "figure": f"{ratio_text(r)}: {fmt(F(ft['first_on_warm_base']))} vs "
+                              f"{fmt(F(ft['first_on_own_app']))}",
+                    "met": _cmp(r.median, 2.0, le=False)})
+        out.append({"goal": f"{shared['finetunes']} fine-tunes of one base used in turn",
+                    "target": "the base's app and replicas alone; p50 as on apps of their own",
+                    "figure": f"{shared['serve_apps']} app, {shared['replicas']} replica, p50 {shared['p50_ms']} ms; "
+                              f"{sep['finetunes']} on their own apps: {sep['serve_apps']} apps, "
+                              f"{sep['replicas']} replicas, p50 {sep['p50_ms']} ms",
+                    "met": shared["serve_apps"] == 1 and shared["p50_ms"] <= 1.25 * sep["p50_ms"]})
     g = res.get("gpu") or {}
     out.append({"goal": "GPU: images/s vs a bare torch loop", "target": "≥ 0.85 × bare torch",
                 "figure": g.get("note", GPU_NOT_MEASURED), "met": None})
@@ -203,8 +218,8 @@ def markdown(res: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|",
                   "| " + " | ".join(fmt(F(g.get(k))) for k in ("file", "none", "added_by_upload_and_url", "put_bytes",
                                                                "added_beyond_put_bytes", "download", "read_disk")) + " |"]
-    lines += ["", "## 9. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
-              " (see benchmarks/README.md, part 9, to run it on a GPU machine)."]
+    lines += ["", "## 10. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
+              " (see benchmarks/README.md, part 10, to run it on a GPU machine)."]
     if res.get("errors"):
         lines += ["", "## Parts that failed", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()]
     return "\n".join(lines) + "\n"

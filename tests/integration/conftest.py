@@ -115,6 +115,7 @@ def cluster():
             collections_config=ROOT / "tests" / "fixtures" / "collections.yaml",
             allow_private_webhooks=True, webhook_retry_base_s=0.2, worker_python=_worker_python(),
             worker_kill_grace_s=2.0, log_format="json",
+            finetunes_per_replica=2,  # small, so the trainings tests see fine-tunes unloaded and loaded again
         )
         import boto3
 

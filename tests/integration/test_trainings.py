@@ -75,25 +75,35 @@ def test_training_makes_a_version_that_answers_with_what_it_learned(cluster, phr
     assert again.output["version"] == new
 
 
-def test_fine_tunes_share_the_base_replicas_and_load_once_each(cluster, phrasebook, tmp_path):
+def test_five_fine_tunes_answer_from_the_base_app_even_past_the_lru_bound(cluster, phrasebook, tmp_path):
+    """The test cluster keeps 2 fine-tunes per replica: five used in turn are unloaded and loaded
+    again, on the base's one replica, and each still answers with its own weights."""
+    import redis
+
+    from vendo_core.keys import Keys
+
     c = cluster.client("alice")
     made = []
-    for i, word in enumerate(("eins", "deux", "tres")):
+    for i, word in enumerate(("eins", "deux", "tres", "quattro", "cinq")):
         t = _settle(_train(c, phrasebook, f"one\t{word}\n", tmp_path, destination="alice/other-phrasebook",
                            name=f"n{i}"))
         assert t.status == "succeeded", t.error
         made.append((t.output["version"], word))
+    vids = [ref.split(":")[1] for ref, _ in made]
+    r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    keys = Keys(cluster.settings.redis_prefix)
+    loads = []
     for _ in range(2):  # in turn, twice: each answers with its own weights
         for ref, word in made:
             assert c.run(ref, input={"text": "one"}) == word
+        loads.append([r.hget(keys.version(v), "setup_completed_at") for v in vids])
+    # every one was set up again in the second round (the bound of 2 unloaded it meanwhile)
+    assert all(a and b and float(b) > float(a) for a, b in zip(*loads, strict=True))
     apps = serve.status().applications
-    assert not [a for a in apps if any(a == app_name(r.split(":")[1]) for r, _ in made)]
-    # each fine-tune's setup is recorded on its own version (loaded on the base's replica)
-    with cluster.http() as h:
-        for ref, _ in made:
-            owner_name, vid = ref.split(":")
-            r = h.get(f"/v1/models/{owner_name}/versions/{vid}")
-            assert r.status_code == 200
+    assert not [a for a in apps if a in {app_name(v) for v in vids}]
+    from router.apps import replica_counts
+
+    assert replica_counts(apps[app_name(phrasebook)]).get("running") == 1
 
 
 def test_training_errors_name_the_field_and_hide_what_is_not_yours(cluster, phrasebook, examples, tmp_path):
