@@ -83,6 +83,7 @@ class AppManager:
         self.idle_s = idle_s
         self.version_live = version_live
         self.handles: dict[str, Any] = {}
+        self.specs: dict[str, AppSpec] = {}  # what each app this router sent work to runs (for eviction)
         self._known: set[str] = set()
         self._creating: dict[str, asyncio.Future] = {}
         self._touched: dict[str, float] = {}
@@ -100,6 +101,7 @@ class AppManager:
         h = self.handles.get(app)
         if h is not None:
             return h
+        self.specs[app] = dataclasses.replace(spec, finetune=None, weights_input=None)
         fut = self._creating.get(app)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -160,6 +162,17 @@ class AppManager:
         self._touched[app] = now
         await self.redis.zadd(self.keys.app_last_used(), {app: now})
 
+    async def last_used(self) -> dict[str, float]:
+        """When each app was last sent work (as `touch` records it)."""
+        return {a: float(t) for a, t in await self.redis.zrange(self.keys.app_last_used(), 0, -1, withscores=True)}
+
+    async def count(self, *increments: tuple[str, int]) -> None:
+        from vendo_core import metrics
+
+        pipe = self.redis.pipeline(transaction=False)
+        metrics.add(pipe, self.keys.metrics(), increments)
+        await pipe.execute()
+
     async def reap_idle(self, now: float | None = None) -> list[str]:
         """Delete version apps idle at zero replicas for `idle_s`; returns the names deleted."""
         from ray import serve  # heavy: kept out of what unit tests import
@@ -200,6 +213,7 @@ class AppManager:
         """Create `spec.app`, or roll it to a new configuration (a named deployment's update). Serve
         replaces the replicas gracefully, so running predictions finish on the old ones."""
         app = spec.app
+        self.specs[app] = spec
         async with self._lock(app):
             await self.touch(app, force=True)
             await asyncio.to_thread(self._run, spec)

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from deployments.supervisor import WorkerOptions
 from router.apps import AppManager
+from router.capacity import WorkingSet
 from router.deadlines import Deadlines
 from router.openslots import OpenSlots
 from router.ratelimit import RateLimiter
@@ -88,6 +89,9 @@ class Runtime:
         self.webhook_delivery: WebhookDelivery | None = None
         self.ops = Ops(redis, self.keys, apps, objects) if redis is not None else None
         self.batches = BatchService(redis, self.keys) if redis is not None else None
+        self.working_set = WorkingSet(apps, store, skus, waiting=self.predictions.waiting,
+                                      after_s=settings.evict_after_s, idle_s=settings.evict_idle_s,
+                                      local_busy=self.predictions.busy_apps)
         if redis is not None:
             self.deadlines = Deadlines(redis, self.keys, self.predictions.cancel_now)
             self.retention = Retention(redis, self.keys, objects)
@@ -177,6 +181,7 @@ class Runtime:
             every += [
                 (s.reaper_interval_s, self.deployments.reconcile, "reconcile", 0.0),
                 (min(1.0, s.sweep_interval_s), self.deadlines.sweep, "deadlines", None),
+                (max(0.2, s.evict_after_s / 2), self.working_set.make_room, "eviction", None),
                 (s.sweep_interval_s, self.retention.sweep, "retention", None),
             ]
         self._tasks = [loop.create_task(self._every(period, fn, what, first_s=first))

@@ -54,6 +54,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
          ("model", "version"), buckets=DURATION_BUCKETS),
     Spec("webhook_sends", "counter", "Webhook POSTs by outcome (delivered|failed|refused)", ("outcome",)),
     Spec("webhooks_given_up", "counter", "Completed webhooks abandoned after their last retry"),
+    Spec("evictions", "counter", "Idle apps scaled to zero to make room for a waiting prediction"),
     Spec("rate_limited", "counter", "Requests refused by a token's rate limit", ("bucket",)),
 )}
 

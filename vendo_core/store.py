@@ -317,6 +317,23 @@ class PredictionStore:
     async def publish_cancel(self, pid: str) -> None:
         await self.redis.publish(self.keys.cancel_channel(), pid)
 
+    async def busy_apps(self) -> set[str]:
+        """The Serve apps some prediction is starting or processing on, read from the dispatch and
+        running indexes (a pass over what is in flight: for the rare eviction decision only)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrange(self.keys.dispatch(), 0, -1)
+        pipe.zrange(self.keys.running(), 0, -1)
+        starting, processing = await pipe.execute()
+        pids, out = list(dict.fromkeys(starting + processing)), set()
+        for i in range(0, len(pids), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for pid in pids[i:i + 1000]:
+                pipe.hmget(self.keys.prediction(pid), "app", "status")
+            for app, status in await pipe.execute():
+                if app and status in (Status.STARTING.value, Status.PROCESSING.value):
+                    out.add(app)
+        return out
+
     async def live_of_version(self, version_id: str) -> list[str]:
         """Ids of the version's predictions still starting or processing. The dispatch and running
         indexes between them hold every non-terminal prediction (the transition script moves them),

@@ -62,6 +62,7 @@ class PredictionService:
         self.max_queue_s = max_queue_s
         self.max_queued = max_queued
         self._queued_since: dict[str, float] = {}
+        self._specs: dict[str, AppSpec] = {}  # where each in-flight prediction was sent
 
     # create and dispatch
 
@@ -185,7 +186,17 @@ class PredictionService:
         task = asyncio.get_running_loop().create_task(self._dispatch(record.id, spec, request))
         self.inflight[record.id] = task
         self._queued_since[record.id] = record.created_ts
+        self._specs[record.id] = spec
         return task
+
+    def waiting(self, before_ts: float) -> dict[str, AppSpec]:
+        """{id: spec} of this router's predictions dispatched before `before_ts` and not known to
+        have started (the working set's eviction looks at their status)."""
+        return {pid: self._specs[pid] for pid, ts in self._queued_since.items()
+                if ts <= before_ts and pid in self._specs}
+
+    def busy_apps(self) -> set[str]:
+        return {spec.app for spec in self._specs.values()}
 
     async def _dispatch(self, pid: str, spec: AppSpec, request: dict[str, Any]) -> None:
         # heavy: kept out of what unit tests import
@@ -231,6 +242,7 @@ class PredictionService:
             self.inflight.pop(pid, None)
             self.responses.pop(pid, None)
             self._queued_since.pop(pid, None)
+            self._specs.pop(pid, None)
             try:
                 await self.apps.touch(app)
             except Exception:  # noqa: BLE001

@@ -1,0 +1,78 @@
+"""The working set on a full cluster (real Ray, real Serve): a prediction whose replica cannot be
+placed makes an idle replica of another version go to zero, least recently used first, and runs
+within a cold start; a busy or warm-pinned replica is never evicted."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+from ray import serve
+
+from router.apps import replica_counts
+from tests.integration.conftest import EXAMPLES
+from vendo_core.ids import app_name, deployment_app_name
+
+WIDE = 6  # CPUs of the cpu-wide SKU (tests/fixtures/hardware.yaml)
+
+
+def _running(app: str) -> int:
+    st = serve.status().applications.get(app)
+    return replica_counts(st).get("running", 0) if st is not None else 0
+
+
+@pytest.fixture
+def room():
+    """How many cpu-wide replicas fit now (other tests' replicas scale to zero within seconds)."""
+    fit = int(ray.available_resources().get("CPU", 0) // WIDE)
+    if fit < 1:
+        pytest.skip("the test cluster has no room for a cpu-wide replica right now")
+    return fit
+
+
+def test_a_waiting_prediction_evicts_the_least_recently_used_idle_app(cluster, room):
+    c = cluster.client()
+    vids = [cluster.push(EXAMPLES / "hello-world", f"alice/wide-{i}", hardware="cpu-wide", downscale_delay_s=600)
+            for i in range(room + 1)]
+    for i, vid in enumerate(vids[:room]):  # fill the cluster, oldest first
+        assert c.run(f"alice/wide-{i}:{vid}", input={"text": str(i)}) == f"hello {i}"
+    assert all(_running(app_name(v)) == 1 for v in vids[:room])
+    time.sleep(1.2)  # the rule: idle for evict_idle_s (1 s) before it may be evicted
+    t0 = time.monotonic()
+    assert c.run(f"alice/wide-{room}:{vids[room]}", input={"text": "late"}) == "hello late"
+    took = time.monotonic() - t0
+    # a cold start (a few seconds here) plus a margin; without eviction it waits out a 600 s downscale
+    assert took < 30, took
+    apps = serve.status().applications
+    assert app_name(vids[0]) not in apps  # the least recently used one went
+    assert all(_running(app_name(v)) == 1 for v in vids[1:])  # the others stayed warm
+    with cluster.http() as h:
+        assert "vendo_evictions_total" in h.get("/metrics").text
+    for v in vids:  # give the room back
+        if app_name(v) in serve.status().applications:
+            serve.delete(app_name(v))
+
+
+def test_busy_and_pinned_replicas_are_never_evicted(cluster, room):
+    c = cluster.client()
+    names = [f"pinned-{i}" for i in range(room)]
+    hello = cluster.push(EXAMPLES / "hello-world", "alice/wide-pin", hardware="cpu-wide")
+    for name in names:
+        c.deployments.create(name=name, model="alice/wide-pin", version=hello, hardware="cpu-wide",
+                             min_instances=1, max_instances=1)
+    try:
+        for name in names:
+            c.deployments.predictions.create(f"alice/{name}", input={"text": "warm"}).wait()
+        late = cluster.push(EXAMPLES / "hello-world", "alice/wide-late", hardware="cpu-wide")
+        p = c.predictions.create(version=late, input={"text": "x"})
+        deadline = time.monotonic() + 6  # several eviction rounds (every 0.5 s after 1 s of waiting)
+        while time.monotonic() < deadline:
+            p.reload()
+            assert p.status == "starting"
+            time.sleep(0.5)
+        assert all(_running(deployment_app_name("alice", n)) == 1 for n in names)
+        p.cancel()
+    finally:
+        for name in names:
+            c.deployments.delete("alice", name)
