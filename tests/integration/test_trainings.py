@@ -165,3 +165,22 @@ def test_a_base_that_takes_replicate_weights_gets_them_as_its_input(cluster):
     assert c.run(f"alice/styles:{vid}", input={"text": "hi"}) == "plain:hi (setups=1, COG_WEIGHTS=None)"
     apps = serve.status().applications
     assert training_app_name(vid) in apps and app_name(new.split(":")[1]) not in apps
+
+
+def test_a_training_sends_its_webhooks_in_its_own_shape(cluster, phrasebook, tmp_path):
+    from tests.integration.webhook_receiver import Receiver
+
+    c = cluster.client()
+    secret = c.webhooks.default.secret()
+    path = tmp_path / "words.txt"
+    path.write_text("dog\tHund\n")
+    with Receiver() as receiver, path.open("rb") as f:
+        t = c.trainings.create(version=f"alice/phrasebook:{phrasebook}", input={"words": f},
+                               destination="alice/my-phrasebook", webhook=receiver.url("/t"),
+                               webhook_events_filter=["completed"])
+        got = receiver.get("/t")
+    replicate.webhooks.validate(headers=got.headers, body=got.body, secret=secret, tolerance=300)
+    body = got.json
+    assert body["id"] == t.id and body["status"] == "succeeded" and body["destination"] == "alice/my-phrasebook"
+    assert body["output"]["version"].startswith("alice/my-phrasebook:")
+    assert body["urls"]["get"].endswith(f"/v1/trainings/{t.id}")
