@@ -23,7 +23,8 @@ from benchmarks import plan as plans
 from benchmarks import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "finetunes", "efficiency", "cold")
+PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "finetunes", "workingset", "efficiency",
+         "cold")
 
 
 def log(msg: str) -> None:
@@ -87,6 +88,7 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
         finetunes,
         overhead,
         streaming,
+        workingset,
     )
     from benchmarks import stack as stk
     from benchmarks.cogserver import CogServer
@@ -125,6 +127,8 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
                 serve.delete(st.app_of(st.versions[name]))
             if "finetunes" in parts:
                 _part(res, "finetunes", lambda: finetunes.run(st, plan))
+            if "workingset" in parts:
+                _part(res, "workingset", lambda: workingset.run(st, plan))
             if "efficiency" in parts:
                 _part(res, "efficiency", lambda: asyncio.run(efficiency.run(st, plan)))
             if "cold" in parts:

@@ -6,8 +6,8 @@ training: a word list becomes its weights) make `fine-tunes` versions, and then:
   deployment of it, `min_instances: 0`: a Serve replica started for it, then the same setup);
 - all fine-tunes used in turn: Serve apps and replicas, and the p50 of their predictions once
   loaded, against fine-tunes on apps of their own (named deployments on the `cpu` SKU, as many as
-  its 2 GiB memory reservations leave room for here: 20 do not fit on this machine, which is the
-  point).
+  the cluster has room for beside the rest, up to `finetunes_separate`: 20 do not fit on this
+  machine, which is the point).
 
 Each trial uses fine-tunes not used before, so every first prediction really is a first."""
 
@@ -90,6 +90,20 @@ def deployment_first_s(st, ref: str, name: str) -> float:
             time.sleep(0.2)
 
 
+def _room_for(sku_name: str, st) -> int:
+    """How many replicas of SKU `sku_name` the cluster has room for now."""
+    import ray
+
+    from vendo_core.hardware import hardware
+
+    sku = hardware(str(st.settings.hardware_config) if st.settings.hardware_config else None).get(sku_name)
+    free = ray.available_resources()
+    fits = [free.get("CPU", 0) / sku.num_cpus if sku.num_cpus else 1e9]
+    if sku.memory:
+        fits.append(free.get("memory", 0) / sku.memory)
+    return int(min(fits))
+
+
 def _serve_counts(apps: list[str]) -> tuple[int, int]:
     """(how many of `apps` exist, their live replicas)."""
     from ray import serve
@@ -129,8 +143,8 @@ def run(st, plan: Plan) -> dict[str, Any]:
     if own_apps:
         raise RuntimeError(f"{own_apps} fine-tunes got Serve apps of their own")
     apps_shared, replicas_shared = _serve_counts([st.app_of(base_vid)])
-    # the same fine-tunes on apps of their own: as many as the logical CPUs hold beside the rest
-    separate = shared[:plan.finetunes_separate]
+    # the same fine-tunes on apps of their own: as many as the cluster holds beside the rest
+    separate = shared[:min(plan.finetunes_separate, _room_for("cpu", st) - 1)]
     names = [f"ft-sep-{i}" for i in range(len(separate))]
     for name, ref in zip(names, separate, strict=True):
         _post(st, "/v1/deployments", {"name": name, "model": ref.split(":")[0], "version": ref.split(":")[1],

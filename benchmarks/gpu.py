@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print("not measured: torch is not installed here", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
-        print("not measured: no GPU here (part 10 runs on a GPU machine; see benchmarks/README.md)", file=sys.stderr)
+        print("not measured: no GPU here (part 11 runs on a GPU machine; see benchmarks/README.md)", file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     res = run(args.batch, args.seconds, args.trials)

@@ -27,7 +27,7 @@ class Plan:
     batch_lines: int = 1000  # per trial, by batch job and by HTTP each
     catalogue_versions: int = 10_000  # registered, of which 3 are used
     finetunes: int = 20  # of one base, used in turn
-    finetunes_separate: int = 5  # on apps of their own: what the `cpu` SKU's 2 GiB reservations leave room for
+    finetunes_separate: int = 10  # on apps of their own, at most (fewer where the cluster has no room)
     finetune_rounds: int = 3
 
 

@@ -106,6 +106,14 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
                               f"{sep['finetunes']} on their own apps: {sep['serve_apps']} apps, "
                               f"{sep['replicas']} replicas, p50 {sep['p50_ms']} ms",
                     "met": shared["serve_apps"] == 1 and shared["p50_ms"] <= 1.25 * sep["p50_ms"]})
+    ws = res.get("workingset")
+    if ws:
+        out.append({"goal": f"Working set: {ws['versions']} versions in turn, room for {ws['room']}",
+                    "target": "each first prediction ≤ a cold start + 1 s",
+                    "figure": f"worst {ws['worst_after_full_s']:.2f} s after the cluster filled vs cold start "
+                              f"{ws['cold_start_s']:.2f} s (+{ws['margin_s']:.2f} s); all: "
+                              + ", ".join(f"{t:.2f}" for t in ws["first_s"]) + " s",
+                    "met": ws["margin_s"] <= 1.0})
     g = res.get("gpu") or {}
     out.append({"goal": "GPU: images/s vs a bare torch loop", "target": "≥ 0.85 × bare torch",
                 "figure": g.get("note", GPU_NOT_MEASURED), "met": None})
@@ -218,8 +226,8 @@ def markdown(res: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|",
                   "| " + " | ".join(fmt(F(g.get(k))) for k in ("file", "none", "added_by_upload_and_url", "put_bytes",
                                                                "added_beyond_put_bytes", "download", "read_disk")) + " |"]
-    lines += ["", "## 10. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
-              " (see benchmarks/README.md, part 10, to run it on a GPU machine)."]
+    lines += ["", "## 11. GPU", "", (res.get("gpu") or {}).get("note", GPU_NOT_MEASURED) +
+              " (see benchmarks/README.md, part 11, to run it on a GPU machine)."]
     if res.get("errors"):
         lines += ["", "## Parts that failed", ""] + [f"- {k}: {v}" for k, v in res["errors"].items()]
     return "\n".join(lines) + "\n"

@@ -45,6 +45,10 @@ class Need:
     def covered_by(self, freed: Need) -> bool:
         return all(freed.amounts.get(r, 0.0) + 1e-9 >= v for r, v in self.amounts.items())
 
+    def matches(self, bundle: dict[str, float]) -> bool:
+        """Whether a pending request's bundle asks for exactly this (other resources aside)."""
+        return all(abs(float(bundle.get(r, 0.0)) - v) < 1e-6 for r, v in self.amounts.items())
+
     def __bool__(self) -> bool:
         return any(v > 1e-9 for v in self.amounts.values())
 
@@ -56,6 +60,16 @@ class Cluster:
         import ray  # heavy: kept out of what unit tests import
 
         return dict(ray.available_resources())
+
+    def pending_demands(self) -> list[dict[str, float]]:
+        """The resource bundles of whatever waits for room in the cluster now (the GCS's view of the
+        raylets' queues): a replica that was granted its resources is not among them, even before
+        its worker process runs."""
+        import ray  # heavy: kept out of what unit tests import
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+        state = get_cluster_resource_state(ray._private.worker.global_worker.gcs_client)
+        return [dict(r.request.resources_bundle) for r in state.pending_resource_requests for _ in range(r.count)]
 
     def pending_apps(self) -> set[str]:
         """Apps with a Serve replica waiting to be placed: its actor pending creation and not yet
@@ -105,11 +119,17 @@ class WorkingSet:
         if not wanted:
             return []
         pending = await asyncio.to_thread(self.cluster.pending_apps)
+        demands = await asyncio.to_thread(self.cluster.pending_demands) if pending else []
         need, hold = Need(), max(10.0, 10 * self.after_s)
         for app, spec in wanted.items():
             # room made for it moments ago is still being given back (replicas draining): wait
-            if app in pending and now - self._made_room.get(app, 0.0) > hold:
-                need.add(self.demand(spec))
+            if app not in pending or now - self._made_room.get(app, 0.0) <= hold:
+                continue
+            want = self.demand(spec)
+            match = next((d for d in demands if want.matches(d)), None)
+            if match is not None:  # Ray holds its request in a queue: it waits for room
+                demands.remove(match)
+                need.add(want)
         if not need:
             return []  # queued behind busy replicas, or in setup: autoscaling's work, not room
         short = need.short_of(await asyncio.to_thread(self.cluster.available))

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         default=5.0, description="a model that ignores a cancel this long is killed and set up again")
     introspect_timeout_s: float = Field(default=300.0, description="longest a push may spend importing a model")
     evict_after_s: float = Field(
-        default=1.0, description="a prediction whose replica cannot be placed for this long makes room: "
+        default=0.5, description="a prediction whose replica cannot be placed for this long makes room: "
         "idle replicas of other versions are scaled to zero, least recently used first")
     evict_idle_s: float = Field(
         default=1.0, description="an app is evictable once nothing has been sent to it for this long (and "

@@ -59,6 +59,9 @@ class FakeCluster:
     def pending_apps(self):
         return set(self.pending)
 
+    def pending_demands(self):
+        return [{"CPU": 2.0, "vendo_cpu": 0.001} for _ in self.pending]  # the cpu SKU's replica, queued
+
 
 def _ws(apps, *, cpu=0.0, pending=("want",), busy=(), local=()):
     want = AppSpec.of(Version(id="want", model="a/w", hardware="cpu"), "want")
@@ -101,4 +104,11 @@ def test_needs_add_and_compare():
 def test_nothing_is_evicted_when_even_everything_idle_would_not_make_it_fit():
     apps = FakeApps({"a": _status(RUNNING=1), "b": _status(RUNNING=1)}, {"a": 1.0, "b": 2.0})
     ws = _ws(apps, cpu=-3.0)  # 2 needed, 5 short: the two idle apps free 4
+    assert asyncio.run(ws.make_room(now=100.0)) == [] and apps.deleted == []
+
+
+def test_a_replica_granted_its_resources_is_not_waiting_for_room_even_before_its_worker_runs():
+    apps = FakeApps({"idle": _status(RUNNING=1)}, {"idle": 1.0})
+    ws = _ws(apps)
+    ws.cluster.pending_demands = lambda: []  # its actor has no worker yet, but nothing is queued in Ray
     assert asyncio.run(ws.make_room(now=100.0)) == [] and apps.deleted == []
