@@ -23,24 +23,30 @@ def resolve_files(value: Any, url_for: Callable[[str], str]) -> Any:
     return value
 
 
-def prediction(rec: records.Prediction, base: str, url_for: Callable[[str], str], *,
-               as_starting: bool = False) -> dict[str, Any]:
-    """The prediction as GET returns it. `as_starting` is the unfinished `Prefer: wait` answer:
-    status `starting` and no output, so the client keeps polling."""
-    pid = rec.id
-    out = {"id": pid, "model": rec.model, "version": rec.version, "status": rec.status.value,
+def _run(rec: records.Prediction, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """The fields a prediction and a training share, built from the record."""
+    out = {"id": rec.id, "model": rec.model, "version": rec.version, "status": rec.status.value,
            "input": rec.input, "output": resolve_files(rec.output, url_for), "logs": rec.logs or "",
            "error": rec.error, "created_at": rec.created_at, "started_at": rec.started_at,
            "completed_at": rec.completed_at, "source": rec.source, "data_removed": rec.data_removed}
     if rec.metrics is not None:
         out["metrics"] = rec.metrics
-    if rec.deployment:
-        out["deployment"] = rec.deployment
     if rec.deadline:
         out["deadline"] = rec.deadline
     if rec.webhook:
         out["webhook"] = rec.webhook
         out["webhook_events_filter"] = rec.webhook_events_filter or ["start", "output", "logs", "completed"]
+    return out
+
+
+def prediction(rec: records.Prediction, base: str, url_for: Callable[[str], str], *,
+               as_starting: bool = False) -> dict[str, Any]:
+    """The prediction as GET returns it. `as_starting` is the unfinished `Prefer: wait` answer:
+    status `starting` and no output, so the client keeps polling."""
+    pid = rec.id
+    out = _run(rec, url_for)
+    if rec.deployment:
+        out["deployment"] = rec.deployment
     if rec.shared:
         out["shared"] = True
     out["urls"] = {
@@ -60,20 +66,10 @@ def training(rec: records.Prediction, base: str, url_for: Callable[[str], str]) 
     `{"version": "dest_owner/dest_name:VID", "weights": URL}` (the client reads `destination` from
     it); `destination` is the model the caller named."""
     tid = rec.id
-    out = {"id": tid, "model": rec.model, "version": rec.version, "status": rec.status.value,
-           "destination": rec.destination, "input": rec.input, "output": resolve_files(rec.output, url_for),
-           "logs": rec.logs or "", "error": rec.error, "created_at": rec.created_at,
-           "started_at": rec.started_at, "completed_at": rec.completed_at, "source": rec.source,
-           "data_removed": rec.data_removed,
-           "urls": {"get": f"{base}/v1/trainings/{tid}", "cancel": f"{base}/v1/trainings/{tid}/cancel",
-                    "stream": f"{base}/v1/predictions/{tid}/stream"}}
-    if rec.metrics is not None:
-        out["metrics"] = rec.metrics
-    if rec.deadline:
-        out["deadline"] = rec.deadline
-    if rec.webhook:
-        out["webhook"] = rec.webhook
-        out["webhook_events_filter"] = rec.webhook_events_filter or ["start", "output", "logs", "completed"]
+    out = _run(rec, url_for)
+    out["destination"] = rec.destination
+    out["urls"] = {"get": f"{base}/v1/trainings/{tid}", "cancel": f"{base}/v1/trainings/{tid}/cancel",
+                   "stream": f"{base}/v1/predictions/{tid}/stream"}
     return out
 
 
@@ -255,7 +251,9 @@ class PredictionUrls(BaseModel):
     web: str
 
 
-class Prediction(BaseModel):
+class _Run(BaseModel):
+    """What a prediction and a training both show."""
+
     id: str
     model: str
     version: str
@@ -270,10 +268,13 @@ class Prediction(BaseModel):
     source: str | None = None
     data_removed: bool = False
     metrics: dict[str, Any] | None = None
-    deployment: str | None = None
     deadline: str | None = None
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+
+
+class Prediction(_Run):
+    deployment: str | None = None
     shared: bool | None = None  # a vendo extension: readable by anyone with its id
     urls: PredictionUrls
 
@@ -284,39 +285,18 @@ class TrainingUrls(BaseModel):
     stream: str
 
 
-class Training(BaseModel):
-    id: str
-    model: str
-    version: str
-    status: StatusName
+class Training(_Run):
     destination: str | None = None
-    input: dict[str, Any] | None = None
-    output: Any = None
-    logs: str = ""
-    error: Any = None
-    created_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    source: str | None = None
-    data_removed: bool = False
-    metrics: dict[str, Any] | None = None
-    deadline: str | None = None
-    webhook: str | None = None
-    webhook_events_filter: list[str] | None = None
     urls: TrainingUrls
 
 
-class TrainingCreate(BaseModel):
+class TrainingCreate(ModelPredictionCreate):
     """The body of `POST /v1/models/{owner}/{name}/versions/{version_id}/trainings`."""
 
     destination: str = Field(description="`owner/name` of a model of yours: the trained weights become a "
                              "new version of it")
     input: dict[str, Any] = Field(default_factory=dict,
                                   description="the trainer's inputs, as the version's `TrainingInput` says")
-    webhook: str | None = Field(default=None, description="an http(s) URL to POST the training to")
-    webhook_completed: str | None = Field(default=None, description="an http(s) URL told only of completion")
-    webhook_events_filter: list[WebhookEvent] | None = Field(
-        default=None, description="which events are sent to `webhook` (default: all)")
 
 
 class Version(BaseModel):
