@@ -23,8 +23,8 @@ from benchmarks import plan as plans
 from benchmarks import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "finetunes", "workingset", "efficiency",
-         "cold")
+PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "burst", "finetunes", "workingset",
+         "efficiency", "cold")
 
 
 def log(msg: str) -> None:
@@ -81,6 +81,7 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
     from benchmarks import (
         async_path,
         batchjob,
+        burst,
         catalogue,
         coldstart,
         efficiency,
@@ -123,6 +124,11 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
                 _part(res, "batch", lambda: asyncio.run(batchjob.run(st, plan)))
             if "catalogue" in parts:
                 _part(res, "catalogue", lambda: asyncio.run(catalogue.run(st, plan)))
+            if "burst" in parts:
+                _part(res, "burst", lambda: asyncio.run(burst.run(st, plan)))
+                for name in ("burst-a", "burst-slow"):
+                    if name in st.versions and st.app_of(st.versions[name]) in serve.status().applications:
+                        serve.delete(st.app_of(st.versions[name]))
             for name in ("noop", "stream", "file"):  # free their replicas before the scaling parts
                 serve.delete(st.app_of(st.versions[name]))
             if "finetunes" in parts:

@@ -29,6 +29,9 @@ class Plan:
     finetunes: int = 20  # of one base, used in turn
     finetunes_separate: int = 10  # on apps of their own, at most (fewer where the cluster has no room)
     finetune_rounds: int = 3
+    burst: int = 1000  # async creates in one burst (and sync predictions in its baseline)
+    fair_samples: int = 5  # idle-cluster predictions of the other account, per model
+    fair_queue: int = 200  # predictions one account queues on the 50 ms model (10 s of work)
 
 
 def full() -> Plan:
@@ -39,4 +42,4 @@ def quick() -> Plan:
     return Plan(trials=1, latency_requests=40, latency_max_s=1.0, throughput_requests=400,
                 throughput_max_s=1.0, warm_requests=5, cold_trials=1, cold_settle_s=0.5, efficiency_replicas=(1, 2),
                 efficiency_max_s=1.5, stream_predictions=2, file_predictions=2, batch_lines=100, catalogue_versions=200,
-                finetunes=4, finetunes_separate=2, finetune_rounds=1)
+                finetunes=4, finetunes_separate=2, finetune_rounds=1, burst=100, fair_samples=2, fair_queue=40)

@@ -94,7 +94,7 @@ class Stack:
     # models
 
     def push(self, project: Path, name: str, *, max_replicas: int | None = None, salt: str | None = None,
-             hardware: str | None = None) -> str:
+             hardware: str | None = None, visibility: str = "private") -> str:
         """Push `project` as bench/`name`; `salt` adds a file so the same code gets its own version."""
         from vendo_core.ids import version_id
         from vendo_core.packaging import pack_project
@@ -112,7 +112,7 @@ class Stack:
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-        params: dict[str, Any] = {"visibility": "private"}
+        params: dict[str, Any] = {"visibility": visibility}
         if max_replicas is not None:
             params["max_replicas"] = max_replicas
         if hardware is not None:

@@ -51,6 +51,21 @@ class AppSpec:
     finetune: str | None = None
     weights_input: tuple[str, str] | None = None  # (input name, weights' storage key)
 
+    @property
+    def concurrency(self) -> int:
+        """Predictions one replica runs at once (a training runs alone: a train target declares none)."""
+        return 1 if self.mode == "train" else int(self.version.traits.get("concurrency_max") or 1)
+
+    @property
+    def slots(self) -> int:
+        """Calls one replica takes (Serve's max_ongoing_requests): its predictor's slots and one
+        more waiting inside it (still `starting`), so a slot that frees is taken at once."""
+        return self.concurrency + 1
+
+    def most_replicas(self, default: int) -> int:
+        """The app's autoscaling ceiling: a named deployment's, else its version's, else `default`."""
+        return self.max_replicas or self.version.max_replicas or default
+
     @classmethod
     def of(cls, version: Version, app: str | None = None) -> AppSpec:
         return cls(version=version, app=app or app_name(version.id))

@@ -75,7 +75,7 @@ class Runtime:
         self.deployments = DeploymentService(redis, self.keys, apps, self.resolver, skus) if redis else None
         self.predictions = PredictionService(store, self.resolver, apps, deployments=self.deployments,
                                              lease_s=settings.lease_s, max_queue_s=settings.max_queue_s,
-                                             max_queued=settings.max_queued_per_account,
+                                             max_queued=settings.max_queued_per_account, max_replicas=settings.autoscale_max_replicas,
                                              files=files, webhooks=WebhookPolicy(settings.allow_private_webhooks),
                                              skus=skus, usage=self.usage)
         self.versions = VersionService(registry, self.resolver, objects, apps, skus=skus,

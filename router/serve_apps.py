@@ -42,9 +42,8 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
     v = spec.version
     hardware = spec.hardware or v.hardware
     sku = skus_for(s).get(hardware)
-    # a training runs alone on its replica (a train target declares no concurrency)
-    concurrency = 1 if spec.mode == "train" else int(v.traits.get("concurrency_max") or 1)
-    max_replicas = spec.max_replicas or v.max_replicas or s.autoscale_max_replicas
+    concurrency = spec.concurrency
+    max_replicas = spec.most_replicas(s.autoscale_max_replicas)
     opts = version_options(sku.ray_actor_options(), s.cpu_node_resource)
     if v.runtime_env:
         opts["runtime_env"] = v.runtime_env
@@ -52,9 +51,7 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
         ModelReplica,
         name="model",
         ray_actor_options=opts,
-        # one request more than the predictor's slots waits inside the replica (still `starting`),
-        # so a slot that frees is taken at once instead of after Serve's routing backoff
-        max_ongoing_requests=concurrency + 1,
+        max_ongoing_requests=spec.slots,  # the router's queue hands out no more than these
         max_queued_requests=-1,
         autoscaling_config=autoscaling(s, max_replicas, spec.min_replicas, downscale_delay_s=v.downscale_delay_s,
                                        upscale_delay_s=v.upscale_delay_s),

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from router.apps import AppManager, AppSpec
+from router.queueing import FairQueue
 from router.services.deployments import DeploymentService
 from router.services.resolve import Resolver
 from router.validation import validate_input
@@ -41,12 +43,24 @@ VERSION_DELETED = "Its version was deleted before it could run"
 DISPATCH_ATTEMPTS = 3
 
 
+@dataclass
+class Flight:
+    """A prediction this router dispatched and has not seen end: its dispatch task, where it was
+    sent, since when it waits, and Serve's response once it left the router's queue."""
+
+    task: asyncio.Task
+    spec: AppSpec
+    since: float
+    response: Any = None
+
+
 class PredictionService:
     def __init__(self, store: PredictionStore, resolver: Resolver, apps: AppManager, *,
                  deployments: DeploymentService | None = None, lease_s: float = 30.0,
                  files: Files | None = None, webhooks: WebhookPolicy | None = None,
                  max_queue_s: float = 1800.0, max_queued: int = 0,
-                 skus: Callable[[], HardwareConfig] | None = None, usage: Usage | None = None):
+                 skus: Callable[[], HardwareConfig] | None = None, usage: Usage | None = None,
+                 max_replicas: int = 1):
         self.store = store
         self.skus = skus
         self.usage = usage
@@ -57,12 +71,11 @@ class PredictionService:
         self.webhooks = webhooks or WebhookPolicy()
         self.apps = apps
         self.lease_s = lease_s
-        self.inflight: dict[str, asyncio.Task] = {}
-        self.responses: dict[str, Any] = {}
+        self.inflight: dict[str, Flight] = {}
         self.max_queue_s = max_queue_s
         self.max_queued = max_queued
-        self._queued_since: dict[str, float] = {}
-        self._specs: dict[str, AppSpec] = {}  # where each in-flight prediction was sent
+        self.max_replicas = max_replicas  # an app's autoscaling ceiling where nothing sets its own
+        self.queues: dict[str, FairQueue] = {}  # per Serve app
 
     # create and dispatch
 
@@ -184,19 +197,40 @@ class PredictionService:
         if spec.weights_input:
             request["weights"] = dict([spec.weights_input])
         task = asyncio.get_running_loop().create_task(self._dispatch(record.id, spec, request))
-        self.inflight[record.id] = task
-        self._queued_since[record.id] = record.created_ts
-        self._specs[record.id] = spec
+        self.inflight[record.id] = Flight(task, spec, record.created_ts)
         return task
+
+    def queue(self, spec: AppSpec) -> FairQueue:
+        """The router's queue in front of `spec.app`: as many slots as the app's replicas at their
+        ceiling take calls, so Serve is never sent more than it can start at once."""
+        slots = spec.most_replicas(self.max_replicas) * spec.slots
+        q = self.queues.get(spec.app)
+        if q is None:
+            q = self.queues[spec.app] = FairQueue(slots)
+        elif q.slots != slots:
+            q.resize(slots)  # a deployment's new release changed its ceiling
+        return q
 
     def waiting(self, before_ts: float) -> dict[str, AppSpec]:
         """{id: spec} of this router's predictions dispatched before `before_ts` and not known to
         have started (the working set's eviction looks at their status)."""
-        return {pid: self._specs[pid] for pid, ts in self._queued_since.items()
-                if ts <= before_ts and pid in self._specs}
+        return {pid: f.spec for pid, f in self.inflight.items() if f.since <= before_ts}
 
     def busy_apps(self) -> set[str]:
-        return {spec.app for spec in self._specs.values()}
+        return {f.spec.app for f in self.inflight.values()}
+
+    def _drop_queued(self, pid: str) -> None:
+        """Take a `starting` prediction out of whichever queue holds it: the router's (its dispatch
+        then ends) or Serve's (the handle call is cancelled)."""
+        f = self.inflight.get(pid)
+        if f is None:
+            return
+        if f.response is not None:
+            f.response.cancel()
+        else:
+            q = self.queues.get(f.spec.app)
+            if q is not None:
+                q.cancel(pid)
 
     async def _dispatch(self, pid: str, spec: AppSpec, request: dict[str, Any]) -> None:
         # heavy: kept out of what unit tests import
@@ -204,7 +238,13 @@ class PredictionService:
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
         app = spec.app
+        queue, held = self.queue(spec), False
         try:
+            try:
+                await queue.acquire(request["account"], pid)
+                held = True
+            except asyncio.CancelledError:
+                return  # canceled, or given up on, while it waited in the router's queue
             for attempt in range(DISPATCH_ATTEMPTS):
                 try:
                     handle = await self.apps.handle(spec)
@@ -212,7 +252,7 @@ class PredictionService:
                     if spec.finetune:  # Serve routes it to a replica that has it loaded, if any
                         handle = handle.options(multiplexed_model_id=spec.finetune)
                     resp = handle.predict.remote(request)
-                    self.responses[pid] = resp
+                    self.inflight[pid].response = resp
                     await resp
                     return
                 except VersionNotFound:
@@ -239,10 +279,9 @@ class PredictionService:
             log.exception("prediction %s: dispatch failed", pid)
             await self.fail(pid, f"Dispatch failed: {type(e).__name__}: {e}")
         finally:
+            if held:
+                queue.release()
             self.inflight.pop(pid, None)
-            self.responses.pop(pid, None)
-            self._queued_since.pop(pid, None)
-            self._specs.pop(pid, None)
             try:
                 await self.apps.touch(app)
             except Exception:  # noqa: BLE001
@@ -256,10 +295,10 @@ class PredictionService:
 
     async def wait(self, pid: str, timeout_s: float) -> None:
         """Hold until the prediction is terminal or `timeout_s` passes."""
-        task = self.inflight.get(pid)
-        if task is not None:
+        f = self.inflight.get(pid)
+        if f is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+                await asyncio.wait_for(asyncio.shield(f.task), timeout_s)
             except asyncio.TimeoutError:
                 pass
             return
@@ -339,9 +378,8 @@ class PredictionService:
         if ok:
             log.info("prediction %s: canceled while %s", pid, prev.value if prev else "unknown")
             await self.store.publish_cancel(pid)
-            resp = self.responses.get(pid)
-            if prev == Status.STARTING and resp is not None:
-                resp.cancel()  # still queued here (cold start): drop it from the queue
+            if prev == Status.STARTING:
+                self._drop_queued(pid)
         return ok
 
     async def list(self, account: Account, cursor: str | None, limit: int = 100, *,
@@ -368,15 +406,13 @@ class PredictionService:
         waited `max_queue_s` without a replica taking them (no capacity): none waits forever."""
         now = time.time()
         await self.store.renew_leases(list(self.inflight), now + self.lease_s)
-        old = [pid for pid, ts in self._queued_since.items() if now - ts > self.max_queue_s]
+        old = [pid for pid, f in self.inflight.items() if now - f.since > self.max_queue_s]
         for pid, status in zip(old, await self.store.statuses(old), strict=True):
             if status == Status.STARTING.value:
-                resp = self.responses.get(pid)
-                if resp is not None:
-                    resp.cancel()
+                self._drop_queued(pid)
                 await self.fail(pid, f"No capacity: no replica took it within {self.max_queue_s:g}s")
-            else:
-                self._queued_since.pop(pid, None)
+            elif pid in self.inflight:
+                self.inflight[pid].since = float("inf")  # it started: never given up on
 
     async def sweep(self) -> None:
         """Fail processing predictions whose replica stopped heartbeating; re-dispatch starting

@@ -79,3 +79,43 @@ def test_busy_and_pinned_replicas_are_never_evicted(cluster, room):
     finally:
         for name in names:
             c.deployments.delete("alice", name)
+
+
+def _ts(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_one_accounts_queue_does_not_starve_another(cluster):
+    """Alice queues twenty 0.2 s predictions on a one-replica model; bob's prediction on another
+    model runs at once, and his on the same model waits for its round-robin share, not her queue."""
+    alice, bob = cluster.client(), cluster.client("bob")
+    slow = cluster.push(EXAMPLES / "slow", "alice/queue-slow", visibility="public")
+    other = cluster.push(EXAMPLES / "hello-world", "alice/queue-other", visibility="public")
+    job = {"steps": 1, "step_s": 0.2}
+    try:
+        assert alice.run(f"alice/queue-slow:{slow}", input={"steps": 1, "step_s": 0}).startswith("ran 1")
+        assert bob.run(f"alice/queue-other:{other}", input={"text": "warm"}) == "hello warm"
+        mine = [alice.predictions.create(version=slow, input=job) for _ in range(20)]
+        # another model: not behind her queue (it finishes while most of hers still wait)
+        assert bob.run(f"alice/queue-other:{other}", input={"text": "b"}) == "hello b"
+        waiting = sum(1 for p in mine if alice.predictions.get(p.id).status == "starting")
+        assert waiting >= 10, waiting
+        theirs = bob.predictions.create(version=slow, input=job)
+        theirs.wait()
+        assert theirs.status == "succeeded", theirs.error
+        for p in mine:
+            p.wait()
+        assert all(p.status == "succeeded" for p in mine), [p.error for p in mine if p.status != "succeeded"]
+        created, started = _ts(theirs.created_at), _ts(theirs.started_at)
+        overtook = [p for p in mine if created < _ts(p.started_at) < started]
+        after = [p for p in mine if _ts(p.started_at) > started]
+        # her queue was still long, yet only her share (the slot it was waiting for, and one
+        # more in the round) started between his create and his start
+        assert len(after) >= 5, len(after)
+        assert len(overtook) <= 3, len(overtook)
+    finally:
+        for v in (slow, other):
+            if app_name(v) in serve.status().applications:
+                serve.delete(app_name(v))

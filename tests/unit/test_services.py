@@ -130,7 +130,7 @@ def test_cancel_of_a_queued_prediction_drops_it_from_the_queue():
         svc, store, apps, _ = await _service(cold_start)
         rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
         await asyncio.sleep(0)
-        dispatch = svc.inflight[rec.id]
+        dispatch = svc.inflight[rec.id].task
         out = await svc.cancel(ALICE, rec.id)
         assert out.status == "canceled" and store.canceled == [rec.id]
         await asyncio.wait_for(dispatch, 5)  # the pending handle call was cancelled, so it ends
@@ -149,7 +149,7 @@ def test_a_lapsed_lease_is_redispatched_once():
         svc, store, _, reg = await _service(dies_while_queued)
         rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
         await queued.wait()
-        svc.inflight[rec.id].cancel()  # the dispatching router dies, and with it its lease renewal
+        svc.inflight[rec.id].task.cancel()  # the dispatching router dies, and with it its lease renewal
         store.dispatch[rec.id] = time.time() - 1
         live = FakeApps(replica(store, output="again"))
         others = [PredictionService(store, Resolver(reg), live) for _ in range(2)]
