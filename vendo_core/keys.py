@@ -106,8 +106,17 @@ class Keys:
         return f"{self.prefix}running"
 
     def dispatch(self) -> str:
-        """Sorted set: starting predictions scored by the dispatching router's lease deadline."""
+        """Sorted set: starting predictions scored by the number of the router dispatching them."""
         return f"{self.prefix}dispatch"
+
+    def routers(self) -> str:
+        """Sorted set: router numbers scored by their lease deadline (one renewal per router, however
+        many predictions it holds)."""
+        return f"{self.prefix}routers"
+
+    def router_seq(self) -> str:
+        """Counter: the last router number given out."""
+        return f"{self.prefix}router-seq"
 
     def model(self, owner: str, name: str) -> str:
         return f"{self.prefix}model:{owner}/{name}"

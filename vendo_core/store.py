@@ -92,8 +92,9 @@ class PredictionStore:
         self._transition = redis.register_script(_TRANSITION_LUA)
         self._append_logs = redis.register_script(_APPEND_LOGS_LUA)
 
-    async def create(self, record: Prediction, lease_deadline: float) -> None:
-        """Write a new `starting` prediction, index it for its account and take the dispatch lease."""
+    async def create(self, record: Prediction, router: int) -> None:
+        """Write a new `starting` prediction, index it for its account and as dispatched by `router`
+        (a number from `join`, whose lease covers it)."""
         pid = record.id
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.prediction(pid), mapping=record.to_redis(exclude={"logs"}))
@@ -101,7 +102,7 @@ class PredictionStore:
                  else self.keys.account_predictions)(record.account)
         pipe.zadd(index, {pid: record.created_ts})
         pipe.zremrangebyscore(index, "-inf", record.created_ts - self.ttl_s)  # their records expired
-        pipe.zadd(self.keys.dispatch(), {pid: lease_deadline})
+        pipe.zadd(self.keys.dispatch(), {pid: router})
         queued = self.keys.account_queued(record.account)
         pipe.zadd(queued, {pid: record.created_ts})
         pipe.expire(queued, self.ttl_s)
@@ -246,17 +247,37 @@ class PredictionStore:
         if pids:
             await self.redis.zadd(self.keys.running(), {p: deadline for p in pids}, xx=True)
 
-    async def renew_leases(self, pids: list[str], deadline: float) -> None:
-        if pids:
-            await self.redis.zadd(self.keys.dispatch(), {p: deadline for p in pids}, xx=True)
+    # dispatch leases: one per router, not one per prediction, so what a router pays to keep its
+    # queue is flat however long the queue is
+
+    async def join(self, deadline: float) -> int:
+        """A new router number, its lease held until `deadline`."""
+        n = int(await self.redis.incr(self.keys.router_seq()))
+        await self.redis.zadd(self.keys.routers(), {str(n): deadline})
+        return n
+
+    async def renew(self, router: int, deadline: float) -> None:
+        """Keep `router`'s lease, and with it every prediction it dispatches (one command)."""
+        await self.redis.zadd(self.keys.routers(), {str(router): deadline})
 
     async def lapsed(self, now: float) -> tuple[list[str], list[str]]:
-        """(running predictions whose heartbeat lapsed, starting ones whose dispatch lease lapsed)."""
+        """(running predictions whose heartbeat lapsed, starting ones whose router's lease lapsed or
+        that no router holds). A lapsed router with nothing left to take is forgotten."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrangebyscore(self.keys.running(), "-inf", now, start=0, num=500)
-        pipe.zrangebyscore(self.keys.dispatch(), "-inf", now, start=0, num=500)
-        running, dispatch = await pipe.execute()
-        return running, dispatch
+        pipe.zrangebyscore(self.keys.routers(), "-inf", now, start=0, num=100)
+        pipe.get(self.keys.router_seq())
+        running, dead, seq = await pipe.execute()
+        seq = int(seq or 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in dead:
+            pipe.zrangebyscore(self.keys.dispatch(), rid, rid, start=0, num=500)
+        pipe.zrangebyscore(self.keys.dispatch(), f"({seq}", "+inf", start=0, num=500)  # held by no router
+        found = await pipe.execute()
+        empty = [rid for rid, pids in zip(dead, found, strict=False) if not pids]
+        if empty:
+            await self.redis.zrem(self.keys.routers(), *empty)
+        return running, [pid for pids in found for pid in pids]
 
     async def forget_lost(self, pid: str) -> None:
         """Drop a prediction whose record is gone from the running and dispatch indexes."""
@@ -265,18 +286,25 @@ class PredictionStore:
         pipe.zrem(self.keys.dispatch(), pid)
         await pipe.execute()
 
-    async def take_lease(self, pid: str, deadline: float) -> bool:
-        """Claim a lapsed dispatch lease (so exactly one router re-dispatches it)."""
-        key = self.keys.dispatch()
+    async def take_lease(self, pid: str, router: int) -> bool:
+        """Move a starting prediction whose router's lease lapsed (or that no router holds) to
+        `router`, so exactly one router re-dispatches it."""
+        dispatch, routers = self.keys.dispatch(), self.keys.routers()
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(key)
-                score = await pipe.zscore(key, pid)
-                if score is None or score > time.time():
+                await pipe.watch(dispatch, routers)
+                score = await pipe.zscore(dispatch, pid)
+                owner = None if score is None else int(score)
+                if owner is None or owner == router:
+                    await pipe.unwatch()
+                    return False
+                seq = int(await pipe.get(self.keys.router_seq()) or 0)
+                lease = await pipe.zscore(routers, str(owner)) if owner <= seq else None
+                if lease is not None and lease > time.time():
                     await pipe.unwatch()
                     return False
                 pipe.multi()
-                pipe.zadd(key, {pid: deadline}, xx=True)
+                pipe.zadd(dispatch, {pid: router}, xx=True)
                 await pipe.execute()
                 return True
             except aioredis.WatchError:

@@ -76,6 +76,8 @@ class PredictionService:
         self.max_queued = max_queued
         self.max_replicas = max_replicas  # an app's autoscaling ceiling where nothing sets its own
         self.queues: dict[str, FairQueue] = {}  # per Serve app
+        self.router: int | None = None  # this router's number: its lease covers what it dispatches
+        self._joining: asyncio.Lock | None = None
 
     # create and dispatch
 
@@ -179,12 +181,20 @@ class PredictionService:
             record.price_nanos = sku.price_nanos if sku is not None else None
         if deadline_s is not None:
             record.deadline, record.deadline_ts = now_iso(ts + deadline_s), ts + deadline_s
-        await self.store.create(record, ts + self.lease_s)
+        await self.store.create(record, self.router or await self._join())
         logctx.set_about(record.id, model=record.model, version=record.version, account=record.account)
         self.dispatch(record, spec)
         if not training:
             asyncio.get_running_loop().create_task(self.registry.count_run(model.owner, model.name))
         return record
+
+    async def _join(self) -> int:
+        """This router's number, taken (with its lease) at its first prediction."""
+        self._joining = self._joining or asyncio.Lock()
+        async with self._joining:
+            if self.router is None:
+                self.router = await self.store.join(time.time() + self.lease_s)
+        return self.router
 
     def dispatch(self, record: Prediction, spec: AppSpec) -> asyncio.Task:
         # the retention rides along: a replica made under older settings still applies today's
@@ -402,10 +412,12 @@ class PredictionService:
     # keeping every accepted prediction moving
 
     async def renew_leases(self) -> None:
-        """Keep the dispatch leases of what this router holds, and give up on predictions that
-        waited `max_queue_s` without a replica taking them (no capacity): none waits forever."""
+        """Keep this router's lease (one write, however many predictions it holds), and give up on
+        predictions that waited `max_queue_s` without a replica taking them (no capacity): none
+        waits forever."""
         now = time.time()
-        await self.store.renew_leases(list(self.inflight), now + self.lease_s)
+        if self.router is not None:
+            await self.store.renew(self.router, now + self.lease_s)
         old = [pid for pid, f in self.inflight.items() if now - f.since > self.max_queue_s]
         for pid, status in zip(old, await self.store.statuses(old), strict=True):
             if status == Status.STARTING.value:
@@ -423,7 +435,7 @@ class PredictionService:
             with logctx.about(pid):
                 await self.fail(pid, HEARTBEAT_LOST)
         for pid in dispatch:
-            if pid in self.inflight or not await self.store.take_lease(pid, now + self.lease_s):
+            if pid in self.inflight or not await self.store.take_lease(pid, self.router or await self._join()):
                 continue
             rec = await self.store.get(pid)
             if rec is None:

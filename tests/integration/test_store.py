@@ -143,14 +143,37 @@ def test_listing_is_newest_first_with_keyset_cursor(store):
     run(go())
 
 
+def test_one_lease_per_router_covers_all_it_dispatches(store):
+    async def go():
+        s = store()
+        a, b = await s.join(time.time() + 30), await s.join(time.time() + 30)
+        for i in range(50):
+            await s.create(_record(f"a{i}"), a)
+        await s.create(_record("b0"), b)
+        assert await s.lapsed(time.time()) == ([], [])
+        assert not await s.take_lease("a0", b)  # a's lease holds
+        await s.renew(a, time.time() - 1)  # a stops renewing: one write was all it ever paid
+        running, dispatch = await s.lapsed(time.time())
+        assert sorted(dispatch) == sorted(f"a{i}" for i in range(50))
+        assert all([await s.take_lease(f"a{i}", b) for i in range(50)])
+        assert await s.lapsed(time.time()) == ([], [])
+        assert await s.redis.zscore("vendo:routers", str(a)) is None  # nothing left: forgotten
+        assert await s.redis.zscore("vendo:routers", str(b)) is not None
+        await s.transition("a3", Status.PROCESSING, heartbeat_deadline=time.time() + 30)
+        assert await s.redis.zscore("vendo:dispatch", "a3") is None
+    run(go())
+
+
 def test_heartbeat_does_not_resurrect_and_lapses(store):
     async def go():
         s = store()
-        await s.create(_record("p"), time.time() - 1)
+        router = await s.join(time.time() - 1)  # its lease already lapsed
+        await s.create(_record("p"), router)
         running, dispatch = await s.lapsed(time.time())
         assert dispatch == ["p"] and running == []
-        assert await s.take_lease("p", time.time() + 30)
-        assert not await s.take_lease("p", time.time() + 30)
+        other = await s.join(time.time() + 30)
+        assert await s.take_lease("p", other)
+        assert not await s.take_lease("p", other) and not await s.take_lease("p", router)
         await s.transition("p", Status.PROCESSING, heartbeat_deadline=time.time() - 1)
         assert (await s.lapsed(time.time()))[0] == ["p"]
         await s.transition("p", Status.FAILED, error="lost")

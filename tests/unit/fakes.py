@@ -23,15 +23,16 @@ class FakeStore(PredictionStore):
         self.retention_s = retention_s
         self.records: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[tuple[str, str, str]]] = {}
-        self.dispatch: dict[str, float] = {}
+        self.dispatch: dict[str, int] = {}  # pid -> the router dispatching it
+        self.routers: dict[int, float] = {}  # router -> its lease deadline
         self.running: dict[str, float] = {}
         self.canceled: list[str] = []
         self._changed = asyncio.Condition()
 
-    async def create(self, record: Prediction, lease_deadline: float) -> None:
+    async def create(self, record: Prediction, router: int) -> None:
         self.records[record.id] = record.model_copy()
         self.events[record.id] = []
-        self.dispatch[record.id] = lease_deadline
+        self.dispatch[record.id] = router
 
     async def queued(self, username: str, limit: int) -> int:
         return sum(1 for r in self.records.values() if r.account == username and r.status == Status.STARTING)
@@ -76,23 +77,30 @@ class FakeStore(PredictionStore):
     def _append(self, pid: str, event: str, data: str) -> None:
         self.events[pid].append((f"{len(self.events[pid]) + 1}-0", event, data))
 
-    async def renew_leases(self, pids: list[str], deadline: float) -> None:
-        for p in pids:
-            if p in self.dispatch:
-                self.dispatch[p] = deadline
+    async def join(self, deadline: float) -> int:
+        n = len(self.routers) + 1
+        self.routers[n] = deadline
+        return n
+
+    async def renew(self, router: int, deadline: float) -> None:
+        self.routers[router] = deadline
+
+    def _lapsed_router(self, router: int, now: float) -> bool:
+        return self.routers.get(router, 0.0) <= now
 
     async def lapsed(self, now: float) -> tuple[list[str], list[str]]:
         return ([p for p, t in self.running.items() if t <= now],
-                [p for p, t in self.dispatch.items() if t <= now])
+                [p for p, r in self.dispatch.items() if self._lapsed_router(r, now)])
 
     async def forget_lost(self, pid: str) -> None:
         self.running.pop(pid, None)
         self.dispatch.pop(pid, None)
 
-    async def take_lease(self, pid: str, deadline: float) -> bool:
-        if pid not in self.dispatch or self.dispatch[pid] > time.time():
+    async def take_lease(self, pid: str, router: int) -> bool:
+        owner = self.dispatch.get(pid)
+        if owner is None or owner == router or not self._lapsed_router(owner, time.time()):
             return False
-        self.dispatch[pid] = deadline
+        self.dispatch[pid] = router
         return True
 
     async def list_ids(self, username: str, cursor: str | None, limit: int, *, after_ts: float | None = None,

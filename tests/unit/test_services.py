@@ -150,7 +150,7 @@ def test_a_lapsed_lease_is_redispatched_once():
         rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo")
         await queued.wait()
         svc.inflight[rec.id].task.cancel()  # the dispatching router dies, and with it its lease renewal
-        store.dispatch[rec.id] = time.time() - 1
+        store.routers[svc.router] = time.time() - 1
         live = FakeApps(replica(store, output="again"))
         others = [PredictionService(store, Resolver(reg), live) for _ in range(2)]
         await asyncio.gather(*(o.sweep() for o in others))  # two routers sweep at once
