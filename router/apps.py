@@ -102,6 +102,7 @@ class AppManager:
         self._known: set[str] = set()
         self._creating: dict[str, asyncio.Future] = {}
         self._touched: dict[str, float] = {}
+        self.on_create: Callable[[AppSpec], Awaitable[Any]] | None = None  # told of each app it creates
 
     async def _apps(self) -> dict[str, Any]:
         from ray import serve  # heavy: kept out of what unit tests import
@@ -153,6 +154,8 @@ class AppManager:
                     await asyncio.to_thread(self._run, spec)
                     self._known.add(app)
                     log.info("created Serve app %s in %.3fs", app, time.monotonic() - t0)
+                    if self.on_create is not None:  # e.g. make room for its first replica
+                        asyncio.get_running_loop().create_task(self.on_create(spec))
         return serve.get_deployment_handle("model", app_name=app)
 
     def _run(self, spec: AppSpec) -> None:

@@ -100,13 +100,24 @@ class WorkingSet:
         self.local_busy = local_busy
         self.evicted = 0
         self._made_room: dict[str, float] = {}  # app → when room was last made for it
+        self._evicting: Any = None  # an asyncio.Lock, made on the loop: one eviction decision at a time
 
     def demand(self, spec: AppSpec, replicas: int = 1) -> Need:
         sku = self.skus().get(spec.hardware or spec.version.hardware)
         return Need.of_options(sku.ray_actor_options(), replicas)
 
+    def _lock(self) -> Any:
+        import asyncio
+
+        self._evicting = self._evicting or asyncio.Lock()
+        return self._evicting
+
     async def make_room(self, now: float | None = None) -> list[str]:
         """Evict what the predictions waiting for placement need; returns the apps evicted."""
+        async with self._lock():
+            return await self._make_room(now)
+
+    async def _make_room(self, now: float | None) -> list[str]:
         import asyncio
 
         now = time.time() if now is None else now
@@ -135,6 +146,26 @@ class WorkingSet:
         short = need.short_of(await asyncio.to_thread(self.cluster.available))
         if not short:
             return []  # it fits now: Ray is placing it
+        return await self._evict(short, {a: s for a, s in wanted.items() if a in pending}, now)
+
+    async def make_room_for(self, spec: AppSpec) -> list[str]:
+        """Called as `spec.app` is created: if its first replica cannot fit in what the cluster has
+        free, evict for it now, while Serve is still asking for that replica, rather than once it
+        has waited `after_s` (the cold start and the eviction then overlap)."""
+        import asyncio
+
+        try:
+            async with self._lock():
+                short = self.demand(spec).short_of(await asyncio.to_thread(self.cluster.available))
+                return await self._evict(short, {spec.app: spec}, time.time()) if short else []
+        except Exception:  # noqa: BLE001 - the waiting prediction's own eviction round still runs
+            log.exception("making room for new app %s", spec.app)
+            return []
+
+    async def _evict(self, short: Need, wanted: dict[str, AppSpec], now: float) -> list[str]:
+        """Evict idle apps, least recently used first, until `short` is covered (or none, if all of
+        them together could not cover it), for `wanted`: room made for those is held for a while
+        (it is being given back), so no later round evicts for them again meanwhile."""
         serve = await self.apps.statuses()
         busy = await self.store.busy_apps() | self.local_busy() | set(wanted)
         last_used = await self.apps.last_used()
@@ -157,6 +188,8 @@ class WorkingSet:
         if not short.covered_by(everything):
             log.info("no eviction can make room for %s (short of %s)", ", ".join(sorted(wanted)), short.amounts)
             return []
+        for app in wanted:
+            self._made_room[app] = now
         freed, evicted = Need(), []
         for _, app, spec, replicas in sorted(candidates, key=lambda c: c[0]):
             if short.covered_by(freed):
@@ -167,8 +200,5 @@ class WorkingSet:
             self.evicted += 1
             log.info("evicted idle app %s (%d replica%s) to make room for %s", app, replicas,
                      "" if replicas == 1 else "s", ", ".join(sorted(wanted)))
-        for app in wanted:
-            if app in pending:
-                self._made_room[app] = now
         await self.apps.count(metrics.inc("evictions", by=len(evicted)))
         return evicted

@@ -92,6 +92,7 @@ class Runtime:
         self.working_set = WorkingSet(apps, store, skus, waiting=self.predictions.waiting,
                                       after_s=settings.evict_after_s, idle_s=settings.evict_idle_s,
                                       local_busy=self.predictions.busy_apps)
+        apps.on_create = self.working_set.make_room_for
         if redis is not None:
             self.deadlines = Deadlines(redis, self.keys, self.predictions.cancel_now)
             self.retention = Retention(redis, self.keys, objects)

@@ -112,3 +112,29 @@ def test_a_replica_granted_its_resources_is_not_waiting_for_room_even_before_its
     ws = _ws(apps)
     ws.cluster.pending_demands = lambda: []  # its actor has no worker yet, but nothing is queued in Ray
     assert asyncio.run(ws.make_room(now=100.0)) == [] and apps.deleted == []
+
+
+def test_a_new_app_that_cannot_fit_makes_room_at_once_and_one_that_fits_does_not():
+    want = AppSpec.of(Version(id="want", model="a/w", hardware="cpu"), "want")
+    apps = FakeApps({"old": _status(RUNNING=1), "older": _status(RUNNING=1)}, {"old": 50.0, "older": 10.0})
+    # not yet waiting, not yet pending in Ray: created just now, with 1 CPU free of the 2 it needs
+    ws = _ws(apps, cpu=1.0, pending=())
+    assert asyncio.run(ws.make_room_for(want)) == ["older"]
+    apps = FakeApps({"old": _status(RUNNING=1)}, {"old": 50.0})
+    assert asyncio.run(_ws(apps, cpu=2.0, pending=()).make_room_for(want)) == [] and apps.deleted == []
+    busy = FakeApps({"old": _status(RUNNING=1)}, {"old": 50.0})
+    assert asyncio.run(_ws(busy, cpu=0.0, pending=(), busy=("old",)).make_room_for(want)) == []
+
+
+def test_room_made_for_a_new_app_is_not_made_again_while_it_is_given_back():
+    import time
+
+    want = AppSpec.of(Version(id="want", model="a/w", hardware="cpu"), "want")
+    apps = FakeApps({"old": _status(RUNNING=1), "older": _status(RUNNING=1)}, {"old": 50.0, "older": 10.0})
+    ws = _ws(apps, cpu=1.0, pending=("want",))  # Ray still shows the old replica's CPUs held
+
+    async def go():
+        assert await ws.make_room_for(want) == ["older"]
+        assert await ws.make_room(now=time.time() + 1.0) == []  # its own round, a moment later
+    asyncio.run(go())
+    assert apps.deleted == ["older"]
