@@ -119,3 +119,26 @@ def test_one_accounts_queue_does_not_starve_another(cluster):
         for v in (slow, other):
             if app_name(v) in serve.status().applications:
                 serve.delete(app_name(v))
+
+
+def test_a_queue_longer_than_one_replica_takes_scales_the_version_to_its_ceiling(cluster):
+    """The router's queue hands Serve as many calls as the version's replicas at their ceiling
+    take, so Serve's autoscaler sees the demand and adds replicas up to max_replicas (2), no more."""
+    c = cluster.client()
+    vid = cluster.push(EXAMPLES / "slow", "alice/queue-scales", max_replicas=2)
+    app = app_name(vid)
+    try:
+        ps = [c.predictions.create(version=vid, input={"steps": 2, "step_s": 1.0}) for _ in range(8)]
+        deadline, most = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and most < 2:
+            most = max(most, _running(app))
+            time.sleep(0.2)
+        assert most == 2, most
+        for p in ps:
+            p.wait()
+        assert [p.status for p in ps] == ["succeeded"] * 8
+        st = serve.status().applications[app]
+        assert sum(replica_counts(st).values()) <= 2
+    finally:
+        if app in serve.status().applications:
+            serve.delete(app)
