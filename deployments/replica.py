@@ -53,13 +53,16 @@ class Loaded:
         self.worker = worker
         self.runner = runner
         self.slots = asyncio.Semaphore(concurrency)
-        self.setup_window = (time.time(), time.time())  # (start, end) of its latest setup
         self.running = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop = asyncio.get_running_loop()
         self._closing = False
         self.on_close: Callable[[], Any] | None = None
+
+    @property
+    def setup_window(self) -> tuple[float, float]:
+        return self.worker.setup_window
 
     @contextlib.asynccontextmanager
     async def use(self):
@@ -145,7 +148,6 @@ class ModelReplica:
         born = time.time()
         logctx.install()
         self.meter = ReplicaMeter(born)  # setup() is the owner's time too
-        self.setup_window = (born, born)  # (start, end) of the latest setup, for wait_breakdown
         self.version_id = version["id"]
         self.mode = version.get("mode") or "predict"  # "train": this app runs the version's trainings
         self.billing = {k: version.get(k) for k in ("model", "deployment", "hardware", "price_nanos")}
@@ -177,32 +179,28 @@ class ModelReplica:
                                               version["package_key"], UnpackLimits.of(self.settings))
         except Exception as e:  # noqa: BLE001 - a package that cannot be unpacked fails predictions
             project = Path(tempfile.gettempdir())
-            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env)
+            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env,
+                                      born=born)
             self.worker.setup_error = f"{type(e).__name__}: {e}"
             self.worker.ready.set()
             await self._record_setup({"setup_status": "failed", "setup_error": self.worker.setup_error,
                                       "setup_logs": "", "setup_time": 0.0,
                                       "setup_completed_at": round(time.time(), 6)})
         else:
-            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env)
+            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env,
+                                      born=born)
             await self.worker.start()
         self.project = project
         self.runner = Runner(self.worker, self.store, self.files, self.objects, durable=self.mode == "train")
         self.base = Loaded(self.version_id, self.worker, self.runner, self.concurrency)
-        self.base.setup_window = self.setup_window
         self.finetunes: dict[int, Loaded] = {}  # loaded ones, to stop with the replica
         self._bg = [asyncio.get_running_loop().create_task(self._heartbeat_loop()),
                     asyncio.get_running_loop().create_task(self._cancel_listener())]
 
     async def _record_setup(self, record: dict[str, Any], version_id: str | None = None,
                             model: str | None = None) -> None:
-        done = float(record.get("setup_completed_at") or time.time())
         took = float(record.get("setup_time") or 0.0)
         version_id = version_id or self.version_id
-        if version_id == self.version_id:
-            self.setup_window = (done - took, done)
-            if hasattr(self, "base"):
-                self.base.setup_window = self.setup_window
         if self.mode == "train":
             return  # a training app's setup says nothing of how the version's predictions start
         labels = (model or self.billing.get("model") or "", version_id)
@@ -226,13 +224,11 @@ class ModelReplica:
             raise FinetuneUnavailable(f"version {version_id} is not a fine-tune of {self.version_id}")
         worker = ModelWorker(self.project, self.options, env=self._weights_env(v.weights_key),
                              on_setup=lambda rec: self._record_setup(rec, v.id, v.model))
-        began = time.time()
         await worker.start()
         if worker.setup_error:
             await worker.close()
             raise FinetuneUnavailable(f"setup failed: {worker.setup_error}")
         loaded = Loaded(v.id, worker, Runner(worker, self.store, self.files, self.objects), self.concurrency)
-        loaded.setup_window = (began, time.time())
         loaded.on_close = lambda: self.finetunes.pop(id(loaded), None)
         self.finetunes[id(loaded)] = loaded
         log.info("loaded fine-tune %s (%s) on the replica of %s", v.id, v.model, self.version_id)

@@ -272,7 +272,7 @@ class ModelWorker:
 
     def __init__(self, project: Path, options: WorkerOptions, *, mode: str = "predict",
                  on_setup: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, born: float | None = None):
         self.project = Path(project)
         self.options = options
         self.mode = mode
@@ -282,6 +282,9 @@ class ModelWorker:
         self.root = WorkerRoot(self.isolation)
         self.current: _Proc | None = None
         self.ready = asyncio.Event()
+        born = time.time() if born is None else born
+        # (start, end) of its latest setup(): what a prediction that came meanwhile waited through
+        self.setup_window = (born, born)
         self.setup_error: str | None = None
         self.setup_logs = ""
         self.restarts = 0
@@ -328,6 +331,7 @@ class ModelWorker:
         self.setup_logs = "".join(logs)
         if error and self.current is not None:
             self._stop(self.current)  # a failed setup fails predictions here; nothing to keep
+        self.setup_window = (started, time.time())
         self.ready.set()
         if self.on_setup is not None:
             await self.on_setup({

@@ -187,9 +187,7 @@ class AppManager:
     async def count(self, *increments: tuple[str, int]) -> None:
         from vendo_core import metrics
 
-        pipe = self.redis.pipeline(transaction=False)
-        metrics.add(pipe, self.keys.metrics(), increments)
-        await pipe.execute()
+        await metrics.count(self.redis, self.keys.metrics(), *increments)
 
     async def reap_idle(self, now: float | None = None) -> list[str]:
         """Delete version apps idle at zero replicas for `idle_s`; returns the names deleted."""

@@ -312,9 +312,7 @@ class WebhookDelivery:
 
     async def _count(self, *increments: tuple[str, int]) -> None:
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            metrics.add(pipe, self.keys.metrics(), increments)
-            await pipe.execute()
+            await metrics.count(self.redis, self.keys.metrics(), *increments)
         except RedisError:  # a count is not worth failing a delivery over
             log.warning("could not count a webhook outcome", exc_info=True)
 

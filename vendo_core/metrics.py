@@ -101,6 +101,13 @@ def add(pipe, metrics_key: str, increments: Iterable[tuple[str, int | float]]) -
             pipe.hincrby(metrics_key, f, by)
 
 
+async def count(redis, metrics_key: str, *increments: tuple[str, int | float]) -> None:
+    """Apply the increments now, in one round trip (an asyncio redis-py client)."""
+    pipe = redis.pipeline(transaction=False)
+    add(pipe, metrics_key, increments)
+    await pipe.execute()
+
+
 def _parse(f: str) -> tuple[Spec | None, str, list[str]]:
     """A stored field as (its metric's spec, the histogram part or "", its labels)."""
     name, *labels = f.split(SEP)
