@@ -291,6 +291,8 @@ class PredictionService:
         finally:
             if held:
                 queue.release()
+            if not queue.used and not queue.queued and self.queues.get(app) is queue:
+                del self.queues[app]  # nothing held or waiting: one entry per app in use, not ever used
             self.inflight.pop(pid, None)
             try:
                 await self.apps.touch(app)
