@@ -345,28 +345,12 @@ class PredictionStore:
     async def publish_cancel(self, pid: str) -> None:
         await self.redis.publish(self.keys.cancel_channel(), pid)
 
-    async def busy_apps(self) -> set[str]:
-        """The Serve apps some prediction is starting or processing on, read from the dispatch and
-        running indexes (a pass over what is in flight: for the rare eviction decision only)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zrange(self.keys.dispatch(), 0, -1)
-        pipe.zrange(self.keys.running(), 0, -1)
-        starting, processing = await pipe.execute()
-        pids, out = list(dict.fromkeys(starting + processing)), set()
-        for i in range(0, len(pids), 1000):
-            pipe = self.redis.pipeline(transaction=False)
-            for pid in pids[i:i + 1000]:
-                pipe.hmget(self.keys.prediction(pid), "app", "status")
-            for app, status in await pipe.execute():
-                if app and status in (Status.STARTING.value, Status.PROCESSING.value):
-                    out.add(app)
-        return out
-
-    async def live_of_version(self, version_id: str) -> list[str]:
-        """Ids of the version's predictions still starting or processing. The dispatch and running
-        indexes between them hold every non-terminal prediction (the transition script moves them),
-        so this reads both at once and then each one's version: a pass over what is in flight, for
-        rare operations such as deleting a version, never for a prediction's own path."""
+    async def _in_flight(self, field: str) -> list[tuple[str, str | None]]:
+        """(id, `field`) of every prediction starting or processing. The dispatch and running
+        indexes between them hold every non-terminal prediction (the transition script moves
+        them), so this reads both at once and then each one's fields: a pass over what is in
+        flight, for rare operations only (deleting a version, an eviction decision), never for a
+        prediction's own path."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrange(self.keys.dispatch(), 0, -1)
         pipe.zrange(self.keys.running(), 0, -1)
@@ -376,8 +360,16 @@ class PredictionStore:
             chunk = pids[i:i + 1000]
             pipe = self.redis.pipeline(transaction=False)
             for pid in chunk:
-                pipe.hmget(self.keys.prediction(pid), "version", "status")
-            for pid, (vid, status) in zip(chunk, await pipe.execute(), strict=True):
-                if vid == version_id and status in (Status.STARTING.value, Status.PROCESSING.value):
-                    out.append(pid)
+                pipe.hmget(self.keys.prediction(pid), field, "status")
+            for pid, (value, status) in zip(chunk, await pipe.execute(), strict=True):
+                if status in (Status.STARTING.value, Status.PROCESSING.value):
+                    out.append((pid, value))
         return out
+
+    async def busy_apps(self) -> set[str]:
+        """The Serve apps some prediction is starting or processing on."""
+        return {app for _, app in await self._in_flight("app") if app}
+
+    async def live_of_version(self, version_id: str) -> list[str]:
+        """Ids of the version's predictions still starting or processing."""
+        return [pid for pid, vid in await self._in_flight("version") if vid == version_id]
