@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import os
 import shutil
+import signal
 import sys
 import threading
 import traceback
@@ -272,8 +273,19 @@ def introspect(out: FdWriter, project: str) -> None:
     out.send({"ev": "introspected", "openapi_schema": schema, "traits": traits})
 
 
+def _stray_alarm(signum: int, frame: Any) -> None:
+    """SIGALRM with no handler of the model's own: said and ignored, where its default would kill
+    the worker (and fail whatever prediction runs). Workers were seen dying of one while idle; the
+    interval timer's state says whether this process armed it (a repeating one shows its period)."""
+    os.write(2, f"vendo worker: a SIGALRM no handler expected was ignored (interval timer: "
+                f"{signal.getitimer(signal.ITIMER_REAL)})\n".encode())
+
+
 def main(argv: list[str]) -> int:
     fd_in, fd_out = int(argv[1]), int(argv[2])
+    # a handler, not SIG_IGN: the model's own subprocesses get the default back; a model that
+    # installs its own handler replaces this one
+    signal.signal(signal.SIGALRM, _stray_alarm)
     # the model's own subprocesses must not inherit the pipes to the parent
     os.set_inheritable(fd_in, False)
     os.set_inheritable(fd_out, False)
