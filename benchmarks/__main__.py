@@ -23,8 +23,8 @@ from benchmarks import plan as plans
 from benchmarks import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "burst", "finetunes", "workingset",
-         "efficiency", "cold")
+PARTS = ("overhead", "async", "streaming", "files", "batch", "catalogue", "burst", "scale", "finetunes",
+         "workingset", "efficiency", "cold")
 
 
 def log(msg: str) -> None:
@@ -88,6 +88,7 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
         files,
         finetunes,
         overhead,
+        scale,
         streaming,
         workingset,
     )
@@ -129,6 +130,10 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
                 for name in ("burst-a", "burst-slow"):
                     if name in st.versions and st.app_of(st.versions[name]) in serve.status().applications:
                         serve.delete(st.app_of(st.versions[name]))
+            if "scale" in parts:
+                _part(res, "scale", lambda: asyncio.run(scale.run(st, plan)))
+                if "scale-slow" in st.versions and st.app_of(st.versions["scale-slow"]) in serve.status().applications:
+                    serve.delete(st.app_of(st.versions["scale-slow"]))
             for name in ("noop", "stream", "file"):  # free their replicas before the scaling parts
                 serve.delete(st.app_of(st.versions[name]))
             if "finetunes" in parts:

@@ -32,6 +32,9 @@ class Plan:
     burst: int = 1000  # async creates in one burst (and sync predictions in its baseline)
     fair_samples: int = 5  # idle-cluster predictions of the other account, per model
     fair_queue: int = 200  # predictions one account queues on the 50 ms model (10 s of work)
+    scale_open: int = 1000  # open predictions added per step (two steps)
+    scale_streams: int = 400  # open SSE streams added per step (two steps; a router replica takes 1,000 requests at once)
+    scale_finished: int = 1000  # finished predictions whose Redis bytes are counted
 
 
 def full() -> Plan:
@@ -42,4 +45,5 @@ def quick() -> Plan:
     return Plan(trials=1, latency_requests=40, latency_max_s=1.0, throughput_requests=400,
                 throughput_max_s=1.0, warm_requests=5, cold_trials=1, cold_settle_s=0.5, efficiency_replicas=(1, 2),
                 efficiency_max_s=1.5, stream_predictions=2, file_predictions=2, batch_lines=100, catalogue_versions=200,
-                finetunes=4, finetunes_separate=2, finetune_rounds=1, burst=100, fair_samples=2, fair_queue=40)
+                finetunes=4, finetunes_separate=2, finetune_rounds=1, burst=100, fair_samples=2, fair_queue=40,
+                scale_open=100, scale_streams=100, scale_finished=100)

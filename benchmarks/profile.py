@@ -47,6 +47,9 @@ def actor_pids() -> dict[str, int]:
         if p.info.get("name") == "redis-server" or title.startswith("redis-server"):
             found["redis"] = p.info["pid"]
             continue
+        if p.info.get("name") == "haproxy":  # Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)
+            found["haproxy"] = p.info["pid"]
+            continue
         if not title.startswith("ray::"):
             continue
         if "ServeController" in title:
@@ -209,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                 sections += [f"| {n / total * 100:.1f} | `{f}` |" for f, n in top_self[:15]]
                 sections.append("")
         serve.delete(stk.BARE_APP)
-    roles_all = ["proxy", "router", "bare_ingress", "model", "bare_model", "redis", "controller", "load generator"]
+    roles_all = ["proxy", "haproxy", "router", "bare_ingress", "model", "bare_model", "redis", "controller",
+                 "load generator"]
     head = ["| process | vendo, ms CPU per prediction | bare Serve, ms CPU per prediction |", "|---|---|---|"]
-    pairs = [("proxy", "proxy", "proxy"), ("router / bare ingress", "router", "bare_ingress"),
+    pairs = [("proxy", "proxy", "proxy"), ("HAProxy (where Serve runs it)", "haproxy", "haproxy"),
+             ("router / bare ingress", "router", "bare_ingress"),
              ("model replica", "model", "bare_model"), ("redis-server", "redis", "redis"),
              ("Serve controller", "controller", "controller"), ("load generator", "load generator", "load generator")]
     def cell(who: str, k: str) -> str:

@@ -208,6 +208,8 @@ def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None 
         autoscale_look_back_period_s=2.0, autoscale_max_replicas=1, max_prediction_s=120.0,
         rate_limit_creates_per_min=0, rate_limit_requests_per_min=0, allow_private_webhooks=True,
         allow_private_urls=True, retention_s=0, finetunes_per_replica=24,
+        # part 13 holds thousands of predictions and streams open from one account
+        max_queued_per_account=100_000, max_open_per_account=100_000, max_blocking_connections=4096,
     )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no "deploying/deleting app" lines
     gpus = {} if num_gpus is None else {"num_gpus": num_gpus}

@@ -72,8 +72,17 @@ def test_report_from_a_saved_result(tmp_path):
                        "webhook": {"measured": False, "note": "not measured: webhooks not yet landed"}},
         "gpu": {"measured": False, "note": report.GPU_NOT_MEASURED},
     }
+    res["scale"] = {"open_predictions": {"open": 2200, "router_mib_per_1000": [3.0, 3.5]},
+                    "open_streams": {"open": 2064, "router_mib_per_1000": [9.0, 30.0],
+                                     "proxy_mib_per_1000": [5.0, 5.5]},
+                    "redis": {"predictions": 1000, "bytes_per_prediction": 2100}}
     md = report.markdown(res)
-    assert "| Overhead: p50 latency at c=1 | ≤ 1.15 × bare Serve | 1.20×" in md
+    assert "| Overhead: p50 latency at c=1 | ≤ 1.0 × bare Serve | 1.20×" in md
+    assert "| Overhead: no-op p50 at c=1 against Cog's own server | ≤ 5 × coglet | 1.20×" in md
+    # the router's cost per 1,000 streams tripled from the first 1,000 to the second: not flat
+    memory = next(line for line in md.splitlines() if line.startswith("| Memory:"))
+    assert "2,100 bytes per finished prediction" in memory and memory.endswith("| **missed** |")
+    assert "## 13. Memory and scale" in md
     assert "**missed**" in md and "not measured: no GPU in this run" in md
     assert "not measured: webhooks not yet landed" in md
     pytest.importorskip("matplotlib")
