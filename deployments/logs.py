@@ -17,8 +17,14 @@ _install_lock = threading.Lock()
 
 
 class LogSink:
+    """A running prediction's logs: what arrived since the last `drain`, and the whole text while
+    it is short (`whole`), so a finished prediction's answer needs no read back."""
+
+    KEEP = 64 * 1024
+
     def __init__(self):
         self._parts: list[str] = []
+        self._all: list[str] | None = []
         self._lock = threading.Lock()
         self.total = 0
 
@@ -29,6 +35,16 @@ class LogSink:
         with self._lock:
             self._parts.append(text)
             self.total += len(text)
+            if self._all is not None:
+                if self.total > self.KEEP:
+                    self._all = None  # long: readers take the stored (perhaps trimmed) logs
+                else:
+                    self._all.append(text)
+
+    def whole(self) -> str | None:
+        """All the logs written so far, or None past `KEEP` characters."""
+        with self._lock:
+            return None if self._all is None else "".join(self._all)
 
     def drain(self) -> str:
         with self._lock:

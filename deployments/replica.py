@@ -136,6 +136,12 @@ def wait_breakdown(created: float | None, started: float, setup_window: tuple[fl
             "setup_time": round(setup, 6)}
 
 
+def _retrieved(task: asyncio.Task) -> None:
+    """Mark a shielded run's outcome seen (its caller may be gone): no "never retrieved" noise."""
+    if not task.cancelled():
+        task.exception()
+
+
 class TrainingFailed(Exception):
     """A training ran, but what it returned cannot become a version."""
 
@@ -317,7 +323,17 @@ class ModelReplica:
     async def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run prediction (or training) `request["id"]` on `request["input"]`, on this replica's
         version or, with `request["finetune"]`, on that fine-tune of it; returns its terminal
-        status."""
+        status, and the fields it wrote when the answer can stand for a read of the record.
+
+        The run is shielded from its caller: a router replica that goes away (restarted, or
+        drained) takes its calls with it (over gRPC the call is cancelled), and that must not end
+        a prediction. Only its cancel, its deadline or its run's limit end it (the cancel channel);
+        one canceled before it started finds its status moved and does not start."""
+        task = asyncio.get_running_loop().create_task(self._run_request(request))
+        task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)
+
+    async def _run_request(self, request: dict[str, Any]) -> dict[str, Any]:
         finetune = request.get("finetune")
         with logctx.about(request["id"], model=request.get("model") or self.billing.get("model"),
                           version=finetune or self.version_id, account=request.get("account")):
@@ -349,7 +365,7 @@ class ModelReplica:
             counts = [metrics.inc("cold_starts", *labels),
                       *metrics.observe("cold_start_seconds", waited["boot_time"] + waited["setup_time"], *labels)]
         ok, prev = await self.store.transition(
-            pid, Status.PROCESSING, {"started_at": now_iso(started), "started_ts": round(started, 6)},
+            pid, Status.PROCESSING, {"started_at": (started_at := now_iso(started)), "started_ts": round(started, 6)},
             heartbeat_deadline=started + 3 * self.settings.heartbeat_s, counts=counts)
         if not ok:
             log.info("prediction %s: not started, status was %s", pid, prev)
@@ -399,12 +415,18 @@ class ModelReplica:
         fields.update(completed_at=now_iso(done), metrics=measured)
         if status != Status.SUCCEEDED:
             fields.pop("output", None)
-        await self.store.transition(pid, status, fields, error=error, retention_s=request.get("retention_s"))
+        ok, _ = await self.store.transition(pid, status, fields, error=error, retention_s=request.get("retention_s"))
         # one line per prediction that did not succeed; a success is Serve's access line already
         log.log(logging.DEBUG if status == Status.SUCCEEDED else logging.INFO,
                 "prediction %s: %s after %.3fs (waited %.3fs)", pid, status.value, measured["predict_time"],
                 started - float(created) if created else 0.0)
-        return {"status": status.value}
+        result: dict[str, Any] = {"status": status.value}
+        whole = run.sink.whole()
+        if ok and whole is not None and len(whole.encode()) <= self.settings.max_log_bytes:
+            # what it just wrote, so a caller waiting on it needs no read back
+            result["record"] = {**fields, "status": status.value, "error": error, "logs": whole,
+                                "started_at": started_at}
+        return result
 
     async def _finish_training(self, pid: str, request: dict[str, Any], output: Any) -> dict[str, str]:
         """A succeeded training's weights become a new version of its destination (the base

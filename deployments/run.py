@@ -14,12 +14,11 @@ import json
 import mimetypes
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from deployments import logs
-from deployments.supervisor import ModelWorker, WorkerFailed, open_output, share_tree
+from deployments.supervisor import ModelWorker, WorkerFailed, open_output, remove_dir, share_tree
 from vendo_core.files import Files, file_id_of, file_urls_in, stored_ref
 from vendo_core.keys import prediction_files, weights_key
 from vendo_core.storage import ObjectStore
@@ -96,9 +95,9 @@ class Runner:
             return output, metrics if isinstance(metrics, dict) else {}
         finally:
             os.close(out_fd)
-            shutil.rmtree(out_dir, ignore_errors=True)
+            remove_dir(out_dir)
             if in_dir is not None:
-                shutil.rmtree(in_dir, ignore_errors=True)
+                remove_dir(in_dir)
 
     def _weights_file(self, key: str) -> Path:
         """The local copy of the weights at `key`, fetched once per worker (by digest, so never stale)."""

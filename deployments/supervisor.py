@@ -119,6 +119,17 @@ def worker_env(options: WorkerOptions, home: str, tmp: str, model_env: dict[str,
     return env
 
 
+def remove_dir(path: Path) -> None:
+    """Remove a folder and what is in it, if it is there: one `rmdir` when it is empty (the
+    common case, a prediction that wrote no file), `shutil.rmtree` otherwise."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class WorkerRoot:
     """A worker's own directories: HOME and TMPDIR (the worker's), and per-prediction input and
     output folders (made by the parent, so the worker cannot swap them for links)."""
@@ -171,15 +182,18 @@ class WorkerRoot:
     def output_dir(self, pid: str) -> tuple[Path, int]:
         """A fresh folder the worker writes one prediction's files into, and our descriptor of it."""
         p = self.path / "out" / _safe(pid)
-        shutil.rmtree(p, ignore_errors=True)
-        p.mkdir(mode=0o700)
+        try:
+            p.mkdir(mode=0o700)
+        except FileExistsError:  # left by a replica that died mid-prediction
+            remove_dir(p)
+            p.mkdir(mode=0o700)
         fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         self._give(fd)
         return p, fd
 
     def input_dir(self, pid: str) -> Path:
         p = self.path / "in" / _safe(pid)
-        shutil.rmtree(p, ignore_errors=True)
+        remove_dir(p)
         p.mkdir(mode=0o755)
         return p
 

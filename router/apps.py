@@ -91,8 +91,9 @@ class AppManager:
     whether a version is still registered: a deleted version's app is never created again."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, build: Callable[[AppSpec], Any], idle_s: float, *,
-                 version_live: Callable[[str], Awaitable[bool]] | None = None):
+                 version_live: Callable[[str], Awaitable[bool]] | None = None, grpc: bool = False):
         self.redis = redis
+        self.grpc = grpc  # calls go over Serve's gRPC transport instead of Ray's actor calls
         self.keys = keys
         self.build = build
         self.idle_s = idle_s
@@ -156,7 +157,8 @@ class AppManager:
                     log.info("created Serve app %s in %.3fs", app, time.monotonic() - t0)
                     if self.on_create is not None:  # e.g. make room for its first replica
                         asyncio.get_running_loop().create_task(self.on_create(spec))
-        return serve.get_deployment_handle("model", app_name=app)
+        handle = serve.get_deployment_handle("model", app_name=app)
+        return handle.options(_by_reference=False) if self.grpc else handle
 
     def _run(self, spec: AppSpec) -> None:
         """Build and start `spec`'s Serve app, one at a time in this process: Ray Serve's deployment

@@ -85,7 +85,7 @@ class Runtime:
         self.accounts = AccountService(registry, default_limit_nanos=None if settings.default_limit_usd is None
                                        else nanos_of_usd(settings.default_limit_usd), usage=self.usage)
         self.catalogue = Catalogue(registry, store, apps, skus=skus, collections=partial(collections_for, settings),
-                                   deployments=self.deployments, objects=objects)
+                                   deployments=self.deployments, objects=objects, resolver=self.resolver)
         self.webhook_delivery: WebhookDelivery | None = None
         self.ops = Ops(redis, self.keys, apps, objects) if redis is not None else None
         self.batches = BatchService(redis, self.keys) if redis is not None else None
@@ -121,7 +121,8 @@ class Runtime:
                                   max_log_bytes=settings.max_log_bytes, billing_period=settings.billing_period,
                                   blocking=connect(redis_url, settings.max_blocking_connections,
                                                    wait_for_connection=True)),
-            apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live),
+            apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live,
+                            grpc=settings.serve_grpc),
             files=Files(redis, keys, objects, expiry_s=settings.file_expiry_s,
                         signer=signer),
             limiter=RateLimiter(redis, keys, creates_per_min=settings.rate_limit_creates_per_min,
@@ -129,7 +130,7 @@ class Runtime:
 
     async def account_for(self, token: str) -> Account | None:
         """The token's account, cached for ACCOUNT_CACHE_S; a revoked token, a disabled account
-        or a membership change drops the cached entries on every router at once (`_watch_auth`)."""
+        or a membership change drops the cached entries on every router at once (`_watch_changes`)."""
         digest = token_digest(token)
         hit = self._accounts.get(digest)
         now = time.monotonic()
@@ -140,26 +141,35 @@ class Runtime:
             self._accounts[digest] = (now, acct)
         return acct
 
-    async def _watch_auth(self) -> None:
-        """Drop cached accounts when tokens are revoked or accounts change (Redis pub/sub); after a
-        lost subscription, drop them all, since a message may have been missed."""
-        channel = self.registry.keys.auth_channel()
+    def _drop_cached(self) -> None:
+        self._accounts.clear()
+        self.resolver.forget_model()
+
+    async def _watch_changes(self) -> None:
+        """Drop cached accounts when tokens are revoked or accounts change, and cached models when
+        a version or a model is deleted (Redis pub/sub); after a lost subscription, drop them all,
+        since a message may have been missed."""
+        auth, catalogue = self.registry.keys.auth_channel(), self.registry.keys.catalogue_channel()
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(channel)
-                self._accounts.clear()
+                await pubsub.subscribe(auth, catalogue)
+                self._drop_cached()
                 async for msg in pubsub.listen():
                     data = msg.get("data")
-                    if data == "*":
+                    if not isinstance(data, str):
+                        continue
+                    if msg.get("channel") == catalogue:
+                        self.resolver.forget_model(None if data == "*" else data)
+                    elif data == "*":
                         self._accounts.clear()
-                    elif isinstance(data, str):
+                    else:
                         self._accounts.pop(data, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - resubscribe; the cache is dropped when we do
-                log.warning("auth change subscription lost; resubscribing", exc_info=True)
-                self._accounts.clear()
+            except Exception:  # noqa: BLE001 - resubscribe; the caches are dropped when we do
+                log.warning("change subscription lost; resubscribing", exc_info=True)
+                self._drop_cached()
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
@@ -190,7 +200,7 @@ class Runtime:
         if self.webhook_delivery is not None:
             self._tasks.append(loop.create_task(self.webhook_delivery.run()))
         if self.redis is not None:
-            self._tasks.append(loop.create_task(self._watch_auth()))
+            self._tasks.append(loop.create_task(self._watch_changes()))
 
     async def _every(self, period_s: float, fn, what: str, first_s: float | None = None) -> None:
         delay = period_s if first_s is None else first_s

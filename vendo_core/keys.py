@@ -89,6 +89,11 @@ class Keys:
         """Pub/sub: a token digest (or "*") whose cached account every router drops at once."""
         return f"{self.prefix}auth-changed"
 
+    def catalogue_channel(self) -> str:
+        """Pub/sub: a model (owner/name, or "*") whose cached versions every router drops at once
+        (a version or the model was deleted)."""
+        return f"{self.prefix}catalogue-changed"
+
     def rate_limit(self, token_sha256: str, bucket: str) -> str:
         """String: a token's GCRA theoretical arrival time (ms) for one bucket (`creates`, `requests`)."""
         return f"{self.prefix}ratelimit:{token_sha256}:{bucket}"

@@ -222,6 +222,14 @@ class Prediction(Record):
     def done(self) -> bool:
         return self.status.is_terminal()
 
+    def finished(self, fields: dict[str, Any]) -> Prediction:
+        """This `starting` record as its terminal move left it, from what that move wrote
+        (a replica's answer): status, output, error, logs, metrics and its two times."""
+        return self.model_copy(update={
+            "status": Status(fields["status"]), "output": fields.get("output"), "error": fields.get("error"),
+            "logs": fields.get("logs") or "", "metrics": fields.get("metrics"),
+            "started_at": fields.get("started_at"), "completed_at": fields.get("completed_at")})
+
 
 class Batch(Record):
     """A batch of predictions run by `cluster.batch` (a Ray job): one line of input, one

@@ -367,6 +367,7 @@ class Registry:
                                        "delete them first")
                     pipe.multi()
                     pipe.delete(key, vkey)
+                    pipe.publish(self.keys.catalogue_channel(), ref)
                     pipe.zrem(self.keys.models(), ref)
                     for sort_by in SORT_KEYS:
                         pipe.zrem(self._index(sort_by, model), ref)
@@ -466,7 +467,13 @@ class Registry:
         self._indexed = True
 
     async def count_run(self, owner: str, name: str) -> None:
-        await self.redis.hincrby(self.keys.model(owner, name), "run_count", 1)
+        pipe = self.redis.pipeline(transaction=False)
+        self.count_run_in(pipe, owner, name)
+        await pipe.execute()
+
+    def count_run_in(self, pipe: Any, owner: str, name: str) -> None:
+        """Count one run of `owner/name` in `pipe` (a prediction's create: the same round trip)."""
+        pipe.hincrby(self.keys.model(owner, name), "run_count", 1)
 
     # versions
 
@@ -526,6 +533,7 @@ class Registry:
                     rest = [r for r in await pipe.zrevrange(vkey, 0, 1, withscores=True) if r[0] != vid]
                     pipe.multi()
                     pipe.zrem(vkey, vid)
+                    pipe.publish(self.keys.catalogue_channel(), ref)
                     pipe.delete(self.keys.version(vid), self.keys.version_readme(vid))
                     if record.package_digest:
                         pipe.srem(self.keys.package_versions(record.package_digest), vid)

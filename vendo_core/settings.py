@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     max_log_bytes: int = Field(default=4 * 1024 * 1024, description="a prediction's logs are capped at "
                                "this; past it the earliest half is dropped and the logs say so")
     router_replicas: int = 1
+    serve_grpc: bool = Field(
+        default=True, description="the router calls model replicas over Serve's gRPC transport "
+        "(`_by_reference=False`) instead of Ray's actor calls: less CPU per prediction in both "
+        "(benchmarks/results/findings.md)")
+    serve_main_loop: bool = Field(
+        default=True, description="vendo's own deployments (router, model replicas) run their code on "
+        "the replica's event loop, and their handles' routing on it too, instead of a thread and a "
+        "loop of their own (Serve's RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 and "
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0, set for those processes only): two thread hops "
+        "fewer per request; safe because vendo's code never blocks its loop")
     delivery_max_replicas: int = Field(default=4, description="most replicas of the file delivery app")
     cpu_node_resource: str | None = Field(
         default="vendo_cpu", description="the custom Ray resource that marks CPU nodes: the router, file "
@@ -137,6 +147,15 @@ class Settings(BaseSettings):
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    def serve_runtime_env(self) -> dict[str, dict[str, str]]:
+        """What vendo's deployments add to their runtime_env: Serve's per-process switches."""
+        env = {}
+        if self.serve_main_loop:
+            env.update(RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD="0", RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP="0")
+        if self.serve_grpc:  # a replica's gRPC server takes 4 MiB by default: room for the largest input
+            env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"] = str(2 * self.max_body_bytes + 2**20)
+        return {"env_vars": env} if env else {}
 
     def serve_logging(self) -> dict[str, str]:
         """Serve's `logging_config` for vendo's deployments (Ray's JSON encoding writes a record's

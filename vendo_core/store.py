@@ -9,7 +9,7 @@ import json
 import time
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 import redis.asyncio as aioredis
 
@@ -92,9 +92,10 @@ class PredictionStore:
         self._transition = redis.register_script(_TRANSITION_LUA)
         self._append_logs = redis.register_script(_APPEND_LOGS_LUA)
 
-    async def create(self, record: Prediction, router: int) -> None:
+    async def create(self, record: Prediction, router: int, also: Callable[[Any], None] | None = None) -> None:
         """Write a new `starting` prediction, index it for its account and as dispatched by `router`
-        (a number from `join`, whose lease covers it)."""
+        (a number from `join`, whose lease covers it). `also(pipe)` adds more writes to the same
+        round trip."""
         pid = record.id
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.prediction(pid), mapping=record.to_redis(exclude={"logs"}))
@@ -111,6 +112,8 @@ class PredictionStore:
         metrics.add(pipe, self.keys.metrics(), [
             metrics.inc("predictions_created", record.model or "", record.hardware or ""),
             metrics.inc("predictions_queued", record.model or "", record.version or "")])
+        if also is not None:
+            also(pipe)
         await pipe.execute()
 
     async def queued(self, username: str, limit: int) -> int:

@@ -11,6 +11,7 @@ from typing import Callable
 
 from router.apps import AppManager
 from router.services.deployments import DeploymentService
+from router.services.resolve import Resolver
 from router.wire import ModelCreate
 from vendo_core.collections import Collection, CollectionsConfig
 from vendo_core.errors import Conflict, Forbidden, InvalidRequest, ModelNotFound, NotFound, VersionNotFound
@@ -34,9 +35,11 @@ ModelWithLatest = tuple[Model, Version | None]
 class Catalogue:
     def __init__(self, registry: Registry, store: PredictionStore, apps: AppManager, *,
                  skus: Callable[[], HardwareConfig], collections: Callable[[], CollectionsConfig],
-                 deployments: DeploymentService | None = None, objects: ObjectStore | None = None):
+                 deployments: DeploymentService | None = None, objects: ObjectStore | None = None,
+                 resolver: Resolver | None = None):
         """`skus()` and `collections()` return the hardware and collections configs."""
         self.registry = registry
+        self.resolver = resolver
         self.store = store
         self.apps = apps
         self.skus = skus
@@ -74,6 +77,7 @@ class Catalogue:
         await self.owned_model(account, owner, name)
         if not await self.registry.delete_model(owner, name):
             raise ModelNotFound(f"{owner}/{name}")
+        self._forget(f"{owner}/{name}")
 
     async def page(self, account: Account, *, sort_by: str | None, direction: str | None,
                    cursor: str | None, query: str | None = None) -> tuple[list[ModelWithLatest], str | None]:
@@ -124,9 +128,15 @@ class Catalogue:
         deleted = await self.registry.delete_version(owner, name, vid)
         if deleted is None:
             raise VersionNotFound(f"{owner}/{name}:{vid}")
+        self._forget(f"{owner}/{name}")
         task = asyncio.get_running_loop().create_task(self._teardown(deleted))
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
+
+    def _forget(self, ref: str) -> None:
+        """This router's cache of `ref` goes now; other routers' on the registry's message."""
+        if self.resolver is not None:
+            self.resolver.forget_model(ref)
 
     async def _teardown(self, version: Version) -> None:
         vid = version.id

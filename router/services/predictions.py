@@ -111,7 +111,9 @@ class PredictionService:
         rec = await self._create(account, model_rec, version_rec, spec, body, source=source, deployment=dep_name,
                                  file_url_prefixes=file_url_prefixes, deadline_s=deadline_s, base=base)
         if wait_s is not None:
-            await self.wait(rec.id, wait_s)
+            answer = await self.wait(rec.id, wait_s)
+            if isinstance(answer, dict) and isinstance(answer.get("record"), dict):
+                return rec.finished(answer["record"])  # what the replica wrote: no read back
             rec = await self.store.get(rec.id) or rec
         return rec
 
@@ -181,11 +183,10 @@ class PredictionService:
             record.price_nanos = sku.price_nanos if sku is not None else None
         if deadline_s is not None:
             record.deadline, record.deadline_ts = now_iso(ts + deadline_s), ts + deadline_s
-        await self.store.create(record, self.router or await self._join())
+        count = None if training else (lambda pipe: self.registry.count_run_in(pipe, model.owner, model.name))
+        await self.store.create(record, self.router or await self._join(), also=count)
         logctx.set_about(record.id, model=record.model, version=record.version, account=record.account)
         self.dispatch(record, spec)
-        if not training:
-            asyncio.get_running_loop().create_task(self.registry.count_run(model.owner, model.name))
         return record
 
     async def _join(self) -> int:
@@ -242,7 +243,9 @@ class PredictionService:
             if q is not None:
                 q.cancel(pid)
 
-    async def _dispatch(self, pid: str, spec: AppSpec, request: dict[str, Any]) -> None:
+    async def _dispatch(self, pid: str, spec: AppSpec, request: dict[str, Any]) -> Any:
+        """Send the prediction to its app (through the router's queue); returns the replica's
+        answer (`ModelReplica.predict`), or None when it ended otherwise."""
         # heavy: kept out of what unit tests import
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
         from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
@@ -263,8 +266,7 @@ class PredictionService:
                         handle = handle.options(multiplexed_model_id=spec.finetune)
                     resp = handle.predict.remote(request)
                     self.inflight[pid].response = resp
-                    await resp
-                    return
+                    return await resp
                 except VersionNotFound:
                     await self.fail(pid, VERSION_DELETED)  # its app is torn down, not recreated
                     return
@@ -305,16 +307,17 @@ class PredictionService:
             log.warning("prediction %s failed: %s", pid, error)
         return ok
 
-    async def wait(self, pid: str, timeout_s: float) -> None:
-        """Hold until the prediction is terminal or `timeout_s` passes."""
+    async def wait(self, pid: str, timeout_s: float) -> Any:
+        """Hold until the prediction is terminal or `timeout_s` passes. Returns the replica's
+        answer when this router dispatched it and it ended there, else None."""
         f = self.inflight.get(pid)
         if f is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(f.task), timeout_s)
+                return await asyncio.wait_for(asyncio.shield(f.task), timeout_s)
             except asyncio.TimeoutError:
-                pass
-            return
+                return None
         await self.store.wait_terminal(pid, timeout_s)
+        return None
 
     # read and cancel
 

@@ -4,6 +4,7 @@ cached. Every door resolves through this one class."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from vendo_core.errors import InvalidRequest, ModelNotFound, VersionNotFound
@@ -11,14 +12,45 @@ from vendo_core.ids import VERSION_ID, ModelRef
 from vendo_core.records import Account, Model, Version
 from vendo_core.registry import Registry, visible
 
+LIVE_CACHE_S = 5.0
+
 
 class Resolver:
+    """Versions are immutable, so cached for good; that a version is still live (and its model's
+    record) is cached for LIVE_CACHE_S, and a deleted version or model drops its model's entries
+    on every router at once (`forget_model`, from the registry's catalogue channel)."""
+
     def __init__(self, registry: Registry):
         self.registry = registry
         self._versions: dict[str, Version] = {}
+        self._live: dict[str, dict[str, tuple[float, Model]]] = {}  # owner/name -> vid -> (when, model)
 
     def forget(self, vid: str) -> None:
         self._versions.pop(vid, None)
+
+    def forget_model(self, ref: str | None = None) -> None:
+        """Drop what is cached of model `ref` (owner/name), or of every model."""
+        if ref is None:
+            self._live.clear()
+        else:
+            self._live.pop(ref, None)
+
+    async def _model_with(self, owner: str, name: str, vid: str) -> tuple[Model | None, bool]:
+        """(the model, whether `vid` is a live version of it): `Registry.model_and_version`,
+        its live answers cached."""
+        ref = f"{owner}/{name}"
+        hit = self._live.get(ref, {}).get(vid)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < LIVE_CACHE_S:
+            return hit[1], True
+        model, live = await self.registry.model_and_version(owner, name, vid)
+        if model is not None and live:
+            if len(self._live) > 4096:
+                self._live.clear()  # a bound, not a policy: entries are seconds old at most anyway
+            self._live.setdefault(ref, {})[vid] = (now, model)
+        elif hit is not None:
+            self._live.get(ref, {}).pop(vid, None)
+        return model, live
 
     async def version(self, vid: str) -> Version | None:
         v = self._versions.get(vid)
@@ -40,7 +72,7 @@ class Resolver:
                 if v is None:
                     raise VersionNotFound(version_field)
                 owner, name = v.model.split("/", 1)
-                model, live = await self.registry.model_and_version(owner, name, v.id)
+                model, live = await self._model_with(owner, name, v.id)
                 if not live:
                     self.forget(v.id)  # deleted (perhaps by another router replica)
                 if not visible(model, account) or not live:
@@ -49,8 +81,7 @@ class Resolver:
             model_ref = ModelRef.parse(version_field)
         assert model_ref is not None
         if model_ref.version:  # a named version is checked against the registry, not the cache
-            model, live = await self.registry.model_and_version(model_ref.owner, model_ref.name,
-                                                                model_ref.version)
+            model, live = await self._model_with(model_ref.owner, model_ref.name, model_ref.version)
         else:
             model, live = await self.registry.get_model(model_ref.owner, model_ref.name), True
         if not visible(model, account):

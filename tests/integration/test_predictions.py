@@ -22,6 +22,15 @@ def test_run_by_version_and_by_name(cluster, examples):
     assert c.run("alice/hello-world", input={"text": "ray", "repeat": 2}).count("ray") == 2
 
 
+def test_an_input_larger_than_a_grpc_message_reaches_the_model(cluster, examples):
+    """The router calls model replicas over Serve's gRPC transport, whose default message cap
+    (4 MiB) is under vendo's body limit: a 6 MiB input must still arrive whole, and its answer come back."""
+    c = cluster.client()
+    text = "x" * (6 * 2**20)
+    out = c.run(f"alice/hello-world:{examples['hello-world']}", input={"text": text})
+    assert out == f"hello {text}"
+
+
 def test_module_level_client_unchanged(cluster, examples):
     """`replicate.run` with REPLICATE_BASE_URL/REPLICATE_API_TOKEN only, as users configure it."""
     code = ("import replicate; print(replicate.run('alice/hello-world', input={'text': 'env'}))")

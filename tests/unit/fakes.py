@@ -29,7 +29,9 @@ class FakeStore(PredictionStore):
         self.canceled: list[str] = []
         self._changed = asyncio.Condition()
 
-    async def create(self, record: Prediction, router: int) -> None:
+    async def create(self, record: Prediction, router: int, also=None) -> None:
+        if also is not None:
+            also(None)
         self.records[record.id] = record.model_copy()
         self.events[record.id] = []
         self.dispatch[record.id] = router
@@ -194,6 +196,9 @@ class FakeRegistry(Registry):
         return True
 
     async def count_run(self, owner: str, name: str) -> None:
+        self.count_run_in(None, owner, name)
+
+    def count_run_in(self, pipe, owner: str, name: str) -> None:
         self.models[f"{owner}/{name}"].run_count += 1
 
     async def add_version(self, record: Version) -> tuple[Version, bool]:

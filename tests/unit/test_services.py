@@ -18,6 +18,7 @@ from vendo_core.hardware import load_hardware
 from vendo_core.ids import ModelRef, app_name, version_id
 from vendo_core.records import Account, Version
 from vendo_core.status import Status
+from vendo_core.store import now_iso
 
 SCHEMA = {"components": {"schemas": {"Input": {"type": "object", "required": ["text"],
                                                "properties": {"text": {"type": "string"}}}}}}
@@ -283,5 +284,73 @@ def test_an_account_with_too_many_waiting_predictions_gets_a_429():
         assert len(store.records) == 2  # the refused one was never written
         await svc.create(BOB, {"input": {"text": "x"}}, version="alice/echo")  # others are not held back
         gate.set()
+
+    run(go())
+
+
+def test_a_waiting_create_is_answered_from_what_the_replica_wrote_without_reading_it_back():
+    async def go():
+        store = FakeStore()
+
+        async def answers_with_its_record(request):
+            started = now_iso()
+            await store.transition(request["id"], Status.PROCESSING, {"started_at": started},
+                                   heartbeat_deadline=time.time() + 60)
+            fields = {"output": "hi", "completed_at": now_iso(), "metrics": {"predict_time": 0.001}}
+            await store.transition(request["id"], Status.SUCCEEDED, fields)
+            return {"status": "succeeded", "record": {**fields, "status": "succeeded", "error": None,
+                                                      "logs": "a line\n", "started_at": started}}
+
+        reg = await _registry()
+        svc = PredictionService(store, Resolver(reg), FakeApps(answers_with_its_record))
+        reads = []
+        real_get = store.get
+
+        async def counted_get(pid):
+            reads.append(pid)
+            return await real_get(pid)
+
+        store.get = counted_get
+        rec = await svc.create(ALICE, {"input": {"text": "x"}}, version="alice/echo", wait_s=5)
+        assert reads == []
+        stored = await real_get(rec.id)
+        assert (rec.status, rec.output, rec.logs, rec.metrics) == (Status.SUCCEEDED, "hi", "a line\n",
+                                                                    {"predict_time": 0.001})
+        assert (rec.started_at, rec.completed_at) == (stored.started_at, stored.completed_at)
+        assert rec.input == stored.input and rec.created_at == stored.created_at
+
+        # an answer without the record (the move was refused, or the logs were long): read back
+        svc2, store2, _, _ = await _service()
+        rec2 = await svc2.create(ALICE, {"input": {"text": "x"}}, version="alice/echo", wait_s=5)
+        assert rec2.status == Status.SUCCEEDED and rec2.output == "hi"
+
+    run(go())
+
+
+def test_a_live_version_is_looked_up_once_and_forgotten_when_its_model_changes():
+    async def go():
+        reg = await _registry()
+        calls = []
+        real = reg.model_and_version
+
+        async def counted(owner, name, vid):
+            calls.append(vid)
+            return await real(owner, name, vid)
+
+        reg.model_and_version = counted
+        res = Resolver(reg)
+        for _ in range(3):
+            await res.resolve(ALICE, version_field=VID)
+            await res.resolve(ALICE, version_field=f"alice/echo:{VID}")
+        assert calls == [VID]
+        reg.model_versions["alice/echo"].remove(VID)  # deleted; the catalogue channel's message:
+        res.forget_model("alice/echo")
+        with pytest.raises(VersionNotFound):
+            await res.resolve(ALICE, version_field=VID)
+        assert calls == [VID, VID]
+        # visibility still applies to a cached entry: bob cannot see alice's private model
+        await res.resolve(ALICE, version_field=PRIVATE_VID)
+        with pytest.raises(VersionNotFound):
+            await res.resolve(BOB, version_field=PRIVATE_VID)
 
     run(go())
