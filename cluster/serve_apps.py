@@ -30,7 +30,7 @@ def router_app(settings: Settings, redis_url: str):
         name="router",
         num_replicas=settings.router_replicas,
         ray_actor_options={"num_cpus": 0, **cpu_node_options(settings.cpu_node_resource),
-                           **({"runtime_env": env} if (env := settings.serve_runtime_env()) else {})},
+                           **({"runtime_env": env} if (env := settings.router_runtime_env()) else {})},
         max_ongoing_requests=1000,
         graceful_shutdown_timeout_s=65.0,
         logging_config=settings.serve_logging(),

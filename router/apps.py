@@ -27,6 +27,28 @@ log = logging.getLogger("vendo.apps")
 
 
 
+GRPC_MAX_INPUT = 3 * 2**20  # a replica's gRPC server takes 4 MiB messages (Serve's default): room to spare
+
+
+def approx_size(value: Any, limit: int = GRPC_MAX_INPUT) -> int:
+    """About how many bytes `value` (JSON-shaped) takes, counted until it passes `limit`."""
+    n, todo = 0, [value]
+    while todo and n <= limit:
+        v = todo.pop()
+        if isinstance(v, (str, bytes)):
+            n += len(v) + 8
+        elif isinstance(v, dict):
+            n += 16 * len(v)
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            n += 8 * len(v)
+            todo.extend(v)
+        else:
+            n += 16
+    return n
+
+
 REPLICATE_WEIGHTS = "replicate_weights"  # Replicate's input for swapping a base model's weights per request
 
 
@@ -133,6 +155,13 @@ class AppManager:
         h = await asyncio.shield(fut)
         self.handles[app] = h
         return h
+
+    def for_input(self, handle: Any, payload: Any) -> Any:
+        """`handle` as a call with `payload` must use it: over Ray's actor calls when the input is
+        too large for a replica's gRPC message (an inline data URI, a long text)."""
+        if self.grpc and approx_size(payload) > GRPC_MAX_INPUT:
+            return handle.options(_by_reference=True)
+        return handle
 
     def forget(self, app: str) -> None:
         self.handles.pop(app, None)

@@ -45,11 +45,8 @@ def version_app(spec: AppSpec, settings: dict[str, Any], redis_url: str):
     concurrency = spec.concurrency
     max_replicas = spec.most_replicas(s.autoscale_max_replicas)
     opts = version_options(sku.ray_actor_options(), s.cpu_node_resource)
-    runtime_env = {**(v.runtime_env or {})}
-    if extra := s.serve_runtime_env():
-        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **extra["env_vars"]}
-    if runtime_env:
-        opts["runtime_env"] = runtime_env
+    if v.runtime_env:
+        opts["runtime_env"] = v.runtime_env
     deployment = serve.deployment(
         ModelReplica,
         name="model",

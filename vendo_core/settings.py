@@ -58,11 +58,12 @@ class Settings(BaseSettings):
         "(`_by_reference=False`) instead of Ray's actor calls: less CPU per prediction in both "
         "(benchmarks/results/findings.md)")
     serve_main_loop: bool = Field(
-        default=True, description="vendo's own deployments (router, model replicas) run their code on "
-        "the replica's event loop, and their handles' routing on it too, instead of a thread and a "
-        "loop of their own (Serve's RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 and "
-        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0, set for those processes only): two thread hops "
-        "fewer per request; safe because vendo's code never blocks its loop")
+        default=True, description="the router runs its code on its replica's event loop, and its "
+        "handles' routing on it too, instead of a thread and a loop of their own (Serve's "
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 and RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0, set "
+        "for the router's process only): two thread hops fewer per request; safe because the "
+        "router's code never blocks its loop. Model replicas keep Serve's defaults: an environment of "
+        "their own would cost every cold start a fresh Ray worker process")
     delivery_max_replicas: int = Field(default=4, description="most replicas of the file delivery app")
     cpu_node_resource: str | None = Field(
         default="vendo_cpu", description="the custom Ray resource that marks CPU nodes: the router, file "
@@ -148,14 +149,12 @@ class Settings(BaseSettings):
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser()
 
-    def serve_runtime_env(self) -> dict[str, dict[str, str]]:
-        """What vendo's deployments add to their runtime_env: Serve's per-process switches."""
-        env = {}
-        if self.serve_main_loop:
-            env.update(RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD="0", RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP="0")
-        if self.serve_grpc:  # a replica's gRPC server takes 4 MiB by default: room for the largest input
-            env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"] = str(2 * self.max_body_bytes + 2**20)
-        return {"env_vars": env} if env else {}
+    def router_runtime_env(self) -> dict[str, dict[str, str]]:
+        """What the router's deployment adds to its runtime_env: Serve's per-process switches."""
+        if not self.serve_main_loop:
+            return {}
+        return {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+                             "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}}
 
     def serve_logging(self) -> dict[str, str]:
         """Serve's `logging_config` for vendo's deployments (Ray's JSON encoding writes a record's

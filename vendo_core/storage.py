@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlparse
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError
-
 from vendo_core.signing import LinkSigner, signer_for
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 
 def check_key(key: str) -> str:
@@ -228,6 +228,9 @@ class S3Store(ObjectStore):
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         if client is None:
+            import boto3  # here, not at the top: a replica on file storage never pays its import
+            from botocore.config import Config
+
             config = Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path" if self.endpoint_url else "auto"},
@@ -251,6 +254,8 @@ class S3Store(ObjectStore):
     def _ready(self) -> None:
         if self._bucket_ready:
             return
+        from botocore.exceptions import ClientError
+
         with self._lock:
             if self._bucket_ready:
                 return
@@ -335,6 +340,8 @@ class S3Store(ObjectStore):
     def read(self, key: str, byte_range: str | None = None) -> Blob:
         self._ready()
         extra = {"Range": byte_range} if byte_range else {}
+        from botocore.exceptions import ClientError
+
         with _not_found(key):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
@@ -376,6 +383,8 @@ def _code(error: ClientError) -> str:
 @contextmanager
 def _not_found(key: str):
     """Turn S3's "no such key" answers into FileNotFoundError."""
+    from botocore.exceptions import ClientError
+
     try:
         yield
     except ClientError as e:

@@ -260,7 +260,7 @@ class PredictionService:
                 return  # canceled, or given up on, while it waited in the router's queue
             for attempt in range(DISPATCH_ATTEMPTS):
                 try:
-                    handle = await self.apps.handle(spec)
+                    handle = self.apps.for_input(await self.apps.handle(spec), request["input"])
                     await self.apps.touch(app)
                     if spec.finetune:  # Serve routes it to a replica that has it loaded, if any
                         handle = handle.options(multiplexed_model_id=spec.finetune)

@@ -272,6 +272,9 @@ class FakeApps(AppManager):
     async def touch(self, app: str, force: bool = False) -> None:
         return None
 
+    def for_input(self, handle, payload):
+        return handle
+
     def forget(self, app: str) -> None:
         self.handles.pop(app, None)
 
