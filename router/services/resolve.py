@@ -80,7 +80,7 @@ class Resolver:
                 return model, v
             model_ref = ModelRef.parse(version_field)
         assert model_ref is not None
-        if model_ref.version:  # a named version is checked against the registry, not the cache
+        if model_ref.version:  # a named version: is it still live (cached for seconds, dropped on delete)
             model, live = await self._model_with(model_ref.owner, model_ref.name, model_ref.version)
         else:
             model, live = await self.registry.get_model(model_ref.owner, model_ref.name), True
