@@ -7,7 +7,11 @@ A replica runs a prediction only after its own `starting → processing` compare
 so a duplicate dispatch is dropped, never run twice. Cancellation arrives on a Redis channel and
 is passed to the worker (Cog's `CancelationException` in a sync predictor's thread, the task
 cancelled for an async one); a worker that ignores it is killed after a grace period and started
-again."""
+again.
+
+Serve's deployment class is `deployments.deployment.ModelReplica`: it starts the worker's
+interpreter before this module (and redis-py, the store and the storage client with it) is
+imported, and hands both to `Replica`."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Any, Callable
 
 from deployments import logs
 from deployments.run import Runner, Running
-from deployments.supervisor import ModelWorker, WorkerFailed, WorkerOptions, share_tree
+from deployments.supervisor import ModelWorker, WorkerFailed, share_tree
 from vendo_core import logctx, metrics
 from vendo_core.billing import ReplicaMeter, bill_replica_time
 from vendo_core.errors import NotFound
@@ -146,18 +150,16 @@ class TrainingFailed(Exception):
     """A training ran, but what it returned cannot become a version."""
 
 
-class ModelReplica:
-    """Serve deployment class; the constructor starts the worker (setup()), `predict` runs one
-    prediction."""
+class Replica:
+    """The platform side of a model replica: `open()` fetches the package and runs the worker's
+    setup(), `predict` runs one prediction. Made by `deployments.deployment.ModelReplica`."""
 
-    async def __init__(self, version: dict[str, Any], settings: dict[str, Any], redis_url: str):
-        born = time.time()
-        logctx.install()
+    def __init__(self, version: dict[str, Any], settings: Settings, redis_url: str, born: float):
         self.meter = ReplicaMeter(born)  # setup() is the owner's time too
         self.version_id = version["id"]
         self.mode = version.get("mode") or "predict"  # "train": this app runs the version's trainings
         self.billing = {k: version.get(k) for k in ("model", "deployment", "hardware", "price_nanos")}
-        self.settings = Settings(**settings)
+        self.settings = settings
         self.keys = Keys(self.settings.redis_prefix)
         self.redis = connect(redis_url)
         self.store = PredictionStore(self.redis, self.keys, self.settings.prediction_ttl_s,
@@ -169,8 +171,6 @@ class ModelReplica:
         self.registry = Registry(self.redis, self.keys)
         self.running: dict[str, Running] = {}
         self.concurrency = int(version.get("concurrency") or 1)
-        self.options = options = WorkerOptions.of(self.settings, gpu_fraction=float(version.get("num_gpus") or 0))
-        env = self._weights_env(version.get("weights_key"))
         # fine-tunes of this version, loaded on demand (`predict` with a `finetune`)
         n = max(1, int(self.settings.finetunes_per_replica))
         from ray import serve  # heavy: kept out of what unit tests of this module import
@@ -179,23 +179,28 @@ class ModelReplica:
             return await self._load_finetune(version_id)
 
         self.load_finetune = serve.multiplexed(max_num_models_per_replica=n)(load_finetune)
+
+    async def open(self, version: dict[str, Any], worker: ModelWorker) -> None:
+        """Fetch the version's package and run setup() in `worker` (made, and maybe prestarted,
+        for this version's mode and hardware)."""
+        self.worker = worker
+        self.options = worker.options
+        worker.extra_env = self._weights_env(version.get("weights_key"))
+        worker.on_setup = self._record_setup
         try:
             cache = self.settings.package_cache_dir or Path(tempfile.gettempdir()) / "vendo-packages"
             project = await asyncio.to_thread(package_dir, Path(cache), self.version_id, self.objects,
                                               version["package_key"], UnpackLimits.of(self.settings))
         except Exception as e:  # noqa: BLE001 - a package that cannot be unpacked fails predictions
             project = Path(tempfile.gettempdir())
-            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env,
-                                      born=born)
-            self.worker.setup_error = f"{type(e).__name__}: {e}"
-            self.worker.ready.set()
-            await self._record_setup({"setup_status": "failed", "setup_error": self.worker.setup_error,
+            worker.project = project
+            worker.fail(f"{type(e).__name__}: {e}")
+            await self._record_setup({"setup_status": "failed", "setup_error": worker.setup_error,
                                       "setup_logs": "", "setup_time": 0.0,
                                       "setup_completed_at": round(time.time(), 6)})
         else:
-            self.worker = ModelWorker(project, options, mode=self.mode, on_setup=self._record_setup, env=env,
-                                      born=born)
-            await self.worker.start()
+            worker.project = project
+            await worker.start()
         self.project = project
         self.runner = Runner(self.worker, self.store, self.files, self.objects, durable=self.mode == "train")
         self.base = Loaded(self.version_id, self.worker, self.runner, self.concurrency)
@@ -306,17 +311,13 @@ class ModelReplica:
                 log.exception("cancel listener failed; resubscribing")
                 await asyncio.sleep(1)
 
-    async def __del__(self) -> None:
+    async def close(self) -> None:
         """Serve's graceful shutdown: bill the last idle stretch, stop the worker, remove its folders."""
         with contextlib.suppress(Exception):
             await self._bill_owner()
         for loaded in list(self.finetunes.values()):
             await loaded.worker.close()
         await self.worker.close()
-
-    def check_health(self) -> None:
-        # a failed setup keeps the replica up so predictions fail with its error, as Cog does
-        return None
 
     # one prediction
 

@@ -49,6 +49,10 @@ PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH",
             "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
             "SSL_CERT_FILE", "SSL_CERT_DIR")
 PASS_PREFIXES = ("LC_",)
+# variables a process reads as it starts (the interpreter, the dynamic linker, the C library's
+# locale and clock): a model that sets one in cog.yaml gets an interpreter started with it, not a
+# prestarted one told of it afterwards
+READ_AT_START = ("PYTHON", "LD_", "LC_", "LANG", "TZ", "MALLOC_", "GLIBC_")
 
 
 @dataclass(frozen=True)
@@ -270,9 +274,11 @@ OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 class _Proc:
     """One started worker process and what it is doing."""
 
-    def __init__(self, proc: subprocess.Popen, writer: asyncio.WriteTransport):
+    def __init__(self, proc: subprocess.Popen, writer: asyncio.WriteTransport, setup_logs: list[str]):
         self.proc = proc
         self.writer = writer  # buffered: a worker that stops reading never blocks our loop
+        self.setup_logs = setup_logs  # what it prints before it is ready
+        self.env: dict[str, str] = {}  # a prestarted one's environment
         self.calls: dict[str | None, asyncio.Queue] = {}
         self.killed_by_us = False
         self.serving = False  # setup succeeded: a death from here on is restarted
@@ -284,10 +290,11 @@ class ModelWorker:
     """One replica's worker: `start()` runs setup, `predict()` runs one prediction, `cancel()`
     asks it to stop. Restarts the worker (and setup) after it dies."""
 
-    def __init__(self, project: Path, options: WorkerOptions, *, mode: str = "predict",
+    def __init__(self, project: Path | None, options: WorkerOptions, *, mode: str = "predict",
                  on_setup: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
                  env: dict[str, str] | None = None, born: float | None = None):
-        self.project = Path(project)
+        # None until the package is unpacked: `prestart()` needs no project, `start()` does
+        self.project = Path(project) if project is not None else None
         self.options = options
         self.mode = mode
         self.extra_env = dict(env or {})  # the platform's own variables (a fine-tune's COG_WEIGHTS)
@@ -306,8 +313,26 @@ class ModelWorker:
         self.closing = False
         self._site_installed = False
         self._tasks: set[asyncio.Task] = set()
+        self._early: _Proc | None = None  # a prestarted interpreter waiting for its project
 
     # life cycle
+
+    async def prestart(self) -> None:
+        """Start the worker's interpreter now, before the project is known: it imports Cog and
+        vendo's worker while the replica imports its own side and fetches the package, and
+        `start()` then only tells it the project. Best effort: `start()` starts one the usual way
+        when this could not, or when the project needs an interpreter started with its own
+        environment (a `READ_AT_START` variable in cog.yaml, or artifacts of its own to install)."""
+        python = self.options.python or sys.executable
+        env = worker_env(self.options, str(self.root.home), str(self.root.tmp))
+        env["PATH"] = str(self.root.bin(python)) + os.pathsep + env["PATH"]
+        try:
+            p = await self._launch_unprivileged(python, env, self.root.home, [])
+        except OSError as e:
+            log.warning("could not prestart the model's worker (%s); starting it once the package is here", e)
+            return
+        p.env = env
+        self._early = p
 
     async def start(self) -> None:
         """Start a worker and run setup(); afterwards `setup_error` says whether it failed."""
@@ -316,7 +341,7 @@ class ModelWorker:
         logs: list[str] = []
         error = None
         try:
-            p = await self._spawn(logs)
+            p = await self._adopt(logs) or await self._spawn(logs)
             try:
                 msg = await self._await_setup(p)
             except _WorkerGone as e:
@@ -358,47 +383,101 @@ class ModelWorker:
                 "isolation_reason": self.isolation.reason,
             })
 
-    async def _spawn(self, setup_logs: list[str]) -> _Proc:
-        python = self.options.python or sys.executable
-        closed = closed_to_others(self.project) if self.isolation.uid is not None else None
+    def fail(self, error: str) -> None:
+        """setup() cannot run (the package could not be unpacked): predictions fail with `error`."""
+        if self._early is not None:
+            self._stop(self._early)
+            self._early = None
+        self.setup_error = error
+        self.ready.set()
+
+    def _project_env(self, python: str) -> tuple[Any, dict[str, str]]:
+        """The project's cog.yaml (None when it cannot be read: the worker reports what is wrong)
+        and the worker's whole environment for it."""
+        assert self.project is not None, "start() needs the project"
         try:
             config = read_cog_config(self.project)
         except (OSError, PackageInvalid):
-            config = None  # the worker reports what is wrong with cog.yaml
+            config = None
         env = worker_env(self.options, str(self.root.home), str(self.root.tmp),
                          config.environment if config else None)
         env.update(self.extra_env)
         env["PATH"] = str(self.root.bin(python)) + os.pathsep + env["PATH"]
+        return config, env
+
+    async def _adopt(self, setup_logs: list[str]) -> _Proc | None:
+        """The prestarted interpreter, told its project, when there is one that can run it; its
+        setup logs are collected into `setup_logs` from here on. None: start one the usual way."""
+        p, self._early = self._early, None
+        if p is None:
+            return None
+        python = self.options.python or sys.executable
+        config, env = self._project_env(python)
+        usable = (config is not None and not config.local_requirements and not p.exited.is_set()
+                  and not any(k.startswith(READ_AT_START) for k in config.environment)
+                  and not (self.isolation.uid is not None and closed_to_others(self.project)))
+        if not usable:
+            self._stop(p)
+            return None
+        src = self.root.workdir(self.project)
+        setup_logs.extend(p.setup_logs)
+        p.setup_logs = setup_logs
+        self._send(p, {**self._init_message(src), "cwd": str(src),
+                       "env": {k: v for k, v in env.items() if p.env.get(k) != v}})
+        return p
+
+    def _init_message(self, src: Path) -> dict[str, Any]:
+        return {"op": "init", "mode": self.mode, "project": str(src), "gpu_fraction": self.options.gpu_fraction,
+                "allow_private_urls": self.options.allow_private_urls,
+                "fetch_limits": list(self.options.fetch_limits)}
+
+    async def _spawn(self, setup_logs: list[str]) -> _Proc:
+        python = self.options.python or sys.executable
+        closed = closed_to_others(self.project) if self.isolation.uid is not None else None
+        config, env = self._project_env(python)
         src = self.root.workdir(self.project)
         if config is not None and config.local_requirements:
             site = await self._install_local(python, config.local_requirements, env, setup_logs)
             env["PYTHONPATH"] = site + os.pathsep + env["PYTHONPATH"]
+        p = await self._launch_unprivileged(python, env, src, setup_logs)
+        if closed and self.isolation.uid is not None:
+            self._stop(p)
+            raise OSError(f"the model's files at {self.project} cannot be reached by uid {self.isolation.uid}: "
+                          f"{closed} is closed to other users (keep VENDO_PACKAGE_CACHE_DIR outside "
+                          "the data directory)")
+        self._send(p, self._init_message(src))
+        return p
+
+    async def _launch_unprivileged(self, python: str, env: dict[str, str], cwd: Path,
+                                   setup_logs: list[str]) -> _Proc:
+        """`_launch` as the worker's uid; as vendo's own user, with isolation marked partial and
+        why, when the interpreter (or a folder above it) cannot be run by that uid."""
+        iso = self.isolation
+        if iso.uid is None:
+            return await self._launch(python, env, cwd, {}, setup_logs)
+        try:
+            return await self._launch(python, env, cwd, {"user": iso.uid, "group": iso.gid, "extra_groups": []},
+                                      setup_logs)
+        except PermissionError as e:
+            self.isolation = Isolation(
+                "partial", f"the worker interpreter {python} cannot be run as uid {iso.uid} ({e.strerror}); "
+                "set VENDO_WORKER_PYTHON to one that can, so model code runs unprivileged")
+            log.warning("model worker isolation is partial: %s", self.isolation.reason)
+            self.root.isolation = self.isolation
+            return await self._launch(python, env, cwd, {}, setup_logs)
+
+    async def _launch(self, python: str, env: dict[str, str], cwd: Path, kwargs: dict[str, Any],
+                      setup_logs: list[str]) -> _Proc:
+        """Start a worker process and its readers; it waits for its init frame. Becomes `current`."""
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         try:
-            iso = self.isolation
-            kwargs: dict[str, Any] = {}
-            if iso.uid is not None:
-                kwargs = {"user": iso.uid, "group": iso.gid, "extra_groups": []}
             try:
-                proc = await self._exec(python, r_in, w_out, env, src, kwargs)
-            except PermissionError as e:
-                if iso.uid is None:
-                    raise
-                # the interpreter (or a folder above it) is not readable by that uid
-                self.isolation = Isolation(
-                    "partial", f"the worker interpreter {python} cannot be run as uid {iso.uid} ({e.strerror}); "
-                    "set VENDO_WORKER_PYTHON to one that can, so model code runs unprivileged")
-                log.warning("model worker isolation is partial: %s", self.isolation.reason)
-                self.root.isolation = self.isolation
-                proc = await self._exec(python, r_in, w_out, env, src, {})
-            else:
-                if closed:
-                    proc.kill()
-                    proc.wait()
-                    raise OSError(f"the model's files at {self.project} cannot be reached by uid {iso.uid}: "
-                                  f"{closed} is closed to other users (keep VENDO_PACKAGE_CACHE_DIR outside "
-                                  "the data directory)")
+                proc = await self._exec(python, r_in, w_out, env, cwd, kwargs)
+            except BaseException:
+                os.close(r_out)
+                os.close(w_in)
+                raise
         finally:
             os.close(r_in)
             os.close(w_out)
@@ -406,18 +485,14 @@ class ModelWorker:
         reader = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r_out, "rb", 0))
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(w_in, "wb", 0))
-        p = _Proc(proc, writer)
+        p = _Proc(proc, writer, setup_logs)
         p.calls[None] = asyncio.Queue()
         self.current = p
-        self._spawn_task(self._read_frames(p, reader, setup_logs))
+        self._spawn_task(self._read_frames(p, reader))
         for pipe in (proc.stdout, proc.stderr):
             stream = asyncio.StreamReader()
             await loop.connect_read_pipe(lambda s=stream: asyncio.StreamReaderProtocol(s), pipe)
-            self._spawn_task(self._read_stream(p, stream, setup_logs))
-        self._send(p, {"op": "init", "mode": self.mode, "project": str(src),
-                       "gpu_fraction": self.options.gpu_fraction,
-                       "allow_private_urls": self.options.allow_private_urls,
-                       "fetch_limits": list(self.options.fetch_limits)})
+            self._spawn_task(self._read_stream(p, stream))
         return p
 
     async def _install_local(self, python: str, requirements: list[str], env: dict[str, str],
@@ -481,34 +556,34 @@ class ModelWorker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_frames(self, p: _Proc, reader: asyncio.StreamReader, setup_logs: list[str]) -> None:
+    async def _read_frames(self, p: _Proc, reader: asyncio.StreamReader) -> None:
         try:
             while (msg := await read_frame(reader)) is not None:
                 p.frames += 1
-                self._dispatch(p, msg, setup_logs)
+                self._dispatch(p, msg)
         except (ProtocolError, ValueError) as e:
             log.warning("model worker sent a bad frame (%s); stopping it", e)
         except asyncio.CancelledError:
             raise
         await self._exited(p)
 
-    async def _read_stream(self, p: _Proc, stream: asyncio.StreamReader, setup_logs: list[str]) -> None:
+    async def _read_stream(self, p: _Proc, stream: asyncio.StreamReader) -> None:
         """Output written to the worker's file descriptors 1 and 2 (native code, subprocesses)."""
         while chunk := await stream.read(65536):
             text = chunk.decode(errors="replace")
             running = [k for k in p.calls if k is not None]
             if len(running) == 1:
-                self._dispatch(p, {"ev": "log", "id": running[0], "text": text}, setup_logs)
+                self._dispatch(p, {"ev": "log", "id": running[0], "text": text})
             elif not self.ready.is_set():
-                setup_logs.append(text)
+                p.setup_logs.append(text)
             else:
                 log.info("model worker: %s", text.rstrip())
 
-    def _dispatch(self, p: _Proc, msg: dict[str, Any], setup_logs: list[str]) -> None:
+    def _dispatch(self, p: _Proc, msg: dict[str, Any]) -> None:
         pid = msg.get("id")
         if pid is None and msg.get("ev") == "log":
             if not self.ready.is_set():
-                setup_logs.append(str(msg.get("text") or ""))
+                p.setup_logs.append(str(msg.get("text") or ""))
             else:
                 log.info("model worker: %s", str(msg.get("text") or "").rstrip())
             return

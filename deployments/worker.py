@@ -8,7 +8,8 @@ speaks to its parent only through the two pipe descriptors IN and OUT, in JSON f
 
     parent → worker
       {"op": "init", "mode": "predict"|"train"|"introspect", "project": DIR,
-       "gpu_fraction": F, "allow_private_urls": B, "fetch_limits": [BYTES, SECONDS]}   first, once
+       "gpu_fraction": F, "allow_private_urls": B, "fetch_limits": [BYTES, SECONDS],
+       "cwd": DIR, "env": {NAME: VALUE}}   first, once; cwd and env only to a prestarted worker
       {"op": "predict", "id": ID, "input": {...}, "files": {URL: LOCAL_PATH}, "out": DIR}
       {"op": "cancel", "id": ID}
     worker → parent
@@ -281,6 +282,15 @@ def _stray_alarm(signum: int, frame: Any) -> None:
                 f"{signal.getitimer(signal.ITIMER_REAL)})\n".encode())
 
 
+def _move_to(cwd: str) -> None:
+    """Work in `cwd`, as a worker started there would: `python -m` put the folder it started in
+    first on the import path."""
+    started_in = os.getcwd()
+    os.chdir(cwd)
+    if sys.path and sys.path[0] == started_in:
+        sys.path[0] = cwd
+
+
 def main(argv: list[str]) -> int:
     fd_in, fd_out = int(argv[1]), int(argv[2])
     # a handler, not SIG_IGN: the model's own subprocesses get the default back; a model that
@@ -293,6 +303,9 @@ def main(argv: list[str]) -> int:
     init = read_frame_sync(fd_in)
     if init is None or init.get("op") != "init":
         return 2
+    if init.get("cwd"):  # a prestarted worker: its project's environment and folder come now
+        os.environ.update(init.get("env") or {})
+        _move_to(init["cwd"])
     logs.install()
     if init.get("mode") == "introspect":
         introspect(out, init["project"])

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from ray import serve
 
-from deployments.replica import ModelReplica
+from deployments.deployment import ModelReplica
 from router.apps import AppSpec
 from router.placement import version_options
 from vendo_core.hardware import skus_for

@@ -278,3 +278,81 @@ def test_model_code_writes_beside_its_files_runs_python_and_installs_its_own_art
         assert sorted(p.name for p in project.iterdir()) == before
     finally:
         shutil.rmtree(tmp_path)
+
+
+def _env_project(environment: list[str]) -> Path:
+    """A project that reports where and with what it runs; in a folder the worker's uid can read."""
+    root = Path(tempfile.mkdtemp(prefix="vendo-test-"))
+    project = root / "project"
+    project.mkdir()
+    (project / "cog.yaml").write_text('predict: "predict.py:P"\nenvironment:\n'
+                                      + "".join(f"  - {e}\n" for e in environment))
+    (project / "helper.py").write_text("NAME = 'helper beside predict.py'\n")
+    (project / "predict.py").write_text(
+        "import os, sys\n"
+        "from cog import BasePredictor\n"
+        "from helper import NAME\n"
+        "class P(BasePredictor):\n"
+        "    def predict(self) -> str:\n"
+        "        return '|'.join([os.environ.get('GREETING', ''), os.environ.get('PYTHONHASHSEED', ''),\n"
+        "                         str(sys.flags.hash_randomization), os.path.basename(os.getcwd()), NAME,\n"
+        "                         os.path.basename(sys.path[0])])\n")
+    share_tree(root)
+    return project
+
+
+def _prestarted_run(project: Path, env: dict[str, str] | None = None) -> tuple[str, bool]:
+    """Prestart a worker, then give it `project`: (its answer, whether the prestarted process ran it)."""
+    async def go():
+        w = ModelWorker(None, WorkerOptions(), env=env)
+        await w.prestart()
+        early = w.current
+        assert early is not None and early.proc.poll() is None
+        w.project = project
+        await w.start()
+        try:
+            assert w.setup_error is None, w.setup_error
+            done, _ = await _run(w, "p", {})
+            return done["output"], w.current is early
+        finally:
+            await w.close()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        shutil.rmtree(project.parent)
+
+
+def test_a_prestarted_worker_runs_the_project_as_one_started_for_it():
+    """The cold start's interpreter is started before the package is there; told its project, it
+    runs it in the same folder, import path and environment as a worker started for it."""
+    output, adopted = _prestarted_run(_env_project(["GREETING=hello"]), env={"COG_WEIGHTS": "x"})
+    assert adopted
+    greeting, seed, randomized, cwd, helper, path0 = output.split("|")
+    assert greeting == "hello" and seed == "" and randomized == "1"
+    assert cwd == "src" and path0 == "src" and helper == "helper beside predict.py"
+
+
+def test_a_project_that_sets_a_startup_variable_gets_an_interpreter_started_with_it():
+    """PYTHONHASHSEED (like LD_*, LC_*, TZ) is read as the interpreter starts: telling a running one
+    would be too late, so the prestarted one is dropped and a worker is started with it."""
+    output, adopted = _prestarted_run(_env_project(["GREETING=hi", "PYTHONHASHSEED=0"]))
+    assert not adopted
+    assert output.split("|")[:3] == ["hi", "0", "0"]  # hash randomization off: it was there at start
+
+
+def test_a_package_that_cannot_be_unpacked_stops_the_prestarted_worker():
+    async def go():
+        w = ModelWorker(None, WorkerOptions())
+        await w.prestart()
+        early = w.current
+        w.project = Path(tempfile.gettempdir())
+        w.fail("BadZipFile: not a package")
+        await asyncio.wait_for(early.exited.wait(), 10)
+        try:
+            with pytest.raises(WorkerFailed, match="setup failed: BadZipFile"):
+                await _run(w, "a", {})
+        finally:
+            await w.close()
+
+    asyncio.run(go())
