@@ -178,6 +178,26 @@ def _met(m: bool | None) -> str:
 # markdown
 
 
+CPU_ROLES = ("ingress", "router", "model replicas", "model workers", "Redis", "Serve controller",
+             "Ray (raylet, GCS, other actors)", "load generator", "other")
+
+
+def _efficiency_cpu(e: dict) -> list[str]:
+    """Part 4's CPU by process during the trials."""
+    rows = [(who, n, d["cpu"]) for who in ("vendo", "bare") for n, d in (e.get(who) or {}).items() if d.get("cpu")]
+    if not rows:
+        return []
+    cores = rows[0][2].get("cores")
+    lines = ["", f"CPU during the trials, in cores used on average (the machine has {cores}; a process with one "
+             "busy thread tops out at 1.0):", "",
+             "| | replicas | machine busy | " + " | ".join(CPU_ROLES) + " |", "|---" * (3 + len(CPU_ROLES)) + "|"]
+    for who, n, c in rows:
+        by = c.get("by_role", {})
+        lines.append(f"| {'vendo' if who == 'vendo' else 'bare Serve'} | {n} | {c.get('machine', 0):.2f} | "
+                     + " | ".join(f"{by.get(r, 0.0):.2f}" for r in CPU_ROLES) + " |")
+    return lines
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
@@ -265,6 +285,7 @@ def markdown(res: dict[str, Any]) -> str:
                 lines += ["", f"On this machine bare Serve pushes at most ~{cap:.0f} no-op predictions/s (part 1, c=16): "
                           f"the ideal at {', '.join(over)} replicas is above that, so there the figure is bound by the "
                           "CPU, not by scheduling."]
+        lines += _efficiency_cpu(e)
     s = res.get("streaming")
     if s:
         lines += ["", f"## 5. Streaming: model yield → SSE `output` event at the client ({s['items_per_prediction']} items, "

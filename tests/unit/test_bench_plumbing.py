@@ -117,3 +117,32 @@ def test_overhead_ratios_join_the_baseline_cluster_and_vendos():
         "ingress": "haproxy", "overhead": res, "gpu": {"measured": False, "note": report.GPU_NOT_MEASURED}})
     assert "| Overhead: throughput at c=16 | ≥ 1.0 × bare Serve | 1.50×" in md
     assert "bare Serve, vendo's ingress" in md and "on a cluster of its own" in md
+
+
+def test_part_4_names_the_cpu_of_each_process_it_measured():
+    """The efficiency part's CPU accounting: a child that spins for the window is counted to its
+    role, in cores, and the report lists every role, vendo's and bare Serve's rows both."""
+    import subprocess
+    import sys
+
+    from benchmarks.efficiency import ROLES, CpuMeter
+
+    assert next(r for r, test in ROLES if test.search("python -m deployments.worker 5 6")) == "model workers"
+    assert next(r for r, test in ROLES if test.search("ray::ServeReplica:v-0a1b:model")) == "model replicas"
+    assert next(r for r, test in ROLES if test.search("ray::ServeReplica:vendo:router")) == "router"
+    spin = subprocess.Popen([sys.executable, "-c", "import sys, time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 0.6: pass\nprint('spun', flush=True)\nsys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    meter = CpuMeter()
+    meter.start()
+    try:
+        assert spin.stdout.readline() == "spun\n"
+        meter.stop()  # read while it lives: a process gone by the end of a window is not counted
+    finally:
+        spin.communicate("")
+    assert meter.by_role["other"] >= 0.4  # CPU seconds: most of the child's 0.6 s fell in the window
+    assert meter.machine >= 0.4
+    cores = meter.cores()
+    assert cores["by_role"]["other"] == round(meter.by_role["other"] / meter.wall, 3)
+    text = "\n".join(report._efficiency_cpu({"vendo": {"4": {"cpu": cores}}, "bare": {"4": {"cpu": cores}}}))
+    assert "| vendo | 4 |" in text and "| bare Serve | 4 |" in text and "model workers" in text
