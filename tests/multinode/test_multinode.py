@@ -1,5 +1,6 @@
 """vendo on more than one node, with `ray.cluster_utils.Cluster` (several raylets on this machine):
-a CPU head holding the router, a CPU node and a node with a logical GPU. Placement is read from
+a CPU head holding the router, a CPU node and a node with a logical GPU, on the ingress vendo
+gives a cluster it starts (Serve's HAProxy on the head by default). Placement is read from
 Ray's state API; storage is the S3 server, so packages reach each node from object storage.
 
 Run in its own pytest invocation (`make test` does): it starts its own Ray cluster, and two Ray
@@ -29,7 +30,14 @@ def multi():
     import ray
     from ray.cluster_utils import Cluster as RayCluster
 
+    from cluster.serve_apps import serve_env
+    from vendo_core.settings import Settings
+
     os.environ.update(TEST_CREDENTIALS)  # S3's credentials in every node's environment, as on a cluster
+    # the ingress vendo gives a cluster it starts (HAProxy unless VENDO_SERVE_INGRESS says otherwise),
+    # in every node's environment as `ray start` would need it: the router's replicas on the CPU
+    # node are reached by the head's HAProxy
+    os.environ.update(serve_env(Settings()))
     # the head takes no CPU work: CPU versions must find the CPU node, GPU ones the GPU node
     rc = RayCluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {MARK: 1000}})
     try:
