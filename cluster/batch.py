@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +37,9 @@ from typing import Any
 from cluster.handle import ROUTER_APP, TERMINAL, Vendo
 
 WAIT_S = 300.0
+# a line's create holds this long for its prediction to finish, so a short one takes one call to the
+# router instead of two; a stop waits this long at most for the creates in flight to say their ids
+FIRST_WAIT_S = 1.0
 BATCH_ROWS = 256
 READ_TASKS = 4
 
@@ -172,6 +176,9 @@ class Batch:
         self.total: int | None = None
         self.done = self.succeeded = self.failed = self.skipped = 0
         self.live: set[str] = set()
+        self.creating = 0  # create calls in flight: their predictions' ids are not known yet
+        self.created = asyncio.Event()  # set when the last create in flight has returned
+        self.created.set()
         self.stopping = False
         self.started = time.monotonic()
         self.first_at: float | None = None  # the first prediction's create: rates count from here
@@ -198,11 +205,21 @@ class Batch:
         """One line's prediction, to its end; whatever happens, a result row."""
         handle, token = self.vendo.handle, self.vendo.token
         pid = None
+        if self.stopping:  # a line that had waited for a slot: not started (a resubmission runs it)
+            return {"index": index, "id": None, "status": "canceled", "error": "the batch was stopped"}
         if self.first_at is None:
             self.first_at = time.monotonic()
         try:
-            # created without waiting, so its id is known (and a stop can cancel it) while it runs
-            p = await handle.create.remote(token, self.args.model, line_input(row), source="batch")
+            # a short wait in the create itself: a stop waits out the creates in flight (see `stop`)
+            self.creating += 1
+            self.created.clear()
+            try:
+                p = await handle.create.remote(token, self.args.model, line_input(row), source="batch",
+                                               wait_s=FIRST_WAIT_S)
+            finally:
+                self.creating -= 1
+                if not self.creating:
+                    self.created.set()
             pid = p["id"]
             self.live.add(pid)
             while p["status"] not in TERMINAL:
@@ -266,6 +283,15 @@ class Batch:
             await drain(window)
         await drain(1)
 
+    async def stop(self) -> None:
+        """Stop taking lines, let the creates in flight return their ids (within FIRST_WAIT_S),
+        and cancel every prediction of this batch that is not finished."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.created.wait(), FIRST_WAIT_S + 30)
+        print(f"batch {self.id}: stopping; canceling {len(self.live)} predictions in flight", flush=True)
+        await self.cancel_live()
+
     async def cancel_live(self) -> None:
         await asyncio.gather(*(self.vendo.handle.cancel.remote(self.vendo.token, pid) for pid in list(self.live)),
                              return_exceptions=True)
@@ -305,9 +331,7 @@ async def _main(args: argparse.Namespace) -> int:
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if stopped.done() and not work.done():
-        b.stopping = True
-        print(f"batch {batch_id}: stopping; canceling {len(b.live)} predictions in flight", flush=True)
-        await b.cancel_live()
+        await b.stop()
         work.cancel()
         output.close()
         await b.report(status="canceled")
