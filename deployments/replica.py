@@ -346,65 +346,66 @@ class Replica:
                     await self.store.transition(request["id"], Status.FAILED, {"completed_at": now_iso()},
                                                 error=str(e), retention_s=request.get("retention_s"))
                     return {"status": "failed"}
-            async with target.use():
-                return await self._predict(request, target)
+            return await self._predict(request, target)
 
     async def _predict(self, request: dict[str, Any], target: Loaded) -> dict[str, Any]:
         pid = request["id"]
-        worker = target.worker
-        await worker.ready.wait()  # a worker being restarted is set up again first
-        if worker.setup_error:
-            await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
-                                        error=f"setup failed: {worker.setup_error}",
-                                        retention_s=request.get("retention_s"))
-            return {"status": "failed"}
-        started = time.time()
-        waited = wait_breakdown(request.get("created_ts"), started, target.setup_window)
-        counts = []
-        if waited.get("boot_time"):
-            labels = (request.get("model") or self.billing.get("model") or "", target.version_id)
-            counts = [metrics.inc("cold_starts", *labels),
-                      *metrics.observe("cold_start_seconds", waited["boot_time"] + waited["setup_time"], *labels)]
-        ok, prev = await self.store.transition(
-            pid, Status.PROCESSING, {"started_at": (started_at := now_iso(started)), "started_ts": round(started, 6)},
-            heartbeat_deadline=started + 3 * self.settings.heartbeat_s, counts=counts)
-        if not ok:
-            log.info("prediction %s: not started, status was %s", pid, prev)
-            return {"status": prev.value if prev else None}
-        run = Running(logs.LogSink(), worker)
-        self.running[pid] = run
-        self.meter.start(started)
-        loop = asyncio.get_running_loop()
-        flusher = loop.create_task(self._flush_logs(pid, run.sink))
-        # no prediction outlives max_prediction_s: graceful shutdowns are sized on it
-        watchdog = loop.call_later(self.settings.max_prediction_s, self._interrupt, pid, True)
-        status, fields, error = Status.SUCCEEDED, {}, None
-        try:
-            output, measured = await target.runner(pid, request["input"], run, request.get("weights"))
-            if self.mode == "train":
-                output = await self._finish_training(pid, request, output)
-            fields["output"] = output
-        except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
-            measured = {}
-            if run.timed_out:
-                status = Status.FAILED
-                error = f"Prediction ran longer than the {self.settings.max_prediction_s:g}s limit"
-            elif run.canceled or isinstance(e, asyncio.CancelledError):
-                status = Status.CANCELED
-            elif isinstance(e, TrainingFailed):
-                status, error = Status.FAILED, str(e)
-            elif isinstance(e, WorkerFailed):
-                status, error = Status.FAILED, e.error
-                if e.crashed:
-                    run.sink.write(f"{e.error}\n")
-            else:
-                log.exception("prediction %s failed in the replica", pid)
-                status, error = Status.FAILED, f"{type(e).__name__}: {e}"
-        finally:
-            watchdog.cancel()
-            flusher.cancel()
-            self.running.pop(pid, None)
-            self.meter.stop(time.time())
+        async with target.use():  # the model's slot: held while the worker runs it
+            worker = target.worker
+            await worker.ready.wait()  # a worker being restarted is set up again first
+            if worker.setup_error:
+                await self.store.transition(pid, Status.FAILED, {"completed_at": now_iso()},
+                                            error=f"setup failed: {worker.setup_error}",
+                                            retention_s=request.get("retention_s"))
+                return {"status": "failed"}
+            started = time.time()
+            waited = wait_breakdown(request.get("created_ts"), started, target.setup_window)
+            counts = []
+            if waited.get("boot_time"):
+                labels = (request.get("model") or self.billing.get("model") or "", target.version_id)
+                counts = [metrics.inc("cold_starts", *labels),
+                          *metrics.observe("cold_start_seconds", waited["boot_time"] + waited["setup_time"], *labels)]
+            ok, prev = await self.store.transition(
+                pid, Status.PROCESSING, {"started_at": (started_at := now_iso(started)), "started_ts": round(started, 6)},
+                heartbeat_deadline=started + 3 * self.settings.heartbeat_s, counts=counts)
+            if not ok:
+                log.info("prediction %s: not started, status was %s", pid, prev)
+                return {"status": prev.value if prev else None}
+            run = Running(logs.LogSink(), worker)
+            self.running[pid] = run
+            self.meter.start(started)
+            loop = asyncio.get_running_loop()
+            flusher = loop.create_task(self._flush_logs(pid, run.sink))
+            # no prediction outlives max_prediction_s: graceful shutdowns are sized on it
+            watchdog = loop.call_later(self.settings.max_prediction_s, self._interrupt, pid, True)
+            status, fields, error = Status.SUCCEEDED, {}, None
+            try:
+                output, measured = await target.runner(pid, request["input"], run, request.get("weights"))
+                if self.mode == "train":
+                    output = await self._finish_training(pid, request, output)
+                fields["output"] = output
+            except BaseException as e:  # noqa: BLE001 - every outcome becomes a terminal status
+                measured = {}
+                if run.timed_out:
+                    status = Status.FAILED
+                    error = f"Prediction ran longer than the {self.settings.max_prediction_s:g}s limit"
+                elif run.canceled or isinstance(e, asyncio.CancelledError):
+                    status = Status.CANCELED
+                elif isinstance(e, TrainingFailed):
+                    status, error = Status.FAILED, str(e)
+                elif isinstance(e, WorkerFailed):
+                    status, error = Status.FAILED, e.error
+                    if e.crashed:
+                        run.sink.write(f"{e.error}\n")
+                else:
+                    log.exception("prediction %s failed in the replica", pid)
+                    status, error = Status.FAILED, f"{type(e).__name__}: {e}"
+            finally:
+                watchdog.cancel()
+                flusher.cancel()
+                self.running.pop(pid, None)
+                self.meter.stop(time.time())
+        # the slot is free: the next prediction starts on the worker while this one's end is written
         rest = run.sink.drain()
         if rest:
             await self.store.append_logs(pid, rest)
