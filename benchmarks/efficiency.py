@@ -20,6 +20,7 @@ from benchmarks import load
 from benchmarks import stack as stk
 from benchmarks.overhead import plain_sync, vendo_sync
 from benchmarks.plan import Plan
+from benchmarks.profile import machine_busy_s
 from benchmarks.stats import Figure
 
 WAIT_S = 0.05
@@ -91,9 +92,7 @@ class CpuMeter:
             role = "load generator" if p.info["pid"] == me else next(
                 (r for r, test in ROLES if test.search(title)), "other")
             procs[p.info["pid"]] = (role, t.user + t.system)
-        m = psutil.cpu_times()
-        busy = m.user + m.system + getattr(m, "nice", 0) + getattr(m, "irq", 0) + getattr(m, "softirq", 0)
-        return time.monotonic(), busy, procs
+        return time.monotonic(), machine_busy_s(), procs
 
     def start(self) -> None:
         self._at = self._read()

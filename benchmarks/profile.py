@@ -79,9 +79,16 @@ def cpu_s(pids: dict[str, int]) -> dict[str, float]:
             out[role] = t.user + t.system
         except psutil.Error:
             pass
-    t = psutil.cpu_times()
-    out["machine"] = t.user + t.system + getattr(t, "nice", 0) + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+    out["machine"] = machine_busy_s()
     return out
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores: user, system, nice, interrupts)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.system + getattr(t, "nice", 0) + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
 
 
 VENDO_FRAMES = ("(router/", "(deployments/", "(cluster/", "redis/asyncio/client.py", "fastapi/routing.py",

@@ -323,11 +323,9 @@ class ModelWorker:
         `start()` then only tells it the project. Best effort: `start()` starts one the usual way
         when this could not, or when the project needs an interpreter started with its own
         environment (a `READ_AT_START` variable in cog.yaml, or artifacts of its own to install)."""
-        python = self.options.python or sys.executable
-        env = worker_env(self.options, str(self.root.home), str(self.root.tmp))
-        env["PATH"] = str(self.root.bin(python)) + os.pathsep + env["PATH"]
+        env = self._env()
         try:
-            p = await self._launch_unprivileged(python, env, self.root.home, [])
+            p = await self._launch_unprivileged(self.python, env, self.root.home, [])
         except OSError as e:
             log.warning("could not prestart the model's worker (%s); starting it once the package is here", e)
             return
@@ -391,7 +389,20 @@ class ModelWorker:
         self.setup_error = error
         self.ready.set()
 
-    def _project_env(self, python: str) -> tuple[Any, dict[str, str]]:
+    @property
+    def python(self) -> str:
+        """The worker's interpreter."""
+        return self.options.python or sys.executable
+
+    def _env(self, model_env: dict[str, str] | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The worker's environment: `worker_env` with the model's own variables, the platform's
+        (`extra`), and the worker's `bin` (its `python`) first on PATH."""
+        env = worker_env(self.options, str(self.root.home), str(self.root.tmp), model_env)
+        env.update(extra or {})
+        env["PATH"] = str(self.root.bin(self.python)) + os.pathsep + env["PATH"]
+        return env
+
+    def _project_env(self) -> tuple[Any, dict[str, str]]:
         """The project's cog.yaml (None when it cannot be read: the worker reports what is wrong)
         and the worker's whole environment for it."""
         assert self.project is not None, "start() needs the project"
@@ -399,11 +410,7 @@ class ModelWorker:
             config = read_cog_config(self.project)
         except (OSError, PackageInvalid):
             config = None
-        env = worker_env(self.options, str(self.root.home), str(self.root.tmp),
-                         config.environment if config else None)
-        env.update(self.extra_env)
-        env["PATH"] = str(self.root.bin(python)) + os.pathsep + env["PATH"]
-        return config, env
+        return config, self._env(config.environment if config else None, self.extra_env)
 
     async def _adopt(self, setup_logs: list[str]) -> _Proc | None:
         """The prestarted interpreter, told its project, when there is one that can run it; its
@@ -411,8 +418,7 @@ class ModelWorker:
         p, self._early = self._early, None
         if p is None:
             return None
-        python = self.options.python or sys.executable
-        config, env = self._project_env(python)
+        config, env = self._project_env()
         usable = (config is not None and not config.local_requirements and not p.exited.is_set()
                   and not any(k.startswith(READ_AT_START) for k in config.environment)
                   and not (self.isolation.uid is not None and closed_to_others(self.project)))
@@ -432,9 +438,9 @@ class ModelWorker:
                 "fetch_limits": list(self.options.fetch_limits)}
 
     async def _spawn(self, setup_logs: list[str]) -> _Proc:
-        python = self.options.python or sys.executable
+        python = self.python
         closed = closed_to_others(self.project) if self.isolation.uid is not None else None
-        config, env = self._project_env(python)
+        config, env = self._project_env()
         src = self.root.workdir(self.project)
         if config is not None and config.local_requirements:
             site = await self._install_local(python, config.local_requirements, env, setup_logs)
