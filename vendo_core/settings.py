@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         default=True, description="the router calls model replicas over Serve's gRPC transport "
         "(`_by_reference=False`) instead of Ray's actor calls: less CPU per prediction in both "
         "(benchmarks/results/findings.md)")
+    serve_cold_push: bool = Field(
+        default=True, description="the router fixes Serve's cold-start push (router/serve_fixes.py): "
+        "a request for a version at zero replicas makes its handle report it to Serve's controller at "
+        "once, so the scale-up starts then instead of at the next metrics tick (up to 1 s later)")
     serve_main_loop: bool = Field(
         default=True, description="the router runs its code on its replica's event loop, and its "
         "handles' routing on it too, instead of a thread and a loop of their own (Serve's "
