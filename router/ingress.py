@@ -9,6 +9,7 @@ from router.app import create_app
 from router.handle_api import HandleAPI
 from router.runtime import Runtime
 from router.serve_apps import version_app_builder
+from router.serve_fixes import fix_cold_push
 from vendo_core import logctx
 from vendo_core.settings import Settings
 
@@ -17,7 +18,10 @@ from vendo_core.settings import Settings
 class Router:
     async def __init__(self, settings: dict, redis_url: str):
         logctx.install()  # vendo's lines go where Serve's go, in the deployment's encoding
-        self.rt = Runtime.connect(Settings(**settings), redis_url, version_app_builder(settings, redis_url))
+        s = Settings(**settings)
+        if s.serve_cold_push:  # before this process makes its first handle to a model's app
+            fix_cold_push()
+        self.rt = Runtime.connect(s, redis_url, version_app_builder(settings, redis_url))
         self.rt.start_background()
         self.api = HandleAPI(self.rt)
 

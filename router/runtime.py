@@ -122,7 +122,7 @@ class Runtime:
                                   blocking=connect(redis_url, settings.max_blocking_connections,
                                                    wait_for_connection=True)),
             apps=AppManager(redis, keys, build_app, settings.app_idle_s, version_live=registry.version_live,
-                            grpc=settings.serve_grpc, cold_push=settings.serve_cold_push),
+                            grpc=settings.serve_grpc),
             files=Files(redis, keys, objects, expiry_s=settings.file_expiry_s,
                         signer=signer),
             limiter=RateLimiter(redis, keys, creates_per_min=settings.rate_limit_creates_per_min,

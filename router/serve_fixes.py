@@ -15,43 +15,34 @@ and says so in the log where they do not (the cold start then is Serve's own).""
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 
 log = logging.getLogger("vendo.serve_fixes")
-_LOCK = threading.Lock()
-_applied: bool | None = None  # None: not tried in this process
 
 
 def fix_cold_push() -> bool:
     """Wrap Serve's `RouterMetricsManager.should_send_scaled_to_zero_optimized_push` so that, when
-    it says "push now", a metrics point with the current queue is recorded first. Once per process;
-    returns whether the fix is in place."""
-    global _applied
-    with _LOCK:
-        if _applied is not None:
-            return _applied
-        try:
-            from ray.serve._private.router import RouterMetricsManager as manager
-        except ImportError:  # pragma: no cover - Serve without this router
-            manager = None
-        should = getattr(manager, "should_send_scaled_to_zero_optimized_push", None)
-        if manager is None or should is None or not hasattr(manager, "_add_autoscaling_metrics_point"):
-            log.warning("Serve's cold-start push is not where vendo's fix expects it: not applied")
-            _applied = False
-            return False
-        if getattr(should, "__vendo_fix__", False):
-            _applied = True
-            return True
-
-        def should_push(self, curr_num_replicas: int) -> bool:
-            push = should(self, curr_num_replicas)
-            if push:  # the report that follows must carry the request that made it
-                self._add_autoscaling_metrics_point()
-            return push
-
-        should_push.__vendo_fix__ = True  # type: ignore[attr-defined]
-        should_push.__wrapped__ = should  # type: ignore[attr-defined]
-        manager.should_send_scaled_to_zero_optimized_push = should_push
-        _applied = True
+    it says "push now", a metrics point with the current queue is recorded first. Applies once per
+    process (the wrapper is marked); returns whether the fix is in place."""
+    try:
+        from ray.serve._private.router import RouterMetricsManager as manager
+    except ImportError:  # pragma: no cover - Serve without this router
+        manager = None
+    should = getattr(manager, "should_send_scaled_to_zero_optimized_push", None)
+    if should is None or not hasattr(manager, "_add_autoscaling_metrics_point"):
+        log.warning("Serve's cold-start push is not where vendo's fix expects it: not applied")
+        return False
+    if getattr(should, "__vendo_fix__", False):
         return True
+
+    @functools.wraps(should)  # and `__wrapped__`: Serve's own, for the test that it still needs fixing
+    def should_push(self, curr_num_replicas: int) -> bool:
+        push = should(self, curr_num_replicas)
+        if push:  # the report that follows must carry the request that made it
+            self._add_autoscaling_metrics_point()
+        return push
+
+    should_push.__vendo_fix__ = True  # type: ignore[attr-defined]
+    manager.should_send_scaled_to_zero_optimized_push = should_push
+    return True
