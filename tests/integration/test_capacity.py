@@ -12,7 +12,7 @@ from ray import serve
 
 from router.apps import replica_counts
 from tests.integration.conftest import EXAMPLES
-from vendo_core.ids import app_name, deployment_app_name
+from vendo_core.ids import DEPLOYMENT_APP_PREFIX, VERSION_APP_PREFIX, app_name, deployment_app_name
 
 WIDE = 6  # CPUs of the cpu-wide SKU (tests/fixtures/hardware.yaml)
 
@@ -22,10 +22,33 @@ def _running(app: str) -> int:
     return replica_counts(st).get("running", 0) if st is not None else 0
 
 
+def _settle(timeout_s: float = 30.0) -> None:
+    """Wait until no earlier test's model replica holds CPUs. Room measured while one is still
+    up (running or stopping) is undercounted: its CPUs come free mid-test, and a replica the test
+    meant to keep out finds room without evicting anything."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        busy = [a for a, st in serve.status().applications.items()
+                if a.startswith((VERSION_APP_PREFIX, DEPLOYMENT_APP_PREFIX)) and sum(replica_counts(st).values())]
+        if not busy:
+            return
+        time.sleep(0.2)
+    for a in busy:  # idle ones still up (a long downscale delay): this test needs their room
+        serve.delete(a)
+
+
 @pytest.fixture
 def room():
-    """How many cpu-wide replicas fit now (other tests' replicas scale to zero within seconds)."""
-    fit = int(ray.available_resources().get("CPU", 0) // WIDE)
+    """How many cpu-wide replicas fit once other tests' replicas have gone."""
+    _settle()
+    cpus = ray.available_resources().get("CPU", 0)
+    while True:  # a stopped replica's CPUs reach the resource view a report or two later
+        time.sleep(0.5)
+        now = ray.available_resources().get("CPU", 0)
+        if now <= cpus:
+            break
+        cpus = now
+    fit = int(cpus // WIDE)
     if fit < 1:
         pytest.skip("the test cluster has no room for a cpu-wide replica right now")
     return fit
