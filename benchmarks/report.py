@@ -93,7 +93,9 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
         n = c["versions"]
         out.append({"goal": f"Catalogue: {n:,} registered versions ({c['used']} used) vs 10",
                     "target": "routing p50 and the controller's memory flat (≤ 1.1×)",
-                    "figure": f"p50 {ratio_text(r)} ({fmt(F(fig[f'p50_ms_{n}']))} vs {fmt(F(fig['p50_ms_10']))}); "
+                    "figure": f"p50 {ratio_text(r)} ({fmt(F(fig[f'p50_ms_{n}']))} vs {fmt(F(fig['p50_ms_10']))}"
+                              + (f" before and {fmt(F(fig['p50_ms_10_after']))} after" if "p50_ms_10_after" in fig else "")
+                              + "); "
                               f"controller RSS {c['controller_rss_ratio']:.2f}× "
                               f"({F(fig[f'controller_rss_mib_{n}']).median:.0f} MiB), CPU "
                               f"{F(fig[f'controller_cpu_pct_{n}']).median:.1f}% vs "
