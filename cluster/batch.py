@@ -203,7 +203,7 @@ class Batch:
 
     async def one(self, index: int, row: dict) -> dict:
         """One line's prediction, to its end; whatever happens, a result row."""
-        handle, token = self.vendo.handle, self.vendo.token
+        vendo, inputs = self.vendo, line_input(row)
         pid = None
         if self.stopping:  # a line that had waited for a slot: not started (a resubmission runs it)
             return {"index": index, "id": None, "status": "canceled", "error": "the batch was stopped"}
@@ -214,8 +214,7 @@ class Batch:
             self.creating += 1
             self.created.clear()
             try:
-                p = await handle.create.remote(token, self.args.model, line_input(row), source="batch",
-                                               wait_s=FIRST_WAIT_S)
+                p = await vendo.call("create", self.args.model, inputs, source="batch", wait_s=FIRST_WAIT_S)
             finally:
                 self.creating -= 1
                 if not self.creating:
@@ -223,7 +222,7 @@ class Batch:
             pid = p["id"]
             self.live.add(pid)
             while p["status"] not in TERMINAL:
-                p = await handle.wait.remote(token, pid, WAIT_S)
+                p = await vendo.call("wait", pid, WAIT_S)
         except Exception as e:  # noqa: BLE001 - a line that fails is written as failed; the batch goes on
             cause = getattr(e, "cause", None) or e
             return {"index": index, "id": pid, "status": "failed", "error": str(cause)[:2000]}

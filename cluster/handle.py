@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import PrivateAttr
 
 from router import wire
+from router.apps import GRPC_MAX_INPUT, fits_grpc
 from vendo_core.errors import VendoError
 
 ROUTER_APP = "vendo"
@@ -86,13 +87,13 @@ class Predictions:
 
     def _call(self, method: str, *args, **kwargs) -> dict[str, Any]:
         try:
-            return getattr(self._v.handle, method).remote(self._v.token, *args, **kwargs).result()
+            return self._v.call_sync(method, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - re-raised, unwrapped
             raise _unwrap(e) from None
 
     async def _async_call(self, method: str, *args, **kwargs) -> dict[str, Any]:
         try:
-            return await getattr(self._v.handle, method).remote(self._v.token, *args, **kwargs)
+            return await self._v.call(method, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - re-raised, unwrapped
             raise _unwrap(e) from None
 
@@ -115,7 +116,10 @@ class Predictions:
         return self._record(self._call("get", id))
 
     def list(self, cursor: str | None = None) -> wire.Page[Prediction]:
-        page = self._call("list", cursor)
+        try:  # a page of records can be larger than a gRPC message: over actor calls
+            page = self._v.handle.list.remote(self._v.token, cursor).result()
+        except Exception as e:  # noqa: BLE001 - re-raised, unwrapped
+            raise _unwrap(e) from None
         return wire.Page[Prediction](results=[self._record(p) for p in page["results"]], next=page["next"])
 
     def cancel(self, id: str) -> Prediction:
@@ -143,21 +147,57 @@ class Predictions:
 
 
 class Vendo:
-    """vendo inside the cluster. `token` defaults to `VENDO_API_TOKEN`, then `REPLICATE_API_TOKEN`."""
+    """vendo inside the cluster. `token` defaults to `VENDO_API_TOKEN`, then `REPLICATE_API_TOKEN`.
+    Unary calls go to the router over Serve's gRPC transport (`_by_reference=False`: a batch job
+    keeps pace with HTTP on it, not on Ray's actor calls; benchmarks/results/findings.md) unless
+    their arguments are too large for its messages; an answer too large for one is fetched over
+    actor calls. `grpc=False` keeps every call on actor calls."""
 
-    def __init__(self, token: str | None = None, *, app: str = ROUTER_APP):
+    def __init__(self, token: str | None = None, *, app: str = ROUTER_APP, grpc: bool = True):
         self.token = token or os.environ.get("VENDO_API_TOKEN") or os.environ.get("REPLICATE_API_TOKEN") or ""
         self.app = app
-        self._handle = None
+        self.grpc = grpc
+        self._handle = self._by_value = None
         self.predictions = Predictions(self)
 
     @property
     def handle(self):
+        """The router's handle over Ray's actor calls (streaming calls, and any argument size)."""
         if self._handle is None:
             from ray import serve  # heavy: only a caller inside the cluster needs it
 
             self._handle = serve.get_app_handle(self.app)
         return self._handle
+
+    def handle_for(self, payload: Any):
+        """The router's handle for a unary call with arguments `payload`: over gRPC when they fit
+        a message (`router.apps.fits_grpc`, the rule the router keeps for model replicas)."""
+        if not self.grpc or not fits_grpc(payload):
+            return self.handle
+        if self._by_value is None:
+            self._by_value = self.handle.options(_by_reference=False)
+        return self._by_value
+
+    async def call(self, method: str, *args, **kwargs) -> dict[str, Any]:
+        """The router's unary `method` (`create`, `get`, `wait`, `cancel`) with this token: its
+        answer as the API's JSON, or the router's exception as Ray raises it."""
+        h = self.handle_for((args, kwargs))
+        if h is self.handle:
+            return await getattr(h, method).remote(self.token, *args, **kwargs)
+        got = await getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_INPUT, **kwargs)
+        if got.get(wire.REPLY_TOO_LARGE):
+            got = await self.handle.get.remote(self.token, got["id"])
+        return got
+
+    def call_sync(self, method: str, *args, **kwargs) -> dict[str, Any]:
+        """`call` from synchronous code."""
+        h = self.handle_for((args, kwargs))
+        if h is self.handle:
+            return getattr(h, method).remote(self.token, *args, **kwargs).result()
+        got = getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_INPUT, **kwargs).result()
+        if got.get(wire.REPLY_TOO_LARGE):
+            got = self.handle.get.remote(self.token, got["id"]).result()
+        return got
 
     def run(self, ref: str, input: dict[str, Any] | None = None, **options) -> Any:
         """The output of a prediction of `ref` (`owner/name`, `owner/name:version`, a version id),

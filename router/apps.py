@@ -49,6 +49,12 @@ def approx_size(value: Any, limit: int = GRPC_MAX_INPUT) -> int:
     return n
 
 
+def fits_grpc(payload: Any) -> bool:
+    """Whether a handle call with arguments `payload` may go over Serve's gRPC transport: the
+    called replica's gRPC server takes messages of 4 MiB at most (replies are not capped)."""
+    return approx_size(payload) <= GRPC_MAX_INPUT
+
+
 REPLICATE_WEIGHTS = "replicate_weights"  # Replicate's input for swapping a base model's weights per request
 
 
@@ -159,7 +165,7 @@ class AppManager:
     def for_input(self, handle: Any, payload: Any) -> Any:
         """`handle` as a call with `payload` must use it: over Ray's actor calls when the input is
         too large for a replica's gRPC message (an inline data URI, a long text)."""
-        if self.grpc and approx_size(payload) > GRPC_MAX_INPUT:
+        if self.grpc and not fits_grpc(payload):
             return handle.options(_by_reference=True)
         return handle
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from router import wire
+from router.apps import approx_size
 from router.ratelimit import CREATES, REQUESTS
 from router.runtime import Runtime
 from vendo_core.errors import InvalidRequest, NotFound, Unauthenticated
@@ -37,13 +38,19 @@ class HandleAPI:
         await self.rt.limiter.hit(token.strip(), bucket)
         return acct
 
-    def _render(self, rec, *, as_starting: bool = False) -> dict[str, Any]:
-        return wire.prediction(rec, self.base, self.rt.url_for(self.base), as_starting=as_starting)
+    def _render(self, rec, *, as_starting: bool = False, reply_max: int | None = None) -> dict[str, Any]:
+        """The record as the API shows it; with `reply_max` (a caller over Serve's gRPC transport,
+        whose messages are capped), a stub saying it is larger than that, for the caller to get it
+        over Ray's actor calls."""
+        out = wire.prediction(rec, self.base, self.rt.url_for(self.base), as_starting=as_starting)
+        if reply_max is not None and approx_size(out, reply_max) > reply_max:
+            return {"id": out["id"], "status": out["status"], wire.REPLY_TOO_LARGE: True}
+        return out
 
     async def create(self, token: str, ref: str, input: dict[str, Any] | None = None, *,
                      webhook: str | None = None, webhook_events_filter: list[str] | None = None,
                      wait_s: float | None = None, deployment: bool = False,
-                     source: str = "handle") -> dict[str, Any]:
+                     source: str = "handle", reply_max: int | None = None) -> dict[str, Any]:
         """A prediction of `ref` (`owner/name`: its latest version; `owner/name:version` or a version
         id; with `deployment`, the named deployment `owner/name`) on `input`."""
         account = await self._account(token, CREATES)
@@ -68,18 +75,19 @@ class HandleAPI:
         wait = None if wait_s is None else max(0.0, min(float(wait_s), MAX_WAIT_S))
         rec = await self.rt.predictions.create(account, body, **target, source=source, wait_s=wait,
                                                file_url_prefixes=(f"{self.base}/v1/files/",), base=self.base)
-        return self._render(rec, as_starting=not rec.done)
+        return self._render(rec, as_starting=not rec.done, reply_max=reply_max)
 
-    async def wait(self, token: str, pid: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    async def wait(self, token: str, pid: str, timeout_s: float = 60.0, *,
+                   reply_max: int | None = None) -> dict[str, Any]:
         """The prediction once it is terminal, or as it is after `timeout_s` (at most 300 s)."""
         account = await self._account(token, REQUESTS)
         await self.rt.predictions.get(account, pid)  # a 404 for what is not the caller's
         await self.rt.predictions.wait(pid, max(0.0, min(float(timeout_s), MAX_WAIT_S)))
-        return self._render(await self.rt.predictions.get(account, pid))
+        return self._render(await self.rt.predictions.get(account, pid), reply_max=reply_max)
 
-    async def get(self, token: str, pid: str) -> dict[str, Any]:
+    async def get(self, token: str, pid: str, *, reply_max: int | None = None) -> dict[str, Any]:
         account = await self._account(token, REQUESTS)
-        return self._render(await self.rt.predictions.get(account, pid))
+        return self._render(await self.rt.predictions.get(account, pid), reply_max=reply_max)
 
     async def list(self, token: str, cursor: str | None = None, source: str | None = None) -> dict[str, Any]:
         """One page, newest first: `{"results": [...], "next": cursor or None}`."""
@@ -87,9 +95,9 @@ class HandleAPI:
         recs, nxt = await self.rt.predictions.list(account, cursor, source=source)
         return {"results": [self._render(r) for r in recs], "next": nxt, "previous": None}
 
-    async def cancel(self, token: str, pid: str) -> dict[str, Any]:
+    async def cancel(self, token: str, pid: str, *, reply_max: int | None = None) -> dict[str, Any]:
         account = await self._account(token, REQUESTS)
-        return self._render(await self.rt.predictions.cancel(account, pid))
+        return self._render(await self.rt.predictions.cancel(account, pid), reply_max=reply_max)
 
     async def batch_report(self, token: str, batch_id: str, report: dict[str, Any]) -> dict[str, Any]:
         """Create or update batch `batch_id` of the token's account with a job's progress."""

@@ -36,17 +36,17 @@ class Router:
     async def create(self, token: str, ref: str, input: dict | None = None, **options) -> dict:
         return await self.api.create(token, ref, input, **options)
 
-    async def wait(self, token: str, pid: str, timeout_s: float = 60.0) -> dict:
-        return await self.api.wait(token, pid, timeout_s)
+    async def wait(self, token: str, pid: str, timeout_s: float = 60.0, **options) -> dict:
+        return await self.api.wait(token, pid, timeout_s, **options)
 
-    async def get(self, token: str, pid: str) -> dict:
-        return await self.api.get(token, pid)
+    async def get(self, token: str, pid: str, **options) -> dict:
+        return await self.api.get(token, pid, **options)
 
     async def list(self, token: str, cursor: str | None = None, source: str | None = None) -> dict:
         return await self.api.list(token, cursor, source)
 
-    async def cancel(self, token: str, pid: str) -> dict:
-        return await self.api.cancel(token, pid)
+    async def cancel(self, token: str, pid: str, **options) -> dict:
+        return await self.api.cancel(token, pid, **options)
 
     async def batch_report(self, token: str, batch_id: str, report: dict) -> dict:
         return await self.api.batch_report(token, batch_id, report)

@@ -10,6 +10,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from vendo_core import records
 from vendo_core.files import stored_key
 
+# the handle API's answer in place of a record too large for the caller's gRPC message (4 MiB): the
+# caller fetches the record over Ray's actor calls instead (`cluster.handle.Vendo.call`)
+REPLY_TOO_LARGE = "_vendo_reply_too_large"
+
 
 def resolve_files(value: Any, url_for: Callable[[str], str]) -> Any:
     """Replace stored file references in an output with expiring URLs (done at read time)."""

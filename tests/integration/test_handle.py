@@ -43,6 +43,13 @@ def _in_a_task(token: str, versions: dict[str, str]) -> dict:
         v.run(versions["raises"], input={})
     except ModelError as e:
         out["model_error"] = (e.prediction.status, e.prediction.error)
+    # calls go over Serve's gRPC transport (4 MiB messages): a 2 MiB input's 8 MiB answer comes back
+    # whole, and a 5 MiB input goes by Ray's actor call instead
+    y, z = "y" * (2 * 2**20), "z" * (5 * 2**20)
+    out["large_answer"] = v.run("alice/hello-world", input={"text": y, "repeat": 4}) == " ".join([f"hello {y}"] * 4)
+    out["large_input"] = v.run("alice/hello-world", input={"text": z}) == f"hello {z}"
+    out["transports"] = (v.handle_for(({"text": y},)).handle_options._by_reference,
+                         v.handle_for(({"text": z},)).handle_options._by_reference)
     return out
 
 
@@ -62,6 +69,7 @@ def test_a_ray_task_uses_vendo_through_the_handle(cluster, examples):
     assert status == 422 and problem["invalid_fields"][0]["field"] == "repeat", problem
     assert got["unauthenticated"] == 401 and got["not_found"] == 404
     assert got["model_error"] == ("failed", "boom")
+    assert got["large_answer"] and got["large_input"] and got["transports"] == (False, True)
 
     # a normal record: the REST API and the CLI show it with its source
     with cluster.http("alice") as h:
