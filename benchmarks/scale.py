@@ -15,7 +15,10 @@ prediction costs Redis.
   still there: its hash, event stream, index entries), divided by their number.
 
 Resident memory moves in allocator-sized steps and the first use of each path allocates for good,
-so each measurement is taken after a warm-up of the same path, and the figures are per 1,000."""
+so each measurement is taken after a warm-up of the same path, and the figures are per 1,000. The
+open predictions' warm-up is a whole step: after the other parts, the router's heap has room they
+freed, and a first step that fills it read 2.6–2.9 MiB per 1,000 in full runs against 5–6 when
+the part ran alone (benchmarks/results/findings.md)."""
 
 from __future__ import annotations
 
@@ -76,7 +79,9 @@ async def _cancel_all(url: str, headers: dict[str, str], ids: list[str]) -> None
 
 async def _open_predictions(st, vid: str, step: int, steps: int = 2) -> tuple[dict[str, Any], list[str]]:
     pids = _pids()
-    warm = await _create_many(st.url, st.headers, vid, 200, SLOW)  # every path of a queued create, warm
+    # every path of a queued create warm, and a whole step first: the memory earlier parts freed in
+    # the router is reused before any is added, so a first step that reuses it would read low
+    warm = await _create_many(st.url, st.headers, vid, max(200, step), SLOW)
     base = _rss(pids["router"])
     held, per_step = list(warm), []
     for _ in range(steps):

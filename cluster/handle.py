@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import PrivateAttr
 
 from router import wire
-from router.apps import GRPC_MAX_INPUT, fits_grpc
 from vendo_core.errors import VendoError
+from vendo_core.grpcmsg import GRPC_MAX_MESSAGE, fits_grpc
 
 ROUTER_APP = "vendo"
 WAIT_STEP_S = 60.0
@@ -171,7 +171,7 @@ class Vendo:
 
     def handle_for(self, payload: Any):
         """The router's handle for a unary call with arguments `payload`: over gRPC when they fit
-        a message (`router.apps.fits_grpc`, the rule the router keeps for model replicas)."""
+        a message (`vendo_core.grpcmsg`, the rule the router keeps for model replicas)."""
         if not self.grpc or not fits_grpc(payload):
             return self.handle
         if self._by_value is None:
@@ -184,7 +184,7 @@ class Vendo:
         h = self.handle_for((args, kwargs))
         if h is self.handle:
             return await getattr(h, method).remote(self.token, *args, **kwargs)
-        got = await getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_INPUT, **kwargs)
+        got = await getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_MESSAGE, **kwargs)
         if got.get(wire.REPLY_TOO_LARGE):
             got = await self.handle.get.remote(self.token, got["id"])
         return got
@@ -194,7 +194,7 @@ class Vendo:
         h = self.handle_for((args, kwargs))
         if h is self.handle:
             return getattr(h, method).remote(self.token, *args, **kwargs).result()
-        got = getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_INPUT, **kwargs).result()
+        got = getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_MESSAGE, **kwargs).result()
         if got.get(wire.REPLY_TOO_LARGE):
             got = self.handle.get.remote(self.token, got["id"]).result()
         return got

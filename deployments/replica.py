@@ -33,6 +33,7 @@ from vendo_core.billing import ReplicaMeter, bill_replica_time
 from vendo_core.errors import NotFound
 from vendo_core.files import Files
 from vendo_core.finetune import NO_WEIGHTS, finetune_version, training_output, weights_of
+from vendo_core.grpcmsg import fits_grpc
 from vendo_core.keys import Keys
 from vendo_core.packaging import UnpackLimits, unpack_package
 from vendo_core.redisconn import connect
@@ -425,9 +426,11 @@ class Replica:
         result: dict[str, Any] = {"status": status.value}
         whole = run.sink.whole()
         if ok and whole is not None and len(whole.encode()) <= self.settings.max_log_bytes:
-            # what it just wrote, so a caller waiting on it needs no read back
-            result["record"] = {**fields, "status": status.value, "error": error, "logs": whole,
-                                "started_at": started_at}
+            # what it just wrote, so a caller waiting on it needs no read back; not past what one
+            # gRPC message takes (the router reads a large output back instead)
+            record = {**fields, "status": status.value, "error": error, "logs": whole, "started_at": started_at}
+            if fits_grpc(record):
+                result["record"] = record
         return result
 
     async def _finish_training(self, pid: str, request: dict[str, Any], output: Any) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 import redis.asyncio as aioredis
 
 from vendo_core.errors import VersionNotFound
+from vendo_core.grpcmsg import fits_grpc
 from vendo_core.ids import VERSION_APP_PREFIX, app_name, training_app_name
 from vendo_core.keys import Keys
 from vendo_core.records import Version
@@ -25,34 +26,6 @@ from vendo_core.redislock import RedisLock
 _SERVE_BUILD = threading.Lock()
 log = logging.getLogger("vendo.apps")
 
-
-
-GRPC_MAX_INPUT = 3 * 2**20  # a replica's gRPC server takes 4 MiB messages (Serve's default): room to spare
-
-
-def approx_size(value: Any, limit: int = GRPC_MAX_INPUT) -> int:
-    """About how many bytes `value` (JSON-shaped) takes, counted until it passes `limit`."""
-    n, todo = 0, [value]
-    while todo and n <= limit:
-        v = todo.pop()
-        if isinstance(v, (str, bytes)):
-            n += len(v) + 8
-        elif isinstance(v, dict):
-            n += 16 * len(v)
-            todo.extend(v.keys())
-            todo.extend(v.values())
-        elif isinstance(v, (list, tuple)):
-            n += 8 * len(v)
-            todo.extend(v)
-        else:
-            n += 16
-    return n
-
-
-def fits_grpc(payload: Any) -> bool:
-    """Whether a handle call with arguments `payload` may go over Serve's gRPC transport: the
-    called replica's gRPC server takes messages of 4 MiB at most (replies are not capped)."""
-    return approx_size(payload) <= GRPC_MAX_INPUT
 
 
 REPLICATE_WEIGHTS = "replicate_weights"  # Replicate's input for swapping a base model's weights per request

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from router import wire
-from router.apps import approx_size
 from router.ratelimit import CREATES, REQUESTS
 from router.runtime import Runtime
 from vendo_core.errors import InvalidRequest, NotFound, Unauthenticated
+from vendo_core.grpcmsg import approx_size
 from vendo_core.ids import ModelRef
 from vendo_core.records import SOURCES, Account
 

@@ -8,7 +8,7 @@ import asyncio
 
 from cluster.handle import Vendo
 from router import wire
-from router.apps import GRPC_MAX_INPUT
+from vendo_core.grpcmsg import GRPC_MAX_MESSAGE
 
 
 class Call:
@@ -55,11 +55,11 @@ def _vendo(record: dict, use_async: bool = False) -> tuple[Vendo, FakeHandle]:
 def test_a_small_call_goes_over_grpc_and_says_how_large_an_answer_may_be():
     v, h = _vendo({"id": "p1", "status": "succeeded", "output": "ok"})
     assert v.call_sync("create", "alice/m", {"text": "x"}, wait_s=1.0)["output"] == "ok"
-    assert [(m, k.get("reply_max")) for m, _, k in h.calls] == [("create", GRPC_MAX_INPUT)]
+    assert [(m, k.get("reply_max")) for m, _, k in h.calls] == [("create", GRPC_MAX_MESSAGE)]
 
 
 def test_an_answer_too_large_for_grpc_is_fetched_over_actor_calls():
-    big = {"id": "p2", "status": "succeeded", "output": "y" * (GRPC_MAX_INPUT + 10)}
+    big = {"id": "p2", "status": "succeeded", "output": "y" * (GRPC_MAX_MESSAGE + 10)}
     v, h = _vendo(big, use_async=True)
     got = asyncio.run(v.call("wait", "p2", 60.0))
     assert got == big
@@ -69,9 +69,9 @@ def test_an_answer_too_large_for_grpc_is_fetched_over_actor_calls():
 
 def test_arguments_too_large_for_grpc_go_over_actor_calls():
     v, h = _vendo({"id": "p3", "status": "starting"})
-    v.call_sync("create", "alice/m", {"image": "data:," + "A" * GRPC_MAX_INPUT})
+    v.call_sync("create", "alice/m", {"image": "data:," + "A" * GRPC_MAX_MESSAGE})
     assert len(h.calls) == 1 and "reply_max" not in h.calls[0][2]
-    assert v.handle_for(({"image": "A" * GRPC_MAX_INPUT},)) is v.handle
+    assert v.handle_for(({"image": "A" * GRPC_MAX_MESSAGE},)) is v.handle
     assert v.handle_for(({"text": "x"},)).by_value
 
 

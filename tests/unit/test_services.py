@@ -357,7 +357,8 @@ def test_a_live_version_is_looked_up_once_and_forgotten_when_its_model_changes()
 
 
 def test_an_input_too_large_for_a_grpc_message_goes_by_reference():
-    from router.apps import GRPC_MAX_INPUT, AppManager, approx_size
+    from router.apps import AppManager
+    from vendo_core.grpcmsg import GRPC_MAX_MESSAGE, approx_size
 
     class Handle:
         def __init__(self, by_reference=False):
@@ -367,9 +368,9 @@ def test_an_input_too_large_for_a_grpc_message_goes_by_reference():
             return Handle(_by_reference)
 
     grpc = AppManager(None, None, lambda spec: None, 60.0, grpc=True)
-    small, large = {"text": "x" * 1000}, {"image": "data:image/png;base64," + "A" * GRPC_MAX_INPUT}
-    assert approx_size(small) < 2000 and approx_size(large) > GRPC_MAX_INPUT
-    assert approx_size({"a": [{"b": "x" * GRPC_MAX_INPUT}] * 1000}) < 2 * GRPC_MAX_INPUT  # stops counting
+    small, large = {"text": "x" * 1000}, {"image": "data:image/png;base64," + "A" * GRPC_MAX_MESSAGE}
+    assert approx_size(small) < 2000 and approx_size(large) > GRPC_MAX_MESSAGE
+    assert approx_size({"a": [{"b": "x" * GRPC_MAX_MESSAGE}] * 1000}) < 2 * GRPC_MAX_MESSAGE  # stops counting
     assert not grpc.for_input(Handle(), small).by_reference
     assert grpc.for_input(Handle(), large).by_reference
     plain = AppManager(None, None, lambda spec: None, 60.0, grpc=False)
