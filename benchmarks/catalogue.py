@@ -5,10 +5,11 @@ prediction resolves its version by id (one hash read), so both should be flat. T
 registered through the registry (as a push registers them; pushing 10,000 packages would measure
 uploads instead), all pointing at the no-op's package, so any of them could be run.
 
-The figures are taken in the order 10, 10,000, 10 again (the clones deleted through the registry, as
-`DELETE .../versions/{id}` deletes them), and each trial's ratio is the 10,000 figure over the mean
-of the two 10-version figures around it: a stack that gets faster or slower over the minutes of
-the part (warm-up, the other parts' leftovers, a shared VM) moves both sides alike."""
+Each trial is taken in the order 10, 10,000, 10 again (the clones deleted through the registry, as
+`DELETE .../versions/{id}` deletes them), and its ratio is the 10,000 figure over the mean of the
+two 10-version figures around it: on this shared VM every process's CPU per prediction moves by
+5-10% from one minute to the next, which read as a catalogue cost of up to 1.27x when the three
+sides were measured minutes apart (benchmarks/results/findings.md)."""
 
 from __future__ import annotations
 
@@ -89,47 +90,92 @@ def round_robin(url: str, headers: dict[str, str], vids: list[str]) -> load.Send
     return send
 
 
-async def measure(stack, vids: list[str], plan: Plan) -> dict[str, list[float]]:
-    send = round_robin(stack.url, stack.headers, vids)
-    out: dict[str, list[float]] = {"p50_ms": [], "controller_cpu_pct": [], "router_cpu_pct": []}
-    async with load.Pool(1) as pool:
-        await load.warm(pool, send, plan.warm_requests)
-        for _ in range(plan.trials):
-            pids = actor_pids()
-            before, t0 = cpu_s(pids), time.monotonic()
-            run = await load.closed_loop(pool, send, max_requests=plan.latency_requests, max_s=plan.latency_max_s)
-            after, wall = cpu_s(pids), time.monotonic() - t0
-            out["p50_ms"].append(run.p(50) * 1e3)
-            for role in ("controller", "router"):
-                out[f"{role}_cpu_pct"].append(100 * (after.get(role, 0) - before.get(role, 0)) / wall)
-    pids = actor_pids()
-    out["controller_rss_mib"] = [_rss_mib(pids.get("controller"))]
-    out["router_rss_mib"] = [_rss_mib(pids.get("router"))]
-    return out
+ROLES = ("router", "models", "redis", "haproxy", "controller", "load generator", "machine")
+
+
+def _pids() -> dict[str, Any]:
+    """`actor_pids`, with every model replica's pid (the 3 versions in use) under `models`."""
+    import re
+
+    import psutil
+
+    pids: dict[str, Any] = actor_pids()
+    pids.pop("model", None)
+    pids["models"] = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+                      if re.search(r"ServeReplica:v-[0-9a-f]+:model", " ".join(p.info.get("cmdline") or []))]
+    return pids
+
+
+def _cpu(pids: dict[str, Any]) -> dict[str, float]:
+    got = cpu_s({k: v for k, v in pids.items() if k != "models"})
+    got["models"] = sum(cpu_s({str(pid): pid for pid in pids["models"]}).get(str(pid), 0.0) for pid in pids["models"])
+    return got
+
+
+class Trials:
+    """One closed-loop client over the versions in use, measured a trial at a time."""
+
+    def __init__(self, stack, vids: list[str], plan: Plan):
+        self.send = round_robin(stack.url, stack.headers, vids)
+        self.plan = plan
+
+    async def __aenter__(self) -> Trials:
+        self.pool = await load.Pool(1).__aenter__()
+        await load.warm(self.pool, self.send, self.plan.warm_requests)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.pool.__aexit__(*exc)
+
+    async def trial(self, out: dict[str, list[float]]) -> None:
+        """p50 at concurrency 1, the controller's and router's CPU (% of a core), each process's
+        CPU per prediction (ms; `machine` is all of it) and the two's resident memory, added to `out`."""
+        pids = _pids()
+        before, t0 = _cpu(pids), time.monotonic()
+        run = await load.closed_loop(self.pool, self.send, max_requests=self.plan.latency_requests,
+                                     max_s=self.plan.latency_max_s)
+        after, wall = _cpu(pids), time.monotonic() - t0
+        add = lambda k, v: out.setdefault(k, []).append(v)  # noqa: E731
+        add("p50_ms", run.p(50) * 1e3)
+        for role in ("controller", "router"):
+            add(f"{role}_cpu_pct", 100 * (after.get(role, 0) - before.get(role, 0)) / wall)
+            add(f"{role}_rss_mib", _rss_mib(pids.get(role)))
+        for role in ROLES:
+            add(f"{role}_cpu_ms_per_prediction", 1e3 * (after.get(role, 0) - before.get(role, 0)) / max(run.ok, 1))
 
 
 async def run(stack, plan: Plan) -> dict[str, Any]:
+    """Each trial measures 10 versions, registers the other 9,990, measures, deletes them and
+    measures 10 again: the three windows of a trial are a minute apart at most, so what the VM's
+    speed does over the part's minutes moves a trial's sides alike."""
     from ray import serve
 
     base = stack.push(MODELS / "noop", MODEL)
     small = await register(stack, base, 10, [base])
     used = small[:USED]
-    few = await measure(stack, used, plan)
-    t0 = time.monotonic()
-    every = await register(stack, base, plan.catalogue_versions, small)
-    register_s = time.monotonic() - t0
-    many = await measure(stack, used, plan)
-    t0 = time.monotonic()
-    await unregister(stack, every[len(small):])
-    unregister_s = time.monotonic() - t0
-    again = await measure(stack, used, plan)
+    few: dict[str, list[float]] = {}
+    many: dict[str, list[float]] = {}
+    again: dict[str, list[float]] = {}
+    register_s, unregister_s, every = [], [], small
+    async with Trials(stack, used, plan) as t:
+        for _ in range(plan.trials):
+            await t.trial(few)
+            t0 = time.monotonic()
+            every = await register(stack, base, plan.catalogue_versions, small)
+            register_s.append(time.monotonic() - t0)
+            await t.trial(many)
+            t0 = time.monotonic()
+            await unregister(stack, every[len(small):])
+            unregister_s.append(time.monotonic() - t0)
+            await t.trial(again)
     for vid in used:
         serve.delete(stack.app_of(vid))
     figures = {f"{k}_{n}": Figure.of(v, unit).to_json()
                for n, got in ((10, few), (len(every), many), ("10_after", again)) for k, v in got.items()
-               for unit in ["ms" if k.endswith("_ms") else "MiB" if k.endswith("mib") else "%"]}
+               for unit in ["ms" if k.endswith(("_ms", "_prediction")) else "MiB" if k.endswith("mib") else "%"]}
     ratio = Figure.of([b / ((a + c) / 2) for a, b, c in zip(few["p50_ms"], many["p50_ms"], again["p50_ms"], strict=True)],
                       "×").to_json()
-    return {"versions": len(every), "used": USED, "register_s": round(register_s, 1),
-            "unregister_s": round(unregister_s, 1), "figures": figures, "p50_ratio": ratio,
-            "controller_rss_ratio": many["controller_rss_mib"][0] / few["controller_rss_mib"][0]}
+    rss = Figure.of(many["controller_rss_mib"], "MiB").median / Figure.of(few["controller_rss_mib"], "MiB").median
+    return {"versions": len(every), "used": USED, "register_s": round(max(register_s), 1),
+            "unregister_s": round(max(unregister_s), 1), "figures": figures, "p50_ratio": ratio,
+            "controller_rss_ratio": rss}
