@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks import load
 from benchmarks.overhead import TEXT, Failed
 from benchmarks.plan import Plan
-from benchmarks.profile import actor_pids, cpu_s
+from benchmarks.profile import MODEL_REPLICA, actor_pids, cpu_s
 from benchmarks.stack import MODELS, USER
 from benchmarks.stats import Figure
 
@@ -95,20 +95,20 @@ ROLES = ("router", "models", "redis", "haproxy", "controller", "load generator",
 
 def _pids() -> dict[str, Any]:
     """`actor_pids`, with every model replica's pid (the 3 versions in use) under `models`."""
-    import re
-
     import psutil
 
     pids: dict[str, Any] = actor_pids()
     pids.pop("model", None)
     pids["models"] = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
-                      if re.search(r"ServeReplica:v-[0-9a-f]+:model", " ".join(p.info.get("cmdline") or []))]
+                      if MODEL_REPLICA.search(" ".join(p.info.get("cmdline") or []))]
     return pids
 
 
 def _cpu(pids: dict[str, Any]) -> dict[str, float]:
-    got = cpu_s({k: v for k, v in pids.items() if k != "models"})
-    got["models"] = sum(cpu_s({str(pid): pid for pid in pids["models"]}).get(str(pid), 0.0) for pid in pids["models"])
+    """`cpu_s` of every role, the model replicas summed under `models`, in one reading."""
+    models = {f"model {pid}": pid for pid in pids["models"]}
+    got = cpu_s({**{k: v for k, v in pids.items() if k != "models"}, **models})
+    got["models"] = sum(got.pop(k, 0.0) for k in models)
     return got
 
 

@@ -35,6 +35,9 @@ def log(msg: str) -> None:
     print(f"[profile {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+MODEL_REPLICA = re.compile(r"ServeReplica:v-[0-9a-f]+:model")  # a model version's Serve replica, by its title
+
+
 def actor_pids() -> dict[str, int]:
     """pids of the proxy, the controller, the Serve replicas and redis-server, by role."""
     import os
@@ -59,7 +62,7 @@ def actor_pids() -> dict[str, int]:
             found["proxy"] = p.info["pid"]
         elif "ServeReplica:vendo:router" in title:
             found["router"] = p.info["pid"]
-        elif re.search(r"ServeReplica:v-[0-9a-f]+:model", title):
+        elif MODEL_REPLICA.search(title):
             found["model"] = p.info["pid"]
         elif f"ServeReplica:{stk.BARE_APP}:ingress" in title:
             found["bare_ingress"] = p.info["pid"]
