@@ -178,23 +178,26 @@ class Vendo:
             self._by_value = self.handle.options(_by_reference=False)
         return self._by_value
 
+    def _route(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """(handle, keyword arguments) for a unary call: over gRPC, telling the router the largest
+        answer it may send, when the arguments fit a message."""
+        h = self.handle_for((args, kwargs))
+        return (h, kwargs) if h is self.handle else (h, {**kwargs, "reply_max": GRPC_MAX_MESSAGE})
+
     async def call(self, method: str, *args, **kwargs) -> dict[str, Any]:
         """The router's unary `method` (`create`, `get`, `wait`, `cancel`) with this token: its
-        answer as the API's JSON, or the router's exception as Ray raises it."""
-        h = self.handle_for((args, kwargs))
-        if h is self.handle:
-            return await getattr(h, method).remote(self.token, *args, **kwargs)
-        got = await getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_MESSAGE, **kwargs)
+        answer as the API's JSON (a record too large for gRPC fetched over an actor call), or the
+        router's exception as Ray raises it."""
+        h, kw = self._route(args, kwargs)
+        got = await getattr(h, method).remote(self.token, *args, **kw)
         if got.get(wire.REPLY_TOO_LARGE):
             got = await self.handle.get.remote(self.token, got["id"])
         return got
 
     def call_sync(self, method: str, *args, **kwargs) -> dict[str, Any]:
         """`call` from synchronous code."""
-        h = self.handle_for((args, kwargs))
-        if h is self.handle:
-            return getattr(h, method).remote(self.token, *args, **kwargs).result()
-        got = getattr(h, method).remote(self.token, *args, reply_max=GRPC_MAX_MESSAGE, **kwargs).result()
+        h, kw = self._route(args, kwargs)
+        got = getattr(h, method).remote(self.token, *args, **kw).result()
         if got.get(wire.REPLY_TOO_LARGE):
             got = self.handle.get.remote(self.token, got["id"]).result()
         return got

@@ -27,7 +27,6 @@ _SERVE_BUILD = threading.Lock()
 log = logging.getLogger("vendo.apps")
 
 
-
 REPLICATE_WEIGHTS = "replicate_weights"  # Replicate's input for swapping a base model's weights per request
 
 
